@@ -1,0 +1,3 @@
+//! The Mender Artifact format: streaming reader, writer and signatures.
+
+pub mod signature;

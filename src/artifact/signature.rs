@@ -1,0 +1,1 @@
+//! Artifact signatures (placeholder, being written).
