@@ -6,3 +6,5 @@
 
 pub mod artifact;
 pub mod cli;
+pub mod fsutil;
+pub mod logging;

@@ -1,3 +1,173 @@
-//! The Mender Artifact format: streaming reader, writer and signatures.
+//! The Mender Artifact format: a streaming reader, a writer and signatures.
+//!
+//! The reader makes one forward pass over any `Read` and hands payload bytes
+//! to a [`reader::ArtifactHandler`] as they stream; the writer produces
+//! artifacts that mender-artifact 3.9 validates. Both share the metadata
+//! types of [`header`] and the manifest of [`manifest`].
 
+pub mod compression;
+pub mod depends;
+pub mod header;
+pub mod manifest;
+pub mod reader;
 pub mod signature;
+pub mod signer;
+pub mod writer;
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong with an artifact. Messages are one line and
+/// name the member, field or file concerned.
+#[derive(Debug)]
+pub enum ArtifactError {
+    /// The artifact is malformed: structure, JSON, names, sizes.
+    Format(String),
+    /// A member or payload file does not match its manifest checksum.
+    Checksum(String),
+    /// The signature is missing, unverifiable or wrong.
+    Signature(String),
+    /// The artifact does not fit this device (depends vs provides).
+    Incompatible(String),
+    /// Reading the input or writing the output failed.
+    Io { context: String, source: io::Error },
+    /// The consumer of the payload refused or failed.
+    Consumer(anyhow::Error),
+}
+
+impl ArtifactError {
+    pub fn format(msg: impl Into<String>) -> Self {
+        ArtifactError::Format(msg.into())
+    }
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        ArtifactError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for ArtifactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArtifactError::Format(m) => write!(f, "invalid artifact: {m}"),
+            ArtifactError::Checksum(m) => write!(f, "checksum mismatch: {m}"),
+            ArtifactError::Signature(m) => write!(f, "signature: {m}"),
+            ArtifactError::Incompatible(m) => write!(f, "artifact not compatible: {m}"),
+            ArtifactError::Io { context, source } => write!(f, "{context}: {source}"),
+            ArtifactError::Consumer(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ArtifactError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ArtifactError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Payload file names: flat, and only `[A-Za-z0-9_.,-]`, never `.` or `..`.
+pub fn valid_payload_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'-'))
+}
+
+/// The states whose scripts an artifact may carry.
+pub const ARTIFACT_SCRIPT_STATES: &[&str] = &[
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactFailure",
+];
+
+/// All states that have scripts (rootfs scripts and artifact scripts).
+pub const ALL_SCRIPT_STATES: &[&str] = &[
+    "Idle",
+    "Sync",
+    "Download",
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactFailure",
+];
+
+/// A parsed state script name `<State>_<Enter|Leave|Error>_NN[_text]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptName<'a> {
+    pub state: &'a str,
+    pub action: &'a str,
+    pub order: u8,
+}
+
+/// Parses a state script name; `states` restricts the state part. The
+/// optional `_text` suffix must be non-empty and free of white space and `/`.
+pub fn parse_script_name<'a>(name: &'a str, states: &[&str]) -> Option<ScriptName<'a>> {
+    let mut parts = name.splitn(4, '_');
+    let state = parts.next()?;
+    let action = parts.next()?;
+    let order = parts.next()?;
+    let rest = parts.next();
+    if !states.contains(&state) || !matches!(action, "Enter" | "Leave" | "Error") {
+        return None;
+    }
+    if order.len() != 2 || !order.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if let Some(text) = rest
+        && (text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '/'))
+    {
+        return None;
+    }
+    Some(ScriptName {
+        state,
+        action,
+        order: order.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_names() {
+        let s = parse_script_name("ArtifactInstall_Enter_01", ARTIFACT_SCRIPT_STATES).unwrap();
+        assert_eq!(
+            (s.state, s.action, s.order),
+            ("ArtifactInstall", "Enter", 1)
+        );
+        assert!(
+            parse_script_name("ArtifactCommit_Leave_99_send-mail", ARTIFACT_SCRIPT_STATES)
+                .is_some()
+        );
+        assert!(parse_script_name("Download_Enter_01", ARTIFACT_SCRIPT_STATES).is_none());
+        assert!(parse_script_name("Download_Enter_01", ALL_SCRIPT_STATES).is_some());
+        assert!(parse_script_name("ArtifactInstall_Enter_1", ARTIFACT_SCRIPT_STATES).is_none());
+        assert!(parse_script_name("ArtifactInstall_Start_01", ARTIFACT_SCRIPT_STATES).is_none());
+        assert!(parse_script_name("ArtifactInstall_Enter_01_", ARTIFACT_SCRIPT_STATES).is_none());
+        assert!(
+            parse_script_name("ArtifactInstall_Enter_01_a/b", ARTIFACT_SCRIPT_STATES).is_none()
+        );
+        assert!(parse_script_name("ArtifactInstall_Enter_ab", ARTIFACT_SCRIPT_STATES).is_none());
+    }
+
+    #[test]
+    fn payload_names() {
+        assert!(valid_payload_file_name("rootfs.ext4"));
+        assert!(valid_payload_file_name("a,b-c_d"));
+        for bad in ["", ".", "..", "a/b", "a b", "ä", "a\0"] {
+            assert!(!valid_payload_file_name(bad), "{bad:?}");
+        }
+    }
+}
