@@ -15,8 +15,10 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// A temporary file in the directory of `dest`, named after it so a
-/// leftover is recognisable.
-pub fn temp_beside(dest: &Path) -> io::Result<tempfile::NamedTempFile> {
+/// leftover is recognisable. `mode` is filtered by the umask, as for any
+/// newly created file.
+pub fn temp_beside(dest: &Path, mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -24,6 +26,7 @@ pub fn temp_beside(dest: &Path) -> io::Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(parent_dir(dest))
 }
 
@@ -35,9 +38,9 @@ pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `dest` crash-safely.
-pub fn write_atomic(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
-    let mut tmp = temp_beside(dest)?;
+    let mut tmp = temp_beside(dest, mode)?;
     tmp.write_all(bytes)?;
     persist(tmp, dest)
 }

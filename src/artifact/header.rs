@@ -336,8 +336,9 @@ pub fn parse_type_info(
     Ok(())
 }
 
-/// Parses `meta-data`: empty means absent; otherwise a JSON object whose
-/// values are strings, numbers, or arrays of those.
+/// Parses `meta-data`: empty means absent; otherwise a JSON object. Like
+/// mender-artifact, any value is allowed except lists holding objects or
+/// lists.
 pub fn parse_meta_data(
     member: &str,
     bytes: &[u8],
@@ -347,21 +348,32 @@ pub fn parse_meta_data(
     }
     let v = parse_json(member, bytes)?;
     let obj = as_object(member, "", &v)?;
+    check_meta_values(member, "", obj)?;
+    Ok(Some(obj.clone()))
+}
+
+fn check_meta_values(
+    member: &str,
+    path: &str,
+    obj: &Map<String, Value>,
+) -> Result<(), ArtifactError> {
     for (k, val) in obj {
-        let ok = match val {
-            Value::String(_) | Value::Number(_) => true,
-            Value::Array(items) => items
-                .iter()
-                .all(|i| matches!(i, Value::String(_) | Value::Number(_))),
-            _ => false,
+        let at = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
         };
-        if !ok {
-            return Err(ArtifactError::format(format!(
-                "{member}: value of '{k}' must be a string, a number, or a list of those"
-            )));
+        match val {
+            Value::Object(inner) => check_meta_values(member, &at, inner)?,
+            Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+                return Err(ArtifactError::format(format!(
+                    "{member}: {at}: lists may not contain objects or lists"
+                )));
+            }
+            _ => {}
         }
     }
-    Ok(Some(obj.clone()))
+    Ok(())
 }
 
 /// Parses a v2 `headers/NNNN/files`: `{"files": ["name", ...]}`.
@@ -586,7 +598,9 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        assert!(parse_meta_data("m", br#"{"a":{"b":1}}"#).is_err());
+        assert!(parse_meta_data("m", br#"{"a":{"b":1,"c":[1]},"n":null,"t":true}"#).is_ok());
+        assert!(parse_meta_data("m", br#"{"a":[{"b":1}]}"#).is_err());
+        assert!(parse_meta_data("m", br#"{"a":{"b":[[1]]}}"#).is_err());
         assert!(parse_meta_data("m", br#"[1]"#).is_err());
     }
 }

@@ -29,7 +29,7 @@ pub fn sign_artifact(
     read_artifact(open(input)?, &ReadOptions::default(), &mut Discard)?;
 
     let out_err = |e: std::io::Error| ArtifactError::io(format!("writing {}", output.display()), e);
-    let tmp = fsutil::temp_beside(output).map_err(out_err)?;
+    let tmp = fsutil::temp_beside(output, 0o666).map_err(out_err)?;
     {
         let mut archive = tar::Archive::new(open(input)?);
         let entries = archive

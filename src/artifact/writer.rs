@@ -91,7 +91,7 @@ pub fn write_artifact(
     };
 
     let out_err = |e: io::Error| ArtifactError::io(format!("writing {}", output.display()), e);
-    let tmp = fsutil::temp_beside(output).map_err(out_err)?;
+    let tmp = fsutil::temp_beside(output, 0o666).map_err(out_err)?;
     {
         let mut out = OuterTar::new(tmp.as_file(), spec.mtime);
         out.append_bytes("version", VERSION_V3).map_err(out_err)?;

@@ -35,7 +35,7 @@ pub struct ArtifactArgs {
 enum ArtifactCommand {
     /// Write a new artifact.
     #[command(subcommand)]
-    Write(WriteCommand),
+    Write(Box<WriteCommand>),
     /// Print an artifact's metadata (checks every checksum on the way).
     Read(ReadArgs),
     /// Check an artifact completely; exit 0 only if it is sound.
@@ -110,6 +110,8 @@ struct CommonWriteArgs {
     /// Accepted for compatibility; no progress bar is drawn.
     #[arg(long, hide = true)]
     no_progress: bool,
+    #[arg(skip)]
+    order: OptionOrder,
 }
 
 #[derive(Args, Debug)]
@@ -178,10 +180,23 @@ struct SignArgs {
     force: bool,
 }
 
-pub fn run(args: ArtifactArgs) -> Result<i32> {
+pub fn run(args: ArtifactArgs, matches: &clap::ArgMatches) -> Result<i32> {
+    let write_matches = matches
+        .subcommand_matches("artifact")
+        .and_then(|m| m.subcommand_matches("write"))
+        .and_then(|m| m.subcommand())
+        .map(|(_, m)| m);
     match args.command {
-        ArtifactCommand::Write(WriteCommand::RootfsImage(a)) => write_rootfs(a, args.compression),
-        ArtifactCommand::Write(WriteCommand::ModuleImage(a)) => write_module(a, args.compression),
+        ArtifactCommand::Write(w) => match *w {
+            WriteCommand::RootfsImage(mut a) => {
+                a.common.order = OptionOrder::from_matches(write_matches);
+                write_rootfs(a, args.compression)
+            }
+            WriteCommand::ModuleImage(mut a) => {
+                a.common.order = OptionOrder::from_matches(write_matches);
+                write_module(a, args.compression)
+            }
+        },
         ArtifactCommand::Read(a) => read(a),
         ArtifactCommand::Validate(a) => validate(a),
         ArtifactCommand::Sign(a) => sign(a),
@@ -237,6 +252,9 @@ fn common_spec(
         (None, true) => filesystem.clone(),
         (None, false) => format!("{filesystem}.{payload_type}"),
     };
+    // As in mender-artifact: --no-default-software-version turns off both the
+    // version provide and the default clears, but an explicit
+    // --software-version still writes the provide.
     let mut type_provides: Provides = BTreeMap::new();
     if !c.no_default_software_version {
         let version = c
@@ -244,15 +262,28 @@ fn common_spec(
             .clone()
             .unwrap_or_else(|| c.artifact_name.clone());
         type_provides.insert(format!("{prefix}.version"), version);
+    } else if let Some(version) = &c.software_version {
+        // mender-artifact leaves the payload type out of the key here.
+        let key = match &c.software_name {
+            Some(name) => format!("{filesystem}.{name}.version"),
+            None => format!("{filesystem}.version"),
+        };
+        type_provides.insert(key, version.clone());
     }
+    // The user's patterns as given, then each default one not already there.
     let mut clears = c.clears_provides.clone();
-    if !c.no_default_clears_provides {
-        if rootfs && c.software_name.is_none() && filesystem == "rootfs-image" {
-            clears.extend(
-                ["artifact_group", "rootfs_image_checksum", "rootfs-image.*"].map(String::from),
-            );
+    if !c.no_default_clears_provides && !c.no_default_software_version {
+        let defaults = if rootfs && c.software_name.is_none() && filesystem == "rootfs-image" {
+            ["artifact_group", "rootfs_image_checksum", "rootfs-image.*"]
+                .map(String::from)
+                .to_vec()
         } else {
-            clears.push(format!("{prefix}.*"));
+            vec![format!("{prefix}.*")]
+        };
+        for d in defaults {
+            if !clears.contains(&d) {
+                clears.push(d);
+            }
         }
     }
     Ok(ArtifactSpec {
@@ -276,10 +307,46 @@ fn common_spec(
     })
 }
 
-/// User -p values win over the defaults.
-fn add_user_provides(spec: &mut ArtifactSpec, provides: &[(String, String)]) {
-    for (k, v) in provides {
-        spec.type_provides.insert(k.clone(), v.clone());
+/// User -p values win over the default software version, but not over an
+/// explicit --software-version (mender-artifact applies that later).
+fn add_user_provides(spec: &mut ArtifactSpec, c: &CommonWriteArgs) {
+    for (i, (k, v)) in c.provides.iter().enumerate() {
+        let version_wins = c.software_version.is_some()
+            && k.ends_with(".version")
+            && spec.type_provides.contains_key(k)
+            && c.order.software_version_after(i);
+        if !version_wins {
+            spec.type_provides.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Where options stood on the command line: mender-artifact lets a
+/// `--software-version` given after `-p KEY:V` win for that key, and the
+/// `-p` win when it comes later.
+#[derive(Debug, Default, Clone)]
+struct OptionOrder {
+    provides: Vec<usize>,
+    software_version: Option<usize>,
+}
+
+impl OptionOrder {
+    fn from_matches(m: Option<&clap::ArgMatches>) -> Self {
+        let Some(m) = m else { return Self::default() };
+        OptionOrder {
+            provides: m
+                .indices_of("provides")
+                .map(|i| i.collect())
+                .unwrap_or_default(),
+            software_version: m.index_of("software_version"),
+        }
+    }
+
+    fn software_version_after(&self, provides_index: usize) -> bool {
+        match (self.software_version, self.provides.get(provides_index)) {
+            (Some(sv), Some(p)) => sv > *p,
+            _ => true,
+        }
     }
 }
 
@@ -299,6 +366,8 @@ fn load_signing_key(path: &Option<PathBuf>) -> Result<Option<SigningKey>> {
 fn write_rootfs(a: RootfsArgs, compression: Option<Compression>) -> Result<i32> {
     let mut spec = common_spec(&a.common, "rootfs-image", true, compression)?;
     spec.files = vec![a.file.clone()];
+    add_user_provides(&mut spec, &a.common);
+    // The checksum provide is always the payload's real one.
     if !a.no_checksum_provide {
         let digest = sha256_file(&a.file)?;
         let key = if a.legacy_rootfs_image_checksum {
@@ -308,7 +377,6 @@ fn write_rootfs(a: RootfsArgs, compression: Option<Compression>) -> Result<i32> 
         };
         spec.type_provides.insert(key.into(), to_hex(&digest));
     }
-    add_user_provides(&mut spec, &a.common.provides);
     let key = load_signing_key(&a.common.key)?;
     writer::write_artifact(&spec, key.as_ref(), &a.common.output)?;
     Ok(EXIT_OK)
@@ -322,7 +390,7 @@ fn write_module(a: ModuleArgs, compression: Option<Compression>) -> Result<i32> 
         let parsed = crate::artifact::header::parse_meta_data(&path.display().to_string(), &text)?;
         spec.meta_data = parsed;
     }
-    add_user_provides(&mut spec, &a.common.provides);
+    add_user_provides(&mut spec, &a.common);
     let key = load_signing_key(&a.common.key)?;
     writer::write_artifact(&spec, key.as_ref(), &a.common.output)?;
     Ok(EXIT_OK)

@@ -3,7 +3,7 @@
 
 mod artifact;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit codes shared with the Mender client.
 pub const EXIT_OK: i32 = 0;
@@ -37,8 +37,12 @@ pub enum Command {
 
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // Keep the raw matches: some mender-artifact options depend on their order.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // Usage errors exit 1: exit 2 means "nothing to commit" to Mender scripts.
             let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
@@ -52,7 +56,7 @@ pub fn main() -> i32 {
     };
     crate::logging::init_stderr(level);
     let result = match cli.command {
-        Command::Artifact(args) => artifact::run(args),
+        Command::Artifact(args) => artifact::run(args, &matches),
     };
     match result {
         Ok(code) => code,
