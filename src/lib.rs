@@ -5,6 +5,15 @@
 //! [`cli::main`].
 
 pub mod artifact;
+pub mod bootenv;
 pub mod cli;
+pub mod config;
+pub mod crash;
+pub mod deployment_log;
+pub mod engine;
 pub mod fsutil;
+pub mod installer;
 pub mod logging;
+pub mod modules;
+pub mod scripts;
+pub mod store;

@@ -1,25 +1,126 @@
-//! A small `log` backend writing to stderr. (Syslog and log files arrive
-//! with the daemon.)
+//! A small `log` backend writing to stderr or to a log file (`--log-file`).
+//! (Syslog arrives with the daemon.)
+//!
+//! While a deployment log is active ([`set_deployment_log`]), every record
+//! at info level or above is also appended to it, whatever the stderr level.
 
 use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::deployment_log::DeploymentLog;
 
 struct StderrLogger {
     level: log::LevelFilter,
+    /// `--log-file`: records go there, time-stamped, instead of stderr.
+    file: Option<Mutex<std::fs::File>>,
 }
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         metadata.level() <= self.level
+            || (metadata.level() <= log::Level::Info && DEPLOYMENT_ACTIVE.load(Ordering::Acquire))
     }
 
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
+        if record.level() <= self.level {
             let level = record.level().as_str().to_ascii_lowercase();
-            let _ = writeln!(std::io::stderr(), "{level}: {}", record.args());
+            match &self.file {
+                Some(file) => {
+                    let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = crate::deployment_log::rfc3339_utc(std::time::SystemTime::now());
+                    let _ = writeln!(file, "{now} {level}: {}", record.args());
+                }
+                None => {
+                    let _ = writeln!(std::io::stderr(), "{level}: {}", record.args());
+                }
+            }
         }
+        write_to_deployment_log(record);
     }
 
     fn flush(&self) {}
+}
+
+/// The stderr level of the installed [`StderrLogger`] (a `LevelFilter` as
+/// usize), or `usize::MAX` while none is installed.
+static STDERR_LEVEL: AtomicUsize = AtomicUsize::new(usize::MAX);
+static DEPLOYMENT_ACTIVE: AtomicBool = AtomicBool::new(false);
+static DEPLOYMENT_LOG: Mutex<Option<ActiveDeploymentLog>> = Mutex::new(None);
+
+struct ActiveDeploymentLog {
+    log: DeploymentLog,
+    /// A write failure was reported already.
+    warned: bool,
+}
+
+/// Makes `log` the active deployment log (`None`: no deployment log) and
+/// returns the previous one.
+pub fn set_deployment_log(log: Option<DeploymentLog>) -> Option<DeploymentLog> {
+    let mut active = DEPLOYMENT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let is_some = log.is_some();
+    let previous = std::mem::replace(
+        &mut *active,
+        log.map(|log| ActiveDeploymentLog { log, warned: false }),
+    );
+    DEPLOYMENT_ACTIVE.store(is_some, Ordering::Release);
+    drop(active);
+    update_max_level();
+    previous.map(|a| a.log)
+}
+
+/// Whether a deployment log is active.
+pub fn deployment_log_active() -> bool {
+    DEPLOYMENT_ACTIVE.load(Ordering::Acquire)
+}
+
+/// Appends `record` to the active deployment log if there is one and the
+/// record is at info level or above. Loggers call this for every record.
+/// A write failure is reported once on stderr, then ignored.
+pub fn write_to_deployment_log(record: &log::Record) {
+    if record.level() > log::Level::Info || !DEPLOYMENT_ACTIVE.load(Ordering::Acquire) {
+        return;
+    }
+    // Format before locking: formatting may log.
+    let message = record.args().to_string();
+    let mut active = DEPLOYMENT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(active) = active.as_mut()
+        && let Err(e) = active.log.write_record(record.level(), &message)
+        && !active.warned
+    {
+        active.warned = true;
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: cannot write to the deployment log {}: {e}",
+            active.log.path().display()
+        );
+    }
+}
+
+/// Lets info records through to the logger while a deployment log is
+/// active; otherwise only what the stderr level wants.
+fn update_max_level() {
+    let Some(stderr) = filter_from_usize(STDERR_LEVEL.load(Ordering::Acquire)) else {
+        return;
+    };
+    if DEPLOYMENT_ACTIVE.load(Ordering::Acquire) {
+        log::set_max_level(stderr.max(log::LevelFilter::Info));
+    } else {
+        log::set_max_level(stderr);
+    }
+}
+
+fn filter_from_usize(n: usize) -> Option<log::LevelFilter> {
+    [
+        log::LevelFilter::Off,
+        log::LevelFilter::Error,
+        log::LevelFilter::Warn,
+        log::LevelFilter::Info,
+        log::LevelFilter::Debug,
+        log::LevelFilter::Trace,
+    ]
+    .into_iter()
+    .find(|f| *f as usize == n)
 }
 
 /// Parses a level name as Mender spells them (`debug`, `info`, `warning`,
@@ -36,8 +137,28 @@ pub fn parse_level(name: &str) -> Option<log::LevelFilter> {
     })
 }
 
+/// Logs to `path` (appending) instead of stderr.
+pub fn init_file(level: log::LevelFilter, path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))?;
+    install(StderrLogger {
+        level,
+        file: Some(Mutex::new(file)),
+    });
+    Ok(())
+}
+
 pub fn init_stderr(level: log::LevelFilter) {
-    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
-        log::set_max_level(level);
+    install(StderrLogger { level, file: None });
+}
+
+fn install(logger: StderrLogger) {
+    let level = logger.level;
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        STDERR_LEVEL.store(level as usize, Ordering::Release);
+        update_max_level();
     }
 }

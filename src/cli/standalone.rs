@@ -1,0 +1,123 @@
+//! Standalone commands: `install`, `commit`, `rollback`, `show-artifact`,
+//! `show-provides`, as the Mender client has them.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+
+use anyhow::{Context, Result};
+
+use super::progress::ProgressReader;
+use super::{EXIT_ERROR, EXIT_OK};
+use crate::config::Config;
+use crate::engine::{Engine, Outcome};
+use crate::store::Store;
+
+/// Exit code of `commit`/`rollback` with nothing in progress (Mender's).
+pub const EXIT_NOTHING_TO_DO: i32 = 2;
+/// Exit code of `install --reboot-exit-code` when a reboot is needed.
+pub const EXIT_REBOOT_NEEDED: i32 = 4;
+
+pub fn install(config: &Config, source: &str, reboot_exit_code: bool) -> Result<i32> {
+    let input = open_source(source)?;
+    let mut engine = Engine::open(config)?;
+    let outcome = engine.install(input)?;
+    let name = engine
+        .provides()
+        .get("artifact_name")
+        .cloned()
+        .unwrap_or_default();
+    match outcome {
+        Outcome::Installed { reboot: true } => {
+            eprintln!(
+                "Installed. Reboot the device, then run 'commit' to keep the update or 'rollback' to undo it."
+            );
+            Ok(if reboot_exit_code {
+                EXIT_REBOOT_NEEDED
+            } else {
+                EXIT_OK
+            })
+        }
+        Outcome::Installed { reboot: false } => {
+            eprintln!("Installed. Run 'commit' to keep the update or 'rollback' to undo it.");
+            Ok(EXIT_OK)
+        }
+        Outcome::Committed => {
+            eprintln!("Installed and committed: {name}");
+            Ok(EXIT_OK)
+        }
+        Outcome::RolledBack | Outcome::NothingToDo => Ok(EXIT_ERROR),
+    }
+}
+
+pub fn commit(config: &Config) -> Result<i32> {
+    let mut engine = Engine::open(config)?;
+    match engine.commit()? {
+        Outcome::NothingToDo => {
+            eprintln!("Nothing to commit.");
+            Ok(EXIT_NOTHING_TO_DO)
+        }
+        _ => {
+            let name = engine
+                .provides()
+                .get("artifact_name")
+                .cloned()
+                .unwrap_or_default();
+            eprintln!("Committed: {name}");
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn rollback(config: &Config) -> Result<i32> {
+    let mut engine = Engine::open(config)?;
+    match engine.rollback()? {
+        Outcome::NothingToDo => {
+            eprintln!("Nothing to roll back.");
+            Ok(EXIT_NOTHING_TO_DO)
+        }
+        _ => {
+            eprintln!("Rolled back. Reboot the device if it runs the update.");
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn show_artifact(config: &Config) -> Result<i32> {
+    let store = Store::read_only(&config.data_dir)?;
+    println!("{}", store.artifact_name());
+    Ok(EXIT_OK)
+}
+
+pub fn show_provides(config: &Config) -> Result<i32> {
+    let store = Store::read_only(&config.data_dir)?;
+    let mut out = std::io::stdout().lock();
+    for (k, v) in store.provides() {
+        writeln!(out, "{k}={v}")?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// A local file, or an http(s) URL streamed straight into the installer.
+fn open_source(source: &str) -> Result<Box<dyn Read>> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let response = ureq::get(source)
+            .call()
+            .with_context(|| format!("downloading {source}"))?;
+        let total = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = response.into_body().into_reader();
+        return Ok(Box::new(ProgressReader::new(
+            BufReader::with_capacity(256 << 10, body),
+            total,
+        )));
+    }
+    let file = File::open(source).with_context(|| format!("opening {source}"))?;
+    let total = file.metadata().ok().map(|m| m.len());
+    Ok(Box::new(ProgressReader::new(
+        BufReader::with_capacity(256 << 10, file),
+        total,
+    )))
+}

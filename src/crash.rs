@@ -1,0 +1,38 @@
+//! Crash injection for the power-loss tests (cargo feature `crash-injection`).
+//!
+//! `MENDER_RS_CRASH_AT=step:K` aborts the process right after the K-th
+//! persisted step of this process; `chunk:K` right after the K-th payload
+//! chunk written to an installer. Without the feature both are no-ops.
+
+#[derive(Clone, Copy)]
+pub enum Point {
+    Step,
+    Chunk,
+}
+
+#[cfg(feature = "crash-injection")]
+pub fn point(kind: Point) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+    static CHUNKS: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("MENDER_RS_CRASH_AT") else {
+        return;
+    };
+    let (want_kind, k) = match spec.split_once(':') {
+        Some((kind, k)) => (kind.to_string(), k.parse::<u64>().unwrap_or(0)),
+        None => return,
+    };
+    let (name, counter) = match kind {
+        Point::Step => ("step", &STEPS),
+        Point::Chunk => ("chunk", &CHUNKS),
+    };
+    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+    if want_kind == name && n == k {
+        eprintln!("crash injection: aborting at {name} {k}");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "crash-injection"))]
+#[inline(always)]
+pub fn point(_kind: Point) {}

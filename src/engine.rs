@@ -1,0 +1,722 @@
+//! The update state machine for standalone use (`install`, `commit`,
+//! `rollback`): states and transitions of Mender's client, state scripts
+//! around each state, and the power-loss rules.
+//!
+//! Every transition is persisted (crash-safely, see [`crate::store`]) before
+//! its scripts and work run. A process that dies anywhere is resumed by the
+//! next command: an interrupted download is abandoned, an interrupted install
+//! or commit is rolled back, and error states (`ArtifactRollback`,
+//! `ArtifactFailure`, `Cleanup`) and `ArtifactCommit_Leave` are run again.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::ArtifactError;
+use crate::artifact::depends;
+use crate::artifact::header::{ArtifactHeader, PayloadHeader, Provides};
+use crate::artifact::reader::{self, ArtifactHandler, ReadOptions, SignaturePolicy};
+use crate::artifact::signature::VerifyKey;
+use crate::bootenv::BootEnv;
+use crate::config::{BootEnvType, Config};
+use crate::deployment_log::DeploymentLog;
+use crate::installer::module::ModuleInstaller;
+use crate::installer::rootfs::RootfsInstaller;
+use crate::installer::{DeviceContext, Installer, InstallerState, Reboot};
+use crate::modules::{self, ModuleConfig};
+use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
+use crate::store::Store;
+
+/// Standalone updates have no server-side deployment id; their log is
+/// `deployments.NNNN.standalone.log`.
+pub const STANDALONE_DEPLOYMENT_ID: &str = "standalone";
+
+/// An update that keeps crashing is abandoned after this many transitions
+/// (Mender's `MaximumStateDataStoreCount`).
+pub const MAX_STEPS: u32 = 30;
+
+/// Where an update stands; persisted before the state's work starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Download,
+    ArtifactInstall,
+    /// Installed, waiting for a reboot and `commit` (or `rollback`).
+    Installed,
+    ArtifactCommit,
+    /// Committed (provides written); the Leave scripts remain.
+    ArtifactCommitLeave,
+    ArtifactRollback,
+    ArtifactFailure,
+    Cleanup,
+}
+
+/// What the store keeps about the artifact being installed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    pub name: String,
+    pub group: Option<String>,
+    pub payload_type: Option<String>,
+    pub payload_provides: Provides,
+    pub clears_provides: Option<Vec<String>>,
+}
+
+impl ArtifactInfo {
+    fn from_header(h: &ArtifactHeader) -> Self {
+        let p = h.payload();
+        ArtifactInfo {
+            name: h.name.clone(),
+            group: h.group.clone(),
+            payload_type: p.and_then(|p| p.payload_type.clone()),
+            payload_provides: h.payloads.iter().flat_map(|p| p.provides.clone()).collect(),
+            clears_provides: h.clears_provides(),
+        }
+    }
+
+    /// Enough of a header for the provides bookkeeping.
+    fn as_header(&self) -> ArtifactHeader {
+        ArtifactHeader {
+            name: self.name.clone(),
+            group: self.group.clone(),
+            payloads: vec![PayloadHeader {
+                payload_type: self.payload_type.clone(),
+                provides: self.payload_provides.clone(),
+                clears_provides: self.clears_provides.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+}
+
+/// The update in progress, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateState {
+    pub phase: Phase,
+    pub artifact: Option<ArtifactInfo>,
+    pub installer: Option<InstallerState>,
+    pub reboot: Option<Reboot>,
+    pub supports_rollback: Option<bool>,
+    /// Persisted transitions so far (loop protection).
+    pub steps: u32,
+    /// The update has failed; what remains is cleaning up.
+    pub failed: bool,
+}
+
+/// How a command ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Installed; waiting for commit (a reboot first when `reboot`).
+    Installed { reboot: bool },
+    /// Installed and committed at once (the payload cannot roll back).
+    Committed,
+    /// Rolled back on request.
+    RolledBack,
+    /// `commit` or `rollback` with no update in progress.
+    NothingToDo,
+}
+
+pub struct Engine<'c> {
+    config: &'c Config,
+    store: Store,
+    scripts: ScriptRunner,
+    verify_keys: Vec<VerifyKey>,
+}
+
+impl<'c> Engine<'c> {
+    pub fn open(config: &'c Config) -> Result<Self> {
+        let store = Store::open(&config.data_dir)?;
+        let scripts = ScriptRunner::new(ScriptConfig {
+            rootfs_dir: config.rootfs_scripts_path.clone(),
+            artifact_dir: config.artifact_scripts_path.clone(),
+            timeout: config.state_script_timeout,
+            retry_interval: config.state_script_retry_interval,
+            retry_timeout: config.state_script_retry_timeout,
+        });
+        let mut verify_keys = Vec::new();
+        for path in &config.artifact_verify_keys {
+            match VerifyKey::load(path) {
+                Ok(k) => verify_keys.push(k),
+                // Mender skips unreadable keys with a log; when none is left
+                // we refuse every artifact rather than accept unsigned ones.
+                Err(e) => log::error!("artifact verification key skipped: {e}"),
+            }
+        }
+        if !config.artifact_verify_keys.is_empty() && verify_keys.is_empty() {
+            bail!(
+                "none of the configured ArtifactVerifyKey(s) could be loaded; refusing to install anything"
+            );
+        }
+        Ok(Engine {
+            config,
+            store,
+            scripts,
+            verify_keys,
+        })
+    }
+
+    pub fn provides(&self) -> &Provides {
+        self.store.provides()
+    }
+
+    fn update(&self) -> Result<Option<UpdateState>> {
+        match &self.store.data().update {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| anyhow!("the stored update state is unreadable: {e}")),
+        }
+    }
+
+    /// Persists `state` (counting the step) and, with `commit_provides`, the
+    /// provides after commit in the same write.
+    fn persist(&mut self, state: &mut UpdateState, phase: Phase) -> Result<()> {
+        state.phase = phase;
+        state.steps += 1;
+        let value = serde_json::to_value(&*state)?;
+        self.store.save(|d| d.update = Some(value))?;
+        Ok(())
+    }
+
+    fn clear_update(&mut self) -> Result<()> {
+        self.store.save(|d| d.update = None)?;
+        crate::logging::set_deployment_log(None);
+        Ok(())
+    }
+
+    /// Sends the log records of this update to its deployment log (a new
+    /// one for a new update).
+    fn attach_deployment_log(&self, new: bool) {
+        let dir = &self.config.data_dir;
+        let log = if new {
+            DeploymentLog::start(dir, STANDALONE_DEPLOYMENT_ID)
+        } else {
+            DeploymentLog::resume(dir, STANDALONE_DEPLOYMENT_ID)
+        };
+        match log {
+            Ok(log) => {
+                crate::logging::set_deployment_log(Some(log));
+            }
+            Err(e) => log::warn!("no deployment log: {e}"),
+        }
+    }
+
+    fn mark_inconsistent(&mut self, state: &UpdateState) -> Result<()> {
+        let name = state
+            .artifact
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| self.store.artifact_name().to_string());
+        log::error!(
+            "the device is in an inconsistent state: artifact name set to {name}_INCONSISTENT"
+        );
+        self.store.save(|d| {
+            d.provides
+                .insert("artifact_name".into(), format!("{name}_INCONSISTENT"));
+        })?;
+        Ok(())
+    }
+
+    fn run_scripts(&self, state: ScriptState, action: ScriptAction) -> Result<()> {
+        self.scripts.run(state, action, false)?;
+        Ok(())
+    }
+
+    /// Scripts whose failures are only logged.
+    fn run_scripts_ignoring(&self, state: ScriptState, action: ScriptAction) {
+        if let Err(e) = self.scripts.run(state, action, true) {
+            log::error!("{} {:?} scripts: {e}", state.name(), action);
+        }
+    }
+
+    fn device_type(&self) -> Result<String> {
+        Ok(self.config.device_type()?)
+    }
+
+    fn boot_env(&self) -> Result<Box<dyn BootEnv>> {
+        open_boot_env(self.config)
+    }
+
+    fn rootfs_parts(&self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        match (&self.config.rootfs_part_a, &self.config.rootfs_part_b) {
+            (Some(a), Some(b)) => Ok((a.clone(), b.clone())),
+            _ => {
+                bail!("rootfs-image updates need RootfsPartA and RootfsPartB in the configuration")
+            }
+        }
+    }
+
+    fn module_config(&self) -> ModuleConfig {
+        ModuleConfig {
+            modules_dir: self.config.modules_path.clone(),
+            work_dir: self.config.modules_work_path.clone(),
+            timeout: self.config.module_timeout,
+        }
+    }
+
+    /// A fresh installer for `payload_type`.
+    fn new_installer(&self, payload_type: &str) -> Result<Box<dyn Installer>> {
+        if payload_type == "rootfs-image" {
+            let (a, b) = self.rootfs_parts()?;
+            return Ok(Box::new(RootfsInstaller::new(a, b, self.boot_env()?)));
+        }
+        match modules::find_module(&self.config.modules_path, payload_type)? {
+            Some(path) => Ok(Box::new(ModuleInstaller::new(
+                &self.module_config(),
+                payload_type,
+                path,
+            ))),
+            None => bail!(
+                "no Update Module for payload type '{payload_type}' in {}",
+                self.config.modules_path.display()
+            ),
+        }
+    }
+
+    /// The installer of an update in progress.
+    fn resume_installer(&self, state: &InstallerState) -> Result<Box<dyn Installer>> {
+        Ok(match state {
+            InstallerState::RootfsImage { target, previous } => {
+                let (a, b) = self.rootfs_parts()?;
+                Box::new(RootfsInstaller::resume(
+                    a,
+                    b,
+                    self.boot_env()?,
+                    target,
+                    previous,
+                ))
+            }
+            InstallerState::Module {
+                payload_type,
+                module,
+            } => Box::new(ModuleInstaller::new(
+                &self.module_config(),
+                payload_type,
+                module.into(),
+            )),
+        })
+    }
+
+    /// Finishes whatever an earlier process left in a transient state.
+    pub fn resume_interrupted(&mut self) -> Result<()> {
+        let Some(mut state) = self.update()? else {
+            return Ok(());
+        };
+        if state.phase == Phase::Installed {
+            return Ok(());
+        }
+        self.attach_deployment_log(false);
+        log::warn!("resuming an update interrupted in state {:?}", state.phase);
+        if state.steps >= MAX_STEPS {
+            log::error!(
+                "the update was interrupted {} times; giving up",
+                state.steps
+            );
+            self.mark_inconsistent(&state)?;
+            return self.clear_update();
+        }
+        let mut installer = match &state.installer {
+            Some(i) => Some(self.resume_installer(i)?),
+            None => None,
+        };
+        match state.phase {
+            Phase::Installed => Ok(()),
+            Phase::Download => {
+                // The payload was never fully verified: no artifact script
+                // runs, nothing was switched.
+                log::error!("the interrupted download is abandoned");
+                state.failed = true;
+                self.cleanup(&mut state, installer.as_deref_mut())
+            }
+            Phase::ArtifactInstall | Phase::ArtifactCommit => {
+                let inst = installer
+                    .ok_or_else(|| anyhow!("no installer recorded for the interrupted update"))?;
+                self.error_path(&mut state, inst)
+            }
+            Phase::ArtifactCommitLeave => {
+                let mut inst = installer.ok_or_else(|| anyhow!("no installer recorded"))?;
+                self.commit_leave(&mut state, inst.as_mut())
+            }
+            Phase::ArtifactRollback => {
+                let inst = installer.ok_or_else(|| anyhow!("no installer recorded"))?;
+                self.rollback_and_fail(&mut state, inst)
+            }
+            Phase::ArtifactFailure => {
+                let mut inst = installer.ok_or_else(|| anyhow!("no installer recorded"))?;
+                self.failure(&mut state, inst.as_mut())?;
+                self.cleanup(&mut state, Some(inst.as_mut()))
+            }
+            Phase::Cleanup => self.cleanup(&mut state, installer.as_deref_mut()),
+        }
+    }
+
+    /// `install`: download into the installer, install, and stop before the
+    /// reboot (or commit at once when the payload cannot roll back).
+    pub fn install(&mut self, input: Box<dyn Read + '_>) -> Result<Outcome> {
+        self.resume_interrupted()?;
+        if let Some(old) = self.update()? {
+            log::warn!(
+                "replacing the uncommitted update '{}'",
+                old.artifact
+                    .as_ref()
+                    .map(|a| a.name.as_str())
+                    .unwrap_or("?")
+            );
+        }
+        let mut state = UpdateState {
+            phase: Phase::Download,
+            artifact: None,
+            installer: None,
+            reboot: None,
+            supports_rollback: None,
+            steps: 0,
+            failed: false,
+        };
+        self.persist(&mut state, Phase::Download)?;
+        self.attach_deployment_log(true);
+
+        let mut installer = match self.download(&mut state, input) {
+            Ok(installer) => installer,
+            Err((e, mut installer)) => {
+                self.run_scripts_ignoring(ScriptState::Download, ScriptAction::Error);
+                state.failed = true;
+                if let Err(c) = self.cleanup(&mut state, installer.as_deref_mut()) {
+                    log::error!("cleanup after the failed download: {c:#}");
+                }
+                return Err(e);
+            }
+        };
+
+        self.persist(&mut state, Phase::ArtifactInstall)?;
+        let installed = (|| -> Result<Reboot> {
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
+            installer.install()?;
+            let reboot = installer.needs_reboot()?;
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
+            Ok(reboot)
+        })();
+        let reboot = match installed {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("installing failed: {e:#}");
+                self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
+                self.error_path(&mut state, installer)?;
+                return Err(e.context("installing failed; the update was rolled back"));
+            }
+        };
+        state.reboot = Some(reboot);
+        let rollback = match state.supports_rollback {
+            Some(r) => r,
+            None => installer.supports_rollback()?,
+        };
+        state.supports_rollback = Some(rollback);
+        self.persist(&mut state, Phase::Installed)?;
+        if !rollback {
+            log::info!("the payload cannot be rolled back: committing at once");
+            self.commit_installed(&mut state, installer)?;
+            return Ok(Outcome::Committed);
+        }
+        Ok(Outcome::Installed {
+            reboot: reboot != Reboot::No,
+        })
+    }
+
+    /// Download with its scripts; on error returns the installer (if one was
+    /// made) so the caller can clean it up.
+    #[allow(clippy::type_complexity)]
+    fn download(
+        &mut self,
+        state: &mut UpdateState,
+        input: Box<dyn Read + '_>,
+    ) -> std::result::Result<Box<dyn Installer>, (anyhow::Error, Option<Box<dyn Installer>>)> {
+        if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Enter) {
+            return Err((e, None));
+        }
+        let device_type = match self.device_type() {
+            Ok(d) => d,
+            Err(e) => return Err((e, None)),
+        };
+        let provides = self.store.provides().clone();
+        let mut handler = DownloadHandler {
+            engine: self,
+            state,
+            device_type: &device_type,
+            provides: &provides,
+            installer: None,
+        };
+        let options = ReadOptions {
+            verify_keys: &handler.engine.verify_keys.clone(),
+            policy: SignaturePolicy::Enforce,
+        };
+        let result = reader::read_artifact(input, &options, &mut handler);
+        let installer = handler.installer.take();
+        let mut installer = match (result, installer) {
+            (Ok(_), Some(i)) => i,
+            (Ok(_), None) => return Err((anyhow!("the artifact has no payload to install"), None)),
+            (Err(e), i) => return Err((anyhow::Error::from(e), i)),
+        };
+        if let Err(e) = installer.finish_download() {
+            installer.abort_download();
+            return Err((e, Some(installer)));
+        }
+        if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Leave) {
+            return Err((e, Some(installer)));
+        }
+        Ok(installer)
+    }
+
+    /// `commit`: verify the reboot, commit, record the new provides.
+    pub fn commit(&mut self) -> Result<Outcome> {
+        self.resume_interrupted()?;
+        let Some(mut state) = self.update()? else {
+            return Ok(Outcome::NothingToDo);
+        };
+        if state.phase != Phase::Installed {
+            return Ok(Outcome::NothingToDo);
+        }
+        let installer_state = state
+            .installer
+            .clone()
+            .ok_or_else(|| anyhow!("no installer recorded for the pending update"))?;
+        let mut installer = self.resume_installer(&installer_state)?;
+        self.attach_deployment_log(false);
+        if state.reboot.is_some_and(|r| r != Reboot::No) {
+            if installer.awaiting_reboot()? {
+                bail!("the device has not rebooted into the update yet: reboot first, then commit");
+            }
+            if let Err(e) = installer.verify_reboot() {
+                log::error!("the update did not come up after the reboot: {e:#}");
+                self.error_path(&mut state, installer)?;
+                return Err(e.context("the update failed after the reboot and was rolled back"));
+            }
+        }
+        self.commit_installed(&mut state, installer)?;
+        Ok(Outcome::Committed)
+    }
+
+    fn commit_installed(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+    ) -> Result<()> {
+        self.persist(state, Phase::ArtifactCommit)?;
+        let committed = (|| -> Result<()> {
+            self.run_scripts(ScriptState::ArtifactCommit, ScriptAction::Enter)?;
+            self.scripts.check_rootfs_version()?;
+            installer.commit()
+        })();
+        if let Err(e) = committed {
+            log::error!("committing failed: {e:#}");
+            self.run_scripts_ignoring(ScriptState::ArtifactCommit, ScriptAction::Error);
+            self.error_path(state, installer)?;
+            return Err(e.context("committing failed; the update was rolled back"));
+        }
+        // The point of no return: the provides change with the state.
+        let artifact = state
+            .artifact
+            .clone()
+            .ok_or_else(|| anyhow!("no artifact recorded for the update"))?;
+        let next = depends::provides_after_commit(self.store.provides(), &artifact.as_header());
+        state.phase = Phase::ArtifactCommitLeave;
+        state.steps += 1;
+        let value = serde_json::to_value(&*state)?;
+        self.store.save(|d| {
+            d.provides = next;
+            d.update = Some(value);
+        })?;
+        self.commit_leave(state, installer.as_mut())
+    }
+
+    fn commit_leave(
+        &mut self,
+        state: &mut UpdateState,
+        installer: &mut (dyn Installer + 'static),
+    ) -> Result<()> {
+        if let Err(e) = self.run_scripts(ScriptState::ArtifactCommit, ScriptAction::Leave) {
+            // Too late to roll back.
+            self.run_scripts_ignoring(ScriptState::ArtifactCommit, ScriptAction::Error);
+            self.mark_inconsistent(state)?;
+            state.failed = true;
+            self.cleanup(state, Some(installer))?;
+            return Err(e.context("ArtifactCommit_Leave failed after the commit"));
+        }
+        self.cleanup(state, Some(installer))
+    }
+
+    /// `rollback` of an installed, uncommitted update.
+    pub fn rollback(&mut self) -> Result<Outcome> {
+        self.resume_interrupted()?;
+        let Some(mut state) = self.update()? else {
+            return Ok(Outcome::NothingToDo);
+        };
+        if state.phase != Phase::Installed {
+            return Ok(Outcome::NothingToDo);
+        }
+        let installer_state = state
+            .installer
+            .clone()
+            .ok_or_else(|| anyhow!("no installer recorded for the pending update"))?;
+        let installer = self.resume_installer(&installer_state)?;
+        self.attach_deployment_log(false);
+        if state.supports_rollback == Some(false) {
+            bail!("the installed payload does not support rollback");
+        }
+        self.rollback_and_fail(&mut state, installer)?;
+        Ok(Outcome::RolledBack)
+    }
+
+    /// After a failure past the download: roll back when possible, run the
+    /// failure state, clean up.
+    fn error_path(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+    ) -> Result<()> {
+        state.failed = true;
+        let rollback = match state.supports_rollback {
+            Some(r) => r,
+            None => installer.supports_rollback().unwrap_or(false),
+        };
+        state.supports_rollback = Some(rollback);
+        if rollback {
+            self.rollback_and_fail(state, installer)
+        } else {
+            self.mark_inconsistent(state)?;
+            self.failure(state, installer.as_mut())?;
+            self.cleanup(state, Some(installer.as_mut()))
+        }
+    }
+
+    fn rollback_and_fail(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+    ) -> Result<()> {
+        state.failed = true;
+        self.persist(state, Phase::ArtifactRollback)?;
+        self.run_scripts_ignoring(ScriptState::ArtifactRollback, ScriptAction::Enter);
+        if let Err(e) = installer.rollback() {
+            log::error!("rollback failed: {e:#}");
+            self.mark_inconsistent(state)?;
+        }
+        self.run_scripts_ignoring(ScriptState::ArtifactRollback, ScriptAction::Leave);
+        self.failure(state, installer.as_mut())?;
+        self.cleanup(state, Some(installer.as_mut()))
+    }
+
+    fn failure(
+        &mut self,
+        state: &mut UpdateState,
+        installer: &mut (dyn Installer + 'static),
+    ) -> Result<()> {
+        state.failed = true;
+        self.persist(state, Phase::ArtifactFailure)?;
+        self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Enter);
+        if let Err(e) = installer.failure() {
+            log::error!("ArtifactFailure: {e:#}");
+        }
+        self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Leave);
+        Ok(())
+    }
+
+    fn cleanup(
+        &mut self,
+        state: &mut UpdateState,
+        installer: Option<&mut (dyn Installer + 'static)>,
+    ) -> Result<()> {
+        self.persist(state, Phase::Cleanup)?;
+        if let Some(i) = installer
+            && let Err(e) = i.cleanup()
+        {
+            log::error!("cleanup: {e:#}");
+        }
+        self.clear_update()
+    }
+}
+
+/// The boot environment the configuration selects.
+pub fn open_boot_env(config: &Config) -> Result<Box<dyn BootEnv>> {
+    match config.boot_env_type {
+        BootEnvType::UBoot => Ok(Box::new(crate::bootenv::uboot::UBootEnv::from_config_file(
+            &config.boot_env_config,
+        )?)),
+        other => bail!("boot environment type {other:?} is not supported yet"),
+    }
+}
+
+/// Receives the artifact during `install`: checks it against the device,
+/// stores its scripts, and feeds the payload to the installer.
+struct DownloadHandler<'e, 'c, 's> {
+    engine: &'e mut Engine<'c>,
+    state: &'s mut UpdateState,
+    device_type: &'s str,
+    provides: &'s Provides,
+    installer: Option<Box<dyn Installer>>,
+}
+
+impl DownloadHandler<'_, '_, '_> {
+    fn installer(&mut self) -> Result<&mut Box<dyn Installer>> {
+        self.installer
+            .as_mut()
+            .ok_or_else(|| anyhow!("payload data before the header"))
+    }
+}
+
+impl ArtifactHandler for DownloadHandler<'_, '_, '_> {
+    fn header(&mut self, header: &ArtifactHeader) -> Result<()> {
+        depends::check_compatible(header, self.device_type, self.provides)?;
+        let payload_type = header
+            .payload()
+            .and_then(|p| p.payload_type.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "artifact '{}' has an empty payload: nothing to install",
+                    header.name
+                )
+            })?;
+        let mut installer = self.engine.new_installer(&payload_type)?;
+        let scripts: Vec<(&str, &[u8])> = header
+            .scripts
+            .iter()
+            .map(|s| (s.name.as_str(), s.content.as_slice()))
+            .collect();
+        self.engine
+            .scripts
+            .store_artifact_scripts(&scripts, header.format_version)
+            .context("storing the artifact's state scripts")?;
+        installer.prepare(
+            header,
+            &DeviceContext {
+                device_type: self.device_type,
+                provides: self.provides,
+            },
+        )?;
+        self.state.artifact = Some(ArtifactInfo::from_header(header));
+        self.state.installer = installer.state();
+        let mut state = self.state.clone();
+        self.engine.persist(&mut state, Phase::Download)?;
+        *self.state = state;
+        self.installer = Some(installer);
+        Ok(())
+    }
+
+    fn begin_file(&mut self, name: &str, size: u64) -> Result<()> {
+        self.installer()?.begin_file(name, size)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.installer()?.write(data)
+    }
+
+    fn end_file(&mut self) -> Result<()> {
+        self.installer()?.end_file()
+    }
+
+    fn abort(&mut self, error: &ArtifactError) {
+        log::error!("download failed: {error}");
+        if let Some(i) = self.installer.as_mut() {
+            i.abort_download();
+        }
+    }
+}

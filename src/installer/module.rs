@@ -1,0 +1,140 @@
+//! Payloads handled by an Update Module (protocol v3).
+
+use anyhow::{Context, Result, anyhow};
+
+use super::{DeviceContext, Installer, InstallerState, Reboot};
+use crate::artifact::header::ArtifactHeader;
+use crate::modules::{DownloadSession, ModuleConfig, RebootKind, UpdateModule};
+
+pub struct ModuleInstaller {
+    payload_type: String,
+    module: UpdateModule,
+    module_path: std::path::PathBuf,
+    session: Option<DownloadSession>,
+    reboot: Option<Reboot>,
+    rollback: Option<bool>,
+}
+
+impl ModuleInstaller {
+    pub fn new(config: &ModuleConfig, payload_type: &str, module_path: std::path::PathBuf) -> Self {
+        ModuleInstaller {
+            payload_type: payload_type.to_string(),
+            module: UpdateModule::new(config, module_path.clone()),
+            module_path,
+            session: None,
+            reboot: None,
+            rollback: None,
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut DownloadSession> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| anyhow!("the module's download is not running"))
+    }
+}
+
+impl Installer for ModuleInstaller {
+    fn prepare(&mut self, header: &ArtifactHeader, device: &DeviceContext) -> Result<()> {
+        self.module
+            .prepare_tree(header, device.provides, device.device_type)?;
+        self.session = Some(self.module.start_download()?);
+        Ok(())
+    }
+
+    fn begin_file(&mut self, name: &str, size: u64) -> Result<()> {
+        Ok(self.session()?.begin_file(name, size)?)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        Ok(self.session()?.write(data)?)
+    }
+
+    fn end_file(&mut self) -> Result<()> {
+        Ok(self.session()?.end_file()?)
+    }
+
+    fn finish_download(&mut self) -> Result<()> {
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| anyhow!("the module's download is not running"))?;
+        session.finish()?;
+        // Mender 3.x asks right after the download whether rollback works.
+        self.rollback = Some(self.module.supports_rollback()?);
+        Ok(())
+    }
+
+    fn abort_download(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.abort();
+        }
+    }
+
+    fn install(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactInstall")?)
+    }
+
+    fn needs_reboot(&mut self) -> Result<Reboot> {
+        if let Some(r) = self.reboot {
+            return Ok(r);
+        }
+        let r = match self.module.needs_reboot()? {
+            RebootKind::No => Reboot::No,
+            RebootKind::Yes => Reboot::Yes,
+            RebootKind::Automatic => Reboot::Automatic,
+        };
+        self.reboot = Some(r);
+        Ok(r)
+    }
+
+    fn supports_rollback(&mut self) -> Result<bool> {
+        if let Some(r) = self.rollback {
+            return Ok(r);
+        }
+        let r = self.module.supports_rollback()?;
+        self.rollback = Some(r);
+        Ok(r)
+    }
+
+    fn reboot(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactReboot")?)
+    }
+
+    fn verify_reboot(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactVerifyReboot")?)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactCommit")?)
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactRollback")?)
+    }
+
+    fn rollback_reboot(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactRollbackReboot")?)
+    }
+
+    fn verify_rollback_reboot(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactVerifyRollbackReboot")?)
+    }
+
+    fn failure(&mut self) -> Result<()> {
+        Ok(self.module.call("ArtifactFailure")?)
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        self.module
+            .cleanup()
+            .with_context(|| format!("module {}: Cleanup", self.module_path.display()))
+    }
+
+    fn state(&self) -> Option<InstallerState> {
+        Some(InstallerState::Module {
+            payload_type: self.payload_type.clone(),
+            module: self.module_path.display().to_string(),
+        })
+    }
+}

@@ -1,0 +1,394 @@
+//! The built-in `rootfs-image` installer: A/B partitions switched through
+//! the boot environment.
+//!
+//! The payload streams straight into the inactive partition with large
+//! writes and is flushed to disk before anything points at it; only then are
+//! `mender_boot_part`, `mender_boot_part_hex`, `upgrade_available=1` and
+//! `bootcount=0` set, in one write of the environment.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::{DeviceContext, Installer, InstallerState, Reboot};
+use crate::artifact::header::ArtifactHeader;
+use crate::bootenv::{self, BootEnv, EnvVars};
+use crate::crash;
+
+/// Writes are gathered into blocks of this size (aligned offsets).
+const WRITE_BLOCK: usize = 1 << 20;
+
+pub struct RootfsInstaller {
+    part_a: PathBuf,
+    part_b: PathBuf,
+    env: Box<dyn BootEnv>,
+    target: Option<PathBuf>,
+    previous: Option<PathBuf>,
+    writer: Option<PartitionWriter>,
+    files: usize,
+}
+
+impl RootfsInstaller {
+    pub fn new(part_a: PathBuf, part_b: PathBuf, env: Box<dyn BootEnv>) -> Self {
+        RootfsInstaller {
+            part_a,
+            part_b,
+            env,
+            target: None,
+            previous: None,
+            writer: None,
+            files: 0,
+        }
+    }
+
+    /// Rebuilds the installer of an update in progress.
+    pub fn resume(
+        part_a: PathBuf,
+        part_b: PathBuf,
+        env: Box<dyn BootEnv>,
+        target: &str,
+        previous: &str,
+    ) -> Self {
+        let mut i = Self::new(part_a, part_b, env);
+        i.target = Some(PathBuf::from(target));
+        i.previous = Some(PathBuf::from(previous));
+        i
+    }
+
+    fn read_env(&self) -> Result<EnvVars> {
+        self.env
+            .read()
+            .with_context(|| format!("reading the boot environment ({})", self.env.describe()))
+    }
+
+    fn write_env(&self, changes: &[(&str, Option<&str>)]) -> Result<()> {
+        self.env
+            .write(changes)
+            .with_context(|| format!("writing the boot environment ({})", self.env.describe()))
+    }
+
+    /// The partition the device runs from: the one whose device number is
+    /// mounted on `/`; when neither is (regular files standing in for
+    /// partitions, unusual mounts), the one `mender_boot_part` names. An
+    /// update that was switched to but never booted (`upgrade_available=1`,
+    /// `bootcount=0`) does not count as running.
+    pub fn active_partition(&self, env: &EnvVars) -> Result<PathBuf> {
+        let root = std::fs::metadata("/").context("stat /")?.dev();
+        for part in [&self.part_a, &self.part_b] {
+            if let Ok(meta) = std::fs::metadata(part)
+                && meta.file_type().is_block_device()
+                && meta.rdev() == root
+            {
+                return Ok(part.clone());
+            }
+        }
+        let boot_part = env
+            .get("mender_boot_part")
+            .ok_or_else(|| anyhow!("cannot tell the active partition: / is on neither RootfsPartA nor RootfsPartB and mender_boot_part is not set in the boot environment"))?;
+        let named = self.partition_by_number(boot_part)?;
+        let never_booted = env.get("upgrade_available").map(String::as_str) == Some("1")
+            && env.get("bootcount").is_none_or(|c| c.trim() == "0");
+        Ok(if never_booted {
+            self.other(&named).to_path_buf()
+        } else {
+            named
+        })
+    }
+
+    fn partition_by_number(&self, number: &str) -> Result<PathBuf> {
+        let n: u32 = number
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("mender_boot_part '{number}' is not a partition number"))?;
+        for part in [&self.part_a, &self.part_b] {
+            if partition_number(part)? == n {
+                return Ok(part.clone());
+            }
+        }
+        bail!(
+            "mender_boot_part={n} names neither RootfsPartA ({}) nor RootfsPartB ({})",
+            self.part_a.display(),
+            self.part_b.display()
+        )
+    }
+
+    fn other(&self, part: &Path) -> &Path {
+        if part == self.part_a {
+            &self.part_b
+        } else {
+            &self.part_a
+        }
+    }
+
+    fn target(&self) -> Result<&Path> {
+        self.target
+            .as_deref()
+            .ok_or_else(|| anyhow!("no target partition chosen"))
+    }
+
+    /// Points the boot environment at `part`, with the flags of `upgrade`.
+    fn switch_to(&self, part: &Path, upgrade: bool) -> Result<()> {
+        let n = partition_number(part)?;
+        let dec = n.to_string();
+        let hex = format!("{n:X}");
+        let mut changes = vec![
+            ("mender_boot_part", Some(dec.as_str())),
+            ("mender_boot_part_hex", Some(hex.as_str())),
+            ("upgrade_available", Some(if upgrade { "1" } else { "0" })),
+        ];
+        if upgrade {
+            changes.push(("bootcount", Some("0")));
+        }
+        self.write_env(&changes)
+    }
+}
+
+/// The number at the end of a partition's path (`/dev/mmcblk0p3` → 3).
+pub fn partition_number(part: &Path) -> Result<u32> {
+    let resolved = std::fs::canonicalize(part).unwrap_or_else(|_| part.to_path_buf());
+    let s = resolved.to_string_lossy();
+    let digits: String = s.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = digits.chars().rev().collect();
+    digits.parse().map_err(|_| {
+        anyhow!(
+            "{}: a rootfs partition path must end in its partition number",
+            part.display()
+        )
+    })
+}
+
+impl Installer for RootfsInstaller {
+    fn prepare(&mut self, header: &ArtifactHeader, _device: &DeviceContext) -> Result<()> {
+        let env = self.read_env()?;
+        bootenv::check_canary(&env)?;
+        let active = self.active_partition(&env)?;
+        let inactive = self.other(&active).to_path_buf();
+        for p in [&self.part_a, &self.part_b] {
+            let meta = std::fs::metadata(p)
+                .with_context(|| format!("rootfs partition {}", p.display()))?;
+            if !(meta.file_type().is_block_device() || meta.is_file()) {
+                bail!(
+                    "rootfs partition {} is neither a block device nor a file",
+                    p.display()
+                );
+            }
+        }
+        log::info!(
+            "installing '{}' to {} (running from {})",
+            header.name,
+            inactive.display(),
+            active.display()
+        );
+        self.previous = Some(active);
+        self.target = Some(inactive);
+        Ok(())
+    }
+
+    fn begin_file(&mut self, name: &str, size: u64) -> Result<()> {
+        self.files += 1;
+        if self.files > 1 {
+            bail!("a rootfs-image payload holds exactly one file; '{name}' is a second one");
+        }
+        let target = self.target()?.to_path_buf();
+        self.writer = Some(PartitionWriter::open(&target, name, size)?);
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("payload data before its file"))?
+            .write(data)
+    }
+
+    fn end_file(&mut self) -> Result<()> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| anyhow!("end of a file never begun"))?
+            .finish()
+    }
+
+    fn finish_download(&mut self) -> Result<()> {
+        if self.files != 1 {
+            bail!(
+                "a rootfs-image payload holds exactly one file, this one has {}",
+                self.files
+            );
+        }
+        self.writer = None;
+        Ok(())
+    }
+
+    fn abort_download(&mut self) {
+        // The inactive partition holds a partial image; nothing points at
+        // it, so there is nothing to undo.
+        self.writer = None;
+    }
+
+    fn install(&mut self) -> Result<()> {
+        let target = self.target()?.to_path_buf();
+        self.switch_to(&target, true)
+    }
+
+    fn needs_reboot(&mut self) -> Result<Reboot> {
+        Ok(Reboot::Automatic)
+    }
+
+    fn supports_rollback(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn reboot(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn verify_reboot(&mut self) -> Result<()> {
+        let env = self.read_env()?;
+        if env.get("upgrade_available").map(String::as_str) != Some("1") {
+            bail!(
+                "the new partition did not boot: the bootloader rolled back (upgrade_available is not 1)"
+            );
+        }
+        let active = self.active_partition(&env)?;
+        let target = self.target()?;
+        if active != target {
+            bail!(
+                "running from {}, not from the updated {}",
+                active.display(),
+                target.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let env = self.read_env()?;
+        if env.get("upgrade_available").map(String::as_str) != Some("1") {
+            bail!("nothing to commit in the boot environment (upgrade_available is not 1)");
+        }
+        self.write_env(&[("upgrade_available", Some("0"))])
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        let previous = self
+            .previous
+            .clone()
+            .ok_or_else(|| anyhow!("no previous partition recorded"))?;
+        let env = self.read_env()?;
+        let n = partition_number(&previous)?.to_string();
+        let pointed = env
+            .get("mender_boot_part")
+            .map(|s| s.trim() == n)
+            .unwrap_or(false);
+        let pending = env.get("upgrade_available").map(String::as_str) == Some("1");
+        if pointed && !pending {
+            return Ok(()); // the bootloader (or an earlier run) already did it
+        }
+        self.switch_to(&previous, false)
+    }
+
+    fn rollback_reboot(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn verify_rollback_reboot(&mut self) -> Result<()> {
+        let env = self.read_env()?;
+        if env.get("upgrade_available").map(String::as_str) == Some("1") {
+            bail!("the boot environment still has upgrade_available=1 after the rollback");
+        }
+        Ok(())
+    }
+
+    fn failure(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn awaiting_reboot(&mut self) -> Result<bool> {
+        let env = self.read_env()?;
+        let target = self.target()?;
+        Ok(
+            env.get("upgrade_available").map(String::as_str) == Some("1")
+                && self.active_partition(&env)? != target,
+        )
+    }
+
+    fn state(&self) -> Option<InstallerState> {
+        Some(InstallerState::RootfsImage {
+            target: self.target.as_ref()?.display().to_string(),
+            previous: self.previous.as_ref()?.display().to_string(),
+        })
+    }
+}
+
+/// Streams one image into a partition (block device or file standing in for
+/// one) in aligned blocks, never past its end.
+struct PartitionWriter {
+    file: File,
+    path: PathBuf,
+    buf: Vec<u8>,
+    offset: u64,
+}
+
+impl PartitionWriter {
+    fn open(path: &Path, name: &str, size: u64) -> Result<Self> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening rootfs partition {}", path.display()))?;
+        let capacity = file
+            .seek(SeekFrom::End(0))
+            .with_context(|| format!("size of {}", path.display()))?;
+        if size > capacity {
+            bail!(
+                "payload '{name}' is {size} bytes but partition {} holds only {capacity}",
+                path.display()
+            );
+        }
+        Ok(PartitionWriter {
+            file,
+            path: path.to_path_buf(),
+            buf: Vec::with_capacity(WRITE_BLOCK),
+            offset: 0,
+        })
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let take = (WRITE_BLOCK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == WRITE_BLOCK {
+                self.flush_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        self.file
+            .write_all_at(&self.buf, self.offset)
+            .with_context(|| {
+                format!("writing {} at offset {}", self.path.display(), self.offset)
+            })?;
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        crash::point(crash::Point::Chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.flush_block()?;
+        }
+        self.file
+            .sync_all()
+            .with_context(|| format!("flushing {}", self.path.display()))
+    }
+}

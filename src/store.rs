@@ -1,0 +1,238 @@
+//! The persistent store in the data directory: the device's provides and
+//! the state of an update in progress, in one JSON file replaced atomically
+//! (temporary file, fsync, rename, fsync of the directory). One file means a
+//! commit changes the provides and the update state in the same write.
+//!
+//! Mender keeps these in an LMDB database (`mender-store`); mender-rs uses
+//! its own file, `mender-rs-store.json`, with a schema version.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::header::Provides;
+use crate::{crash, fsutil};
+
+pub const STORE_FILE: &str = "mender-rs-store.json";
+pub const LOCK_FILE: &str = "mender-rs.lock";
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Name a device has before anything was ever installed (as Mender).
+pub const UNKNOWN_ARTIFACT: &str = "unknown";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: corrupt store: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error(
+        "{path}: written by a newer mender-rs (schema {found}, this one knows {SCHEMA_VERSION})"
+    )]
+    TooNew { path: String, found: u32 },
+    #[error("another mender-rs process is working on {0}")]
+    Busy(String),
+}
+
+/// Everything the store holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoreData {
+    pub schema: u32,
+    /// `artifact_name`, `artifact_group` (when set) and the type-info
+    /// provides, as `show-provides` prints them.
+    pub provides: Provides,
+    /// The update in progress, if any.
+    #[serde(default)]
+    pub update: Option<serde_json::Value>,
+}
+
+impl Default for StoreData {
+    fn default() -> Self {
+        StoreData {
+            schema: SCHEMA_VERSION,
+            provides: Provides::from([("artifact_name".to_string(), UNKNOWN_ARTIFACT.to_string())]),
+            update: None,
+        }
+    }
+}
+
+/// The open store, holding the data directory's lock for its lifetime so two
+/// processes never drive an update at once.
+pub struct Store {
+    path: PathBuf,
+    data: StoreData,
+    existed: bool,
+    /// None for a read-only view.
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Opens (or starts) the store in `data_dir`, taking its lock.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let io_err = |p: &Path, e| StoreError::Io {
+            path: p.display().to_string(),
+            source: e,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| io_err(data_dir, e))?;
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Busy(data_dir.display().to_string()));
+        }
+        let path = data_dir.join(STORE_FILE);
+        let (data, existed) = match std::fs::read(&path) {
+            Ok(bytes) => (Self::parse(&path, &bytes)?, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (StoreData::default(), false),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        Ok(Store {
+            path,
+            data,
+            existed,
+            _lock: Some(lock),
+        })
+    }
+
+    /// A read-only view that takes no lock (`show-artifact` while a daemon
+    /// runs). The file is replaced atomically, so a read never sees half of
+    /// a write.
+    pub fn read_only(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(STORE_FILE);
+        let (data, existed) = match std::fs::read(&path) {
+            Ok(bytes) => (Self::parse(&path, &bytes)?, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (StoreData::default(), false),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
+        };
+        Ok(Store {
+            path,
+            data,
+            existed,
+            _lock: None,
+        })
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<StoreData, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let schema = value.get("schema").and_then(|s| s.as_u64()).unwrap_or(0) as u32;
+        if schema > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found: schema,
+            });
+        }
+        if schema == 0 {
+            return Err(corrupt("no schema version".into()));
+        }
+        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Whether a store file existed when it was opened (a fresh device has none).
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    pub fn data(&self) -> &StoreData {
+        &self.data
+    }
+
+    pub fn provides(&self) -> &Provides {
+        &self.data.provides
+    }
+
+    pub fn artifact_name(&self) -> &str {
+        self.data
+            .provides
+            .get("artifact_name")
+            .map(String::as_str)
+            .unwrap_or(UNKNOWN_ARTIFACT)
+    }
+
+    /// Changes the data and persists it before returning. On error the
+    /// in-memory copy is left as it was on disk.
+    pub fn save(&mut self, change: impl FnOnce(&mut StoreData)) -> Result<(), StoreError> {
+        if self._lock.is_none() {
+            return Err(StoreError::Busy(format!(
+                "{} (opened read-only)",
+                self.path.display()
+            )));
+        }
+        let mut next = self.data.clone();
+        change(&mut next);
+        next.schema = SCHEMA_VERSION;
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(|e| StoreError::Io {
+            path: self.path.display().to_string(),
+            source: e,
+        })?;
+        self.data = next;
+        self.existed = true;
+        crash::point(crash::Point::Step);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_store_reports_unknown_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            assert!(!s.existed());
+            assert_eq!(s.artifact_name(), "unknown");
+            s.save(|d| {
+                d.provides.insert("artifact_name".into(), "r1".into());
+            })
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.existed());
+        assert_eq!(s.artifact_name(), "r1");
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Busy(_))));
+    }
+
+    #[test]
+    fn corrupt_and_newer_stores_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("corrupt store"), "{e}");
+        std::fs::write(
+            dir.path().join(STORE_FILE),
+            br#"{"schema":99,"provides":{}}"#,
+        )
+        .unwrap();
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("newer"), "{e}");
+    }
+}
