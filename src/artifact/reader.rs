@@ -22,7 +22,7 @@ const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 /// Headers hold JSON and state scripts: a few KiB in practice.
 pub const MAX_HEADER_SIZE: u64 = 16 << 20;
 /// Payload bytes are handed to the handler in chunks of this size.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 
 /// Receives what the reader finds, in order. Every method but `abort` may
 /// refuse by returning an error, which stops the read.

@@ -19,7 +19,7 @@ use crate::bootenv::{self, BootEnv, EnvVars};
 use crate::crash;
 
 /// Writes are gathered into blocks of this size (aligned offsets).
-const WRITE_BLOCK: usize = 1 << 20;
+const WRITE_BLOCK: usize = 256 << 10;
 
 pub struct RootfsInstaller {
     part_a: PathBuf,
