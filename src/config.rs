@@ -56,6 +56,9 @@ pub struct Config {
     // Paths that decide where things are
     /// The data directory (from [`ConfigPaths`], not from a file).
     pub data_dir: PathBuf,
+    /// `artifact_info` beside the main configuration file (Mender reads the
+    /// installed artifact's name from it until it has one of its own).
+    pub artifact_info_file: PathBuf,
     /// `RootfsPartA`.
     pub rootfs_part_a: Option<PathBuf>,
     /// `RootfsPartB`.
@@ -280,7 +283,13 @@ impl Config {
         let mut warnings = Vec::new();
         let result = load_files(paths, &mut warnings);
         emit(&warnings);
-        result
+        let mut config = result?;
+        let conf_dir = match paths.main.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        config.artifact_info_file = conf_dir.join("artifact_info");
+        Ok(config)
     }
 
     /// Only from text, for tests and for `--config -`: `name` is used in
@@ -1122,6 +1131,7 @@ fn build(
 
     Ok(Config {
         data_dir: data_dir.to_path_buf(),
+        artifact_info_file: PathBuf::from("/etc/mender/artifact_info"),
         rootfs_part_a: layer.opt_path(ROOTFS_PART_A),
         rootfs_part_b: layer.opt_path(ROOTFS_PART_B),
         device_type_file: layer.path_or(DEVICE_TYPE_FILE, data_dir.join("device_type")),

@@ -102,6 +102,10 @@ pub struct UpdateState {
     pub steps: u32,
     /// The update has failed; what remains is cleaning up.
     pub failed: bool,
+    /// The user asked for the rollback (standalone `rollback`): like Mender,
+    /// no ArtifactFailure follows it.
+    #[serde(default)]
+    pub manual_rollback: bool,
 }
 
 /// How a command ended, for the exit code.
@@ -156,8 +160,10 @@ impl<'c> Engine<'c> {
         })
     }
 
-    pub fn provides(&self) -> &Provides {
-        self.store.provides()
+    /// What the device provides now (see [`Store::effective_provides`]).
+    pub fn provides(&self) -> Provides {
+        self.store
+            .effective_provides(&self.config.artifact_info_file)
     }
 
     fn update(&self) -> Result<Option<UpdateState>> {
@@ -207,7 +213,7 @@ impl<'c> Engine<'c> {
             .artifact
             .as_ref()
             .map(|a| a.name.clone())
-            .unwrap_or_else(|| self.store.artifact_name().to_string());
+            .unwrap_or_else(|| self.provides()["artifact_name"].clone());
         log::error!(
             "the device is in an inconsistent state: artifact name set to {name}_INCONSISTENT"
         );
@@ -372,6 +378,7 @@ impl<'c> Engine<'c> {
             supports_rollback: None,
             steps: 0,
             failed: false,
+            manual_rollback: false,
         };
         self.persist(&mut state, Phase::Download)?;
         self.attach_deployment_log(true);
@@ -437,7 +444,7 @@ impl<'c> Engine<'c> {
             Ok(d) => d,
             Err(e) => return Err((e, None)),
         };
-        let provides = self.store.provides().clone();
+        let provides = self.provides();
         let mut handler = DownloadHandler {
             engine: self,
             state,
@@ -562,6 +569,7 @@ impl<'c> Engine<'c> {
         if state.supports_rollback == Some(false) {
             bail!("the installed payload does not support rollback");
         }
+        state.manual_rollback = true;
         self.rollback_and_fail(&mut state, installer)?;
         Ok(Outcome::RolledBack)
     }
@@ -601,7 +609,9 @@ impl<'c> Engine<'c> {
             self.mark_inconsistent(state)?;
         }
         self.run_scripts_ignoring(ScriptState::ArtifactRollback, ScriptAction::Leave);
-        self.failure(state, installer.as_mut())?;
+        if !state.manual_rollback {
+            self.failure(state, installer.as_mut())?;
+        }
         self.cleanup(state, Some(installer.as_mut()))
     }
 

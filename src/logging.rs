@@ -137,6 +137,13 @@ pub fn parse_level(name: &str) -> Option<log::LevelFilter> {
     })
 }
 
+static LOGS_TO_FILE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--log-file` sends log records to a file (not stderr).
+pub fn logs_to_file() -> bool {
+    LOGS_TO_FILE.load(Ordering::Acquire)
+}
+
 /// Logs to `path` (appending) instead of stderr.
 pub fn init_file(level: log::LevelFilter, path: &std::path::Path) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new()
@@ -148,6 +155,7 @@ pub fn init_file(level: log::LevelFilter, path: &std::path::Path) -> std::io::Re
         level,
         file: Some(Mutex::new(file)),
     });
+    LOGS_TO_FILE.store(true, Ordering::Release);
     Ok(())
 }
 

@@ -53,7 +53,7 @@ impl Default for StoreData {
     fn default() -> Self {
         StoreData {
             schema: SCHEMA_VERSION,
-            provides: Provides::from([("artifact_name".to_string(), UNKNOWN_ARTIFACT.to_string())]),
+            provides: Provides::new(),
             update: None,
         }
     }
@@ -158,12 +158,34 @@ impl Store {
         &self.data.provides
     }
 
-    pub fn artifact_name(&self) -> &str {
-        self.data
-            .provides
-            .get("artifact_name")
-            .map(String::as_str)
-            .unwrap_or(UNKNOWN_ARTIFACT)
+    /// The stored provides, plus, while nothing was ever committed, the
+    /// name (and group) from `artifact_info` (Mender's pre-bootstrap way for
+    /// an image to name itself), else `unknown`.
+    pub fn effective_provides(&self, artifact_info: &Path) -> Provides {
+        let mut provides = self.data.provides.clone();
+        if !provides.contains_key("artifact_name") {
+            if let Ok(text) = std::fs::read_to_string(artifact_info) {
+                for line in text.lines() {
+                    if let Some((k, v)) = line.split_once('=') {
+                        let (k, v) = (k.trim(), v.trim());
+                        if (k == "artifact_name" || k == "artifact_group") && !v.is_empty() {
+                            provides
+                                .entry(k.to_string())
+                                .or_insert_with(|| v.to_string());
+                        }
+                    }
+                }
+            }
+            provides
+                .entry("artifact_name".to_string())
+                .or_insert_with(|| UNKNOWN_ARTIFACT.to_string());
+        }
+        provides
+    }
+
+    /// The stored artifact name, if any.
+    pub fn artifact_name(&self) -> Option<&str> {
+        self.data.provides.get("artifact_name").map(String::as_str)
     }
 
     /// Changes the data and persists it before returning. On error the
@@ -203,7 +225,11 @@ mod tests {
         {
             let mut s = Store::open(dir.path()).unwrap();
             assert!(!s.existed());
-            assert_eq!(s.artifact_name(), "unknown");
+            assert_eq!(s.artifact_name(), None);
+            assert_eq!(
+                s.effective_provides(Path::new("/nonexistent"))["artifact_name"],
+                "unknown"
+            );
             s.save(|d| {
                 d.provides.insert("artifact_name".into(), "r1".into());
             })
@@ -211,7 +237,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert!(s.existed());
-        assert_eq!(s.artifact_name(), "r1");
+        assert_eq!(s.artifact_name(), Some("r1"));
     }
 
     #[test]

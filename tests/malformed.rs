@@ -2497,7 +2497,7 @@ fn payload_tar_errors_are_refused() {
 /// 8 GiB or more in a PAX `size` record and writes 0 in the ustar size field.
 /// The same layout with a small file must read fine.
 #[test]
-#[ignore = "bug: the reader takes a payload file's size from the ustar field, not the PAX size record, so files of 8 GiB and more written by mender-artifact are refused as truncated"]
+
 fn pax_size_records_are_honoured() {
     for g in goods() {
         let mut p = Parts::of(g);
@@ -2739,26 +2739,36 @@ fn oversized_headers_are_refused() {
     let line = b"echo 'a state script far larger than any real one'\n";
     let big: Vec<u8> = line.iter().copied().cycle().take(20 << 20).collect();
     std::fs::write(&script, &big).unwrap();
-    for compression in [Compression::Gzip, Compression::None, Compression::Zstd] {
-        let out = dir
-            .path()
-            .join(format!("big-{}.mender", compression.name()));
-        let spec = ArtifactSpec {
-            name: "big-script".into(),
-            device_types: vec!["qemux86-64".into()],
-            payload_type: Some("rootfs-image".into()),
-            files: vec![rootfs.clone()],
-            scripts: vec![script.clone()],
-            compression: Some(compression),
-            ..Default::default()
-        };
-        write_artifact(&spec, None, &out).unwrap();
-        let bytes = std::fs::read(&out).unwrap();
-        let header = format!("header.tar{}", compression.suffix());
+    // Our writer refuses to make such an artifact...
+    let spec = ArtifactSpec {
+        name: "big-script".into(),
+        device_types: vec!["qemux86-64".into()],
+        payload_type: Some("rootfs-image".into()),
+        files: vec![rootfs.clone()],
+        scripts: vec![script.clone()],
+        compression: Some(Compression::Gzip),
+        ..Default::default()
+    };
+    let out = dir.path().join("big.mender");
+    let err = write_artifact(&spec, None, &out).unwrap_err().to_string();
+    assert!(err.contains("header"), "{err}");
+    assert!(!out.exists());
+    // ... so build them by hand from good ones, with a consistent manifest.
+    for label in ["rootfs-gzip", "rootfs-none-ec", "module-zstd"] {
+        let good = good(label);
+        let mut parts = Parts::of(good);
+        let mut entries = parts.header_entries();
+        entries.insert(
+            1,
+            Entry::file("scripts/ArtifactInstall_Enter_01_big", big.clone()),
+        );
+        parts.set_header(&entries);
+        parts.reseal();
+        let header = parts.header_name.clone();
         checker.reject(
-            format!("20 MiB script, {}", compression.name()),
-            &bytes,
-            &[],
+            format!("20 MiB script, {label}"),
+            &parts.bytes(),
+            &good.keys(),
             &[&header],
         );
     }
@@ -2785,7 +2795,7 @@ fn tar_with_bad_size_field(entries: &[Entry]) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "bug: names from the input and the tar crate's errors (which quote raw header fields) are put in messages unescaped, so they can span lines"]
+
 fn hostile_bytes_keep_messages_on_one_line() {
     let mut checker = Checker::new("hostile_bytes_keep_messages_on_one_line");
     let g = good("rootfs-gzip");
@@ -2989,7 +2999,7 @@ fn cli_validate_fails_with_one_error_line() {
 }
 
 #[test]
-#[ignore = "bug: the error is printed twice on stderr, once by log::error! ('error: ...') and once as 'mender-rs: error: ...'"]
+
 fn cli_validate_stderr_is_only_the_error_line() {
     let dir = tempfile::tempdir().unwrap();
     for (what, bytes, with_key, _) in cli_cases() {

@@ -49,15 +49,35 @@ impl ArtifactError {
 
 impl fmt::Display for ArtifactError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArtifactError::Format(m) => write!(f, "invalid artifact: {m}"),
-            ArtifactError::Checksum(m) => write!(f, "checksum mismatch: {m}"),
-            ArtifactError::Signature(m) => write!(f, "signature: {m}"),
-            ArtifactError::Incompatible(m) => write!(f, "artifact not compatible: {m}"),
-            ArtifactError::Io { context, source } => write!(f, "{context}: {source}"),
-            ArtifactError::Consumer(e) => write!(f, "{e:#}"),
-        }
+        let text = match self {
+            ArtifactError::Format(m) => format!("invalid artifact: {m}"),
+            ArtifactError::Checksum(m) => format!("checksum mismatch: {m}"),
+            ArtifactError::Signature(m) => format!("signature: {m}"),
+            ArtifactError::Incompatible(m) => format!("artifact not compatible: {m}"),
+            ArtifactError::Io { context, source } => format!("{context}: {source}"),
+            ArtifactError::Consumer(e) => format!("{e:#}"),
+        };
+        // Messages quote names and fields from the input (and the tar
+        // crate's errors quote raw header bytes): keep them on one line and
+        // free of terminal control sequences.
+        f.write_str(&one_line(&text))
     }
+}
+
+/// Escapes control characters so that untrusted text stays one printable line.
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl std::error::Error for ArtifactError {

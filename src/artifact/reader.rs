@@ -195,9 +195,9 @@ impl<'o> Reader<'o> {
                     "{name}: not a regular file in the artifact tar"
                 )));
             }
-            let size = entry.header().size().map_err(|e| {
-                ArtifactError::format(format!("{name}: bad size in tar header: {e}"))
-            })?;
+            // Entry::size honours PAX size records (Go's archive/tar writes
+            // them for members of 8 GiB and more).
+            let size = entry.size();
             self.member(&name, size, &mut entry, handler)?;
         }
         self.finish()
@@ -422,10 +422,7 @@ impl<'o> Reader<'o> {
                 .ok_or_else(|| {
                     ArtifactError::Checksum(format!("{path}: not listed in the manifest"))
                 })?;
-            let size = file
-                .header()
-                .size()
-                .map_err(|e| ArtifactError::format(format!("{member}: size of '{name}': {e}")))?;
+            let size = file.size();
 
             handler
                 .begin_file(&name, size)

@@ -267,7 +267,9 @@ fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>
     let err = |e: io::Error| ArtifactError::io("building the header", e);
     let encoder = compression.encoder(Vec::new()).map_err(err)?;
     let mut tar = tar::Builder::new(encoder);
+    let mut plain_size: u64 = 0;
     let mut add = |name: &str, mode: u32, bytes: &[u8]| -> io::Result<()> {
+        plain_size += 512 + (bytes.len() as u64).div_ceil(512) * 512;
         let header = tar_header(name, bytes.len() as u64, mode, spec.mtime)?;
         tar.append(&header, bytes)
     };
@@ -292,7 +294,14 @@ fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>
         add("headers/0000/meta-data", 0o644, meta.as_bytes()).map_err(err)?;
     }
     let encoder = tar.into_inner().map_err(err)?;
-    encoder.finish().map_err(err)
+    let compressed = encoder.finish().map_err(err)?;
+    if plain_size > super::reader::MAX_HEADER_SIZE {
+        return Err(ArtifactError::format(format!(
+            "the header (metadata and state scripts) would be {plain_size} bytes; readers refuse more than {}",
+            super::reader::MAX_HEADER_SIZE
+        )));
+    }
+    Ok(compressed)
 }
 
 /// Streams the payload files, compressed, into `data/0000.tar*`.

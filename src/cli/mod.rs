@@ -115,8 +115,12 @@ pub fn main() -> i32 {
     match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
-            log::error!("{e:#}");
-            eprintln!("mender-rs: error: {e:#}");
+            // One line on stderr; a log file gets the error too.
+            let message = crate::artifact::one_line(&format!("{e:#}"));
+            if crate::logging::logs_to_file() {
+                log::error!("{message}");
+            }
+            eprintln!("mender-rs: error: {message}");
             EXIT_ERROR
         }
     }

@@ -84,7 +84,10 @@ pub fn rollback(config: &Config) -> Result<i32> {
 
 pub fn show_artifact(config: &Config) -> Result<i32> {
     let store = Store::read_only(&config.data_dir)?;
-    println!("{}", store.artifact_name());
+    println!(
+        "{}",
+        store.effective_provides(&config.artifact_info_file)["artifact_name"]
+    );
     Ok(EXIT_OK)
 }
 
