@@ -106,6 +106,9 @@ pub struct UpdateState {
     /// no ArtifactFailure follows it.
     #[serde(default)]
     pub manual_rollback: bool,
+    /// The device was marked `_INCONSISTENT` during this update.
+    #[serde(default)]
+    pub inconsistent: bool,
 }
 
 /// How a command ended, for the exit code.
@@ -113,8 +116,9 @@ pub struct UpdateState {
 pub enum Outcome {
     /// Installed; waiting for commit (a reboot first when `reboot`).
     Installed { reboot: bool },
-    /// Installed and committed at once (the payload cannot roll back).
-    Committed,
+    /// Installed and committed at once (the payload cannot roll back); a
+    /// reboot may still be needed for it to take effect.
+    Committed { reboot: bool },
     /// Rolled back on request.
     RolledBack,
     /// `commit` or `rollback` with no update in progress.
@@ -208,7 +212,7 @@ impl<'c> Engine<'c> {
         }
     }
 
-    fn mark_inconsistent(&mut self, state: &UpdateState) -> Result<()> {
+    fn inconsistent_name(&self, state: &UpdateState) -> String {
         let name = state
             .artifact
             .as_ref()
@@ -217,9 +221,14 @@ impl<'c> Engine<'c> {
         log::error!(
             "the device is in an inconsistent state: artifact name set to {name}_INCONSISTENT"
         );
+        format!("{name}_INCONSISTENT")
+    }
+
+    fn mark_inconsistent(&mut self, state: &mut UpdateState) -> Result<()> {
+        state.inconsistent = true;
+        let name = self.inconsistent_name(state);
         self.store.save(|d| {
-            d.provides
-                .insert("artifact_name".into(), format!("{name}_INCONSISTENT"));
+            d.provides.insert("artifact_name".into(), name);
         })?;
         Ok(())
     }
@@ -227,6 +236,17 @@ impl<'c> Engine<'c> {
     fn run_scripts(&self, state: ScriptState, action: ScriptAction) -> Result<()> {
         self.scripts.run(state, action, false)?;
         Ok(())
+    }
+
+    /// Runs every script of the action; false when one failed.
+    fn run_all_scripts(&self, state: ScriptState, action: ScriptAction) -> bool {
+        match self.scripts.run_all(state, action) {
+            Ok(_) => true,
+            Err(e) => {
+                log::error!("{} {:?} scripts: {e}", state.name(), action);
+                false
+            }
+        }
     }
 
     /// Scripts whose failures are only logged.
@@ -305,13 +325,25 @@ impl<'c> Engine<'c> {
     }
 
     /// Finishes whatever an earlier process left in a transient state.
-    pub fn resume_interrupted(&mut self) -> Result<()> {
-        let Some(mut state) = self.update()? else {
-            return Ok(());
+    /// Returns the name of the artifact whose interrupted update was
+    /// finished (and so did not end installed), if there was one.
+    pub fn resume_interrupted(&mut self) -> Result<Option<String>> {
+        let Some(state) = self.update()? else {
+            return Ok(None);
         };
         if state.phase == Phase::Installed {
-            return Ok(());
+            return Ok(None);
         }
+        let name = state
+            .artifact
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| "?".into());
+        self.resume(state)?;
+        Ok(Some(name))
+    }
+
+    fn resume(&mut self, mut state: UpdateState) -> Result<()> {
         self.attach_deployment_log(false);
         log::warn!("resuming an update interrupted in state {:?}", state.phase);
         if state.steps >= MAX_STEPS {
@@ -319,8 +351,14 @@ impl<'c> Engine<'c> {
                 "the update was interrupted {} times; giving up",
                 state.steps
             );
-            self.mark_inconsistent(&state)?;
-            return self.clear_update();
+            // One write: a crash here must not leave the loop running.
+            let name = self.inconsistent_name(&state);
+            self.store.save(|d| {
+                d.provides.insert("artifact_name".into(), name);
+                d.update = None;
+            })?;
+            crate::logging::set_deployment_log(None);
+            return Ok(());
         }
         let mut installer = match &state.installer {
             Some(i) => Some(self.resume_installer(i)?),
@@ -379,6 +417,7 @@ impl<'c> Engine<'c> {
             steps: 0,
             failed: false,
             manual_rollback: false,
+            inconsistent: false,
         };
         self.persist(&mut state, Phase::Download)?;
         self.attach_deployment_log(true);
@@ -422,7 +461,9 @@ impl<'c> Engine<'c> {
         if !rollback {
             log::info!("the payload cannot be rolled back: committing at once");
             self.commit_installed(&mut state, installer)?;
-            return Ok(Outcome::Committed);
+            return Ok(Outcome::Committed {
+                reboot: reboot != Reboot::No,
+            });
         }
         Ok(Outcome::Installed {
             reboot: reboot != Reboot::No,
@@ -475,7 +516,11 @@ impl<'c> Engine<'c> {
 
     /// `commit`: verify the reboot, commit, record the new provides.
     pub fn commit(&mut self) -> Result<Outcome> {
-        self.resume_interrupted()?;
+        if let Some(name) = self.resume_interrupted()? {
+            bail!(
+                "the interrupted update to '{name}' was finished by the power-loss rules; nothing left to commit"
+            );
+        }
         let Some(mut state) = self.update()? else {
             return Ok(Outcome::NothingToDo);
         };
@@ -499,7 +544,7 @@ impl<'c> Engine<'c> {
             }
         }
         self.commit_installed(&mut state, installer)?;
-        Ok(Outcome::Committed)
+        Ok(Outcome::Committed { reboot: false })
     }
 
     fn commit_installed(
@@ -553,7 +598,11 @@ impl<'c> Engine<'c> {
 
     /// `rollback` of an installed, uncommitted update.
     pub fn rollback(&mut self) -> Result<Outcome> {
-        self.resume_interrupted()?;
+        if let Some(name) = self.resume_interrupted()? {
+            bail!(
+                "the interrupted update to '{name}' was finished by the power-loss rules; nothing left to roll back"
+            );
+        }
         let Some(mut state) = self.update()? else {
             return Ok(Outcome::NothingToDo);
         };
@@ -571,6 +620,9 @@ impl<'c> Engine<'c> {
         }
         state.manual_rollback = true;
         self.rollback_and_fail(&mut state, installer)?;
+        if state.inconsistent {
+            bail!("the rollback did not complete cleanly: the device is marked inconsistent");
+        }
         Ok(Outcome::RolledBack)
     }
 
@@ -603,12 +655,19 @@ impl<'c> Engine<'c> {
     ) -> Result<()> {
         state.failed = true;
         self.persist(state, Phase::ArtifactRollback)?;
-        self.run_scripts_ignoring(ScriptState::ArtifactRollback, ScriptAction::Enter);
+        // A failing rollback script does not stop the rollback, but the
+        // device can no longer be trusted to be in a known state (Mender
+        // marks it inconsistent too).
+        let mut consistent =
+            self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Enter);
         if let Err(e) = installer.rollback() {
             log::error!("rollback failed: {e:#}");
+            consistent = false;
+        }
+        consistent &= self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Leave);
+        if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;
         }
-        self.run_scripts_ignoring(ScriptState::ArtifactRollback, ScriptAction::Leave);
         if !state.manual_rollback {
             self.failure(state, installer.as_mut())?;
         }

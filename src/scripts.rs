@@ -280,6 +280,35 @@ impl ScriptRunner {
         Ok(ran)
     }
 
+    /// Runs every script of (state, action) even when some fail (the states
+    /// whose failures do not change the flow, but are noted: ArtifactRollback
+    /// scripts mark the device inconsistent). Returns the first failure.
+    pub fn run_all(
+        &self,
+        state: ScriptState,
+        action: ScriptAction,
+    ) -> Result<Vec<String>, ScriptError> {
+        let dir = self.dir_for(state);
+        let scripts = select_scripts(dir, state, action, true)?;
+        if scripts.is_empty() {
+            return Ok(Vec::new());
+        }
+        check_version(dir)?;
+        let mut ran = Vec::with_capacity(scripts.len());
+        let mut first_error = None;
+        for (name, path) in scripts {
+            if let Err(e) = self.run_script(&path, &name) {
+                log::error!("{e}");
+                first_error.get_or_insert(e);
+            }
+            ran.push(name);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(ran),
+        }
+    }
+
     /// The explicit rootfs-dir version check done at commit (§3.3
     /// CheckRootfsScriptsVersion): when the root filesystem scripts
     /// directory exists and is not empty, its `version` file must exist and

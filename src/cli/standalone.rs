@@ -41,9 +41,16 @@ pub fn install(config: &Config, source: &str, reboot_exit_code: bool) -> Result<
             eprintln!("Installed. Run 'commit' to keep the update or 'rollback' to undo it.");
             Ok(EXIT_OK)
         }
-        Outcome::Committed => {
+        Outcome::Committed { reboot } => {
             eprintln!("Installed and committed: {name}");
-            Ok(EXIT_OK)
+            if reboot {
+                eprintln!("Reboot the device for the update to take effect.");
+            }
+            Ok(if reboot && reboot_exit_code {
+                EXIT_REBOOT_NEEDED
+            } else {
+                EXIT_OK
+            })
         }
         Outcome::RolledBack | Outcome::NothingToDo => Ok(EXIT_ERROR),
     }
