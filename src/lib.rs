@@ -12,6 +12,7 @@ pub mod crash;
 pub mod deployment_log;
 pub mod engine;
 pub mod fsutil;
+pub mod http;
 pub mod installer;
 pub mod logging;
 pub mod modules;

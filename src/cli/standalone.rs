@@ -18,7 +18,7 @@ pub const EXIT_NOTHING_TO_DO: i32 = 2;
 pub const EXIT_REBOOT_NEEDED: i32 = 4;
 
 pub fn install(config: &Config, source: &str, reboot_exit_code: bool) -> Result<i32> {
-    let input = open_source(source)?;
+    let input = open_source(config, source)?;
     let mut engine = Engine::open(config)?;
     let outcome = engine.install(input)?;
     let name = engine
@@ -108,11 +108,10 @@ pub fn show_provides(config: &Config) -> Result<i32> {
 }
 
 /// A local file, or an http(s) URL streamed straight into the installer.
-fn open_source(source: &str) -> Result<Box<dyn Read>> {
+fn open_source(config: &Config, source: &str) -> Result<Box<dyn Read>> {
     if source.starts_with("http://") || source.starts_with("https://") {
-        let response = ureq::get(source)
-            .call()
-            .with_context(|| format!("downloading {source}"))?;
+        let agent = crate::http::agent(config.server_certificate.as_deref(), config.skip_verify)?;
+        let response = crate::http::get(&agent, source)?;
         let total = response
             .headers()
             .get("content-length")
