@@ -19,7 +19,7 @@ use crate::artifact::header::{ArtifactHeader, PayloadHeader, Provides};
 use crate::artifact::reader::{self, ArtifactHandler, ReadOptions, SignaturePolicy};
 use crate::artifact::signature::VerifyKey;
 use crate::bootenv::BootEnv;
-use crate::config::{BootEnvType, Config};
+use crate::config::Config;
 use crate::deployment_log::DeploymentLog;
 use crate::installer::module::ModuleInstaller;
 use crate::installer::rootfs::RootfsInstaller;
@@ -514,25 +514,34 @@ impl<'c> Engine<'c> {
         Ok(installer)
     }
 
-    /// `commit`: verify the reboot, commit, record the new provides.
-    pub fn commit(&mut self) -> Result<Outcome> {
+    /// The installed update `commit` or `rollback` acts on, after finishing
+    /// whatever an earlier process left interrupted. None: nothing pending.
+    fn pending_update(&mut self, verb: &str) -> Result<Option<(UpdateState, Box<dyn Installer>)>> {
         if let Some(name) = self.resume_interrupted()? {
             bail!(
-                "the interrupted update to '{name}' was finished by the power-loss rules; nothing left to commit"
+                "the interrupted update to '{name}' was finished by the power-loss rules; nothing left to {verb}"
             );
         }
-        let Some(mut state) = self.update()? else {
-            return Ok(Outcome::NothingToDo);
+        let Some(state) = self.update()? else {
+            return Ok(None);
         };
         if state.phase != Phase::Installed {
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
         let installer_state = state
             .installer
             .clone()
             .ok_or_else(|| anyhow!("no installer recorded for the pending update"))?;
-        let mut installer = self.resume_installer(&installer_state)?;
+        let installer = self.resume_installer(&installer_state)?;
         self.attach_deployment_log(false);
+        Ok(Some((state, installer)))
+    }
+
+    /// `commit`: verify the reboot, commit, record the new provides.
+    pub fn commit(&mut self) -> Result<Outcome> {
+        let Some((mut state, mut installer)) = self.pending_update("commit")? else {
+            return Ok(Outcome::NothingToDo);
+        };
         if state.reboot.is_some_and(|r| r != Reboot::No) {
             if installer.awaiting_reboot()? {
                 bail!("the device has not rebooted into the update yet: reboot first, then commit");
@@ -598,23 +607,9 @@ impl<'c> Engine<'c> {
 
     /// `rollback` of an installed, uncommitted update.
     pub fn rollback(&mut self) -> Result<Outcome> {
-        if let Some(name) = self.resume_interrupted()? {
-            bail!(
-                "the interrupted update to '{name}' was finished by the power-loss rules; nothing left to roll back"
-            );
-        }
-        let Some(mut state) = self.update()? else {
+        let Some((mut state, installer)) = self.pending_update("roll back")? else {
             return Ok(Outcome::NothingToDo);
         };
-        if state.phase != Phase::Installed {
-            return Ok(Outcome::NothingToDo);
-        }
-        let installer_state = state
-            .installer
-            .clone()
-            .ok_or_else(|| anyhow!("no installer recorded for the pending update"))?;
-        let installer = self.resume_installer(&installer_state)?;
-        self.attach_deployment_log(false);
         if state.supports_rollback == Some(false) {
             bail!("the installed payload does not support rollback");
         }
@@ -706,12 +701,7 @@ impl<'c> Engine<'c> {
 
 /// The boot environment the configuration selects.
 pub fn open_boot_env(config: &Config) -> Result<Box<dyn BootEnv>> {
-    match config.boot_env_type {
-        BootEnvType::UBoot => Ok(Box::new(crate::bootenv::uboot::UBootEnv::from_config_file(
-            &config.boot_env_config,
-        )?)),
-        other => bail!("boot environment type {other:?} is not supported yet"),
-    }
+    Ok(crate::bootenv::open(config)?)
 }
 
 /// Receives the artifact during `install`: checks it against the device,

@@ -4,10 +4,17 @@
 //! [`BootEnv`] is what the update engine uses; [`uboot::UBootEnv`] stores
 //! the variables in a U-Boot environment area described by an
 //! `fw_env.config`, byte-compatible with libubootenv's `fw_printenv` and
-//! `fw_setenv`.
+//! `fw_setenv`; [`grub::GrubEnv`] keeps them in the two GRUB environment
+//! copies of grub-mender-grubenv; [`tools::ToolsEnv`] runs external
+//! print/set tools for storage not handled natively (MTD, UBI). [`open`]
+//! picks one by `BootEnvType`.
 
+pub mod grub;
+pub mod tools;
 pub mod uboot;
 
+pub use grub::GrubEnv;
+pub use tools::ToolsEnv;
 pub use uboot::UBootEnv;
 
 use std::collections::BTreeMap;
@@ -122,6 +129,34 @@ pub trait BootEnv {
     /// Where the environment lives, for messages
     /// (`/etc/fw_env.config: /dev/mmcblk0 0x400000`).
     fn describe(&self) -> String;
+
+    /// Replaces the whole environment by `vars` (empty values left out),
+    /// whatever is there now, valid or not: for setting up a device or a
+    /// test image (`bootenv set --create`), never used by updates.
+    /// Backends that cannot do it return [`BootEnvError::Unsupported`].
+    fn create(&self, vars: &EnvVars) -> Result<(), BootEnvError> {
+        let _ = vars;
+        Err(BootEnvError::Unsupported {
+            device: self.describe(),
+            reason: "creating an environment is not supported for this boot environment type"
+                .into(),
+        })
+    }
+}
+
+/// The boot environment selected by `BootEnvType`: U-Boot from
+/// `BootEnvConfig` (an `fw_env.config`), GRUB from `GrubEnvDir` or where
+/// [`GrubEnv::locate`] finds it, tools from `BootUtilitiesGetNextActivePart`
+/// and `BootUtilitiesSetActivePart` (default `fw_printenv`, `fw_setenv`).
+pub fn open(config: &crate::config::Config) -> Result<Box<dyn BootEnv>, BootEnvError> {
+    use crate::config::BootEnvType;
+    Ok(match config.boot_env_type {
+        BootEnvType::UBoot => Box::new(UBootEnv::from_config_file(&config.boot_env_config)?),
+        BootEnvType::Grub => Box::new(GrubEnv::new(GrubEnv::locate(
+            config.grub_env_dir.as_deref(),
+        )?)),
+        BootEnvType::Tools => Box::new(ToolsEnv::from_config(config)),
+    })
 }
 
 /// The canary rule: when the bootloader asks for the check

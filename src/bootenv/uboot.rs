@@ -441,6 +441,10 @@ impl BootEnv for UBootEnv {
             .collect();
         format!("{}: {}", self.config, copies.join(", "))
     }
+
+    fn create(&self, vars: &EnvVars) -> Result<(), BootEnvError> {
+        UBootEnv::create(self, vars)
+    }
 }
 
 /// Parses one line of `fw_env.config`; `None` for blank and comment lines.
