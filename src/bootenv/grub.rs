@@ -60,9 +60,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -94,7 +92,6 @@ pub const SEARCH_DIRS: [&str; 4] = [
 pub const COPY_DIRS: [&str; 2] = ["mender_grubenv1", "mender_grubenv2"];
 
 /// How long to wait for another process holding the lock file.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Larger files are not GRUB environment blocks (nor checksum files).
 const MAX_FILE: u64 = 1 << 20;
 /// Mode of the files we create.
@@ -568,7 +565,7 @@ impl GrubEnv {
             }
             Err(e) => return Err(io_err(&path, "open", e)),
         };
-        flock(&file, &path)?;
+        super::lock_file(&file, &path, true)?;
         Ok(Some(file))
     }
 
@@ -578,7 +575,7 @@ impl GrubEnv {
     fn lock_at(&self, path: &Path) -> Result<Option<File>, BootEnvError> {
         match open_lock_file(path) {
             Ok(file) => {
-                flock(&file, path)?;
+                super::lock_file(&file, path, true)?;
                 Ok(Some(file))
             }
             Err(e) => {
@@ -730,11 +727,11 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
     fsutil::write_atomic(path, bytes, FILE_MODE).map_err(|e| io_err(path, "replace", e))
 }
 
-fn io_err(path: &Path, op: &str, source: io::Error) -> BootEnvError {
+fn io_err(path: &Path, op: &str, cause: io::Error) -> BootEnvError {
     BootEnvError::Io {
         path: path.display().to_string(),
         op: op.to_string(),
-        source,
+        cause,
     }
 }
 
@@ -751,39 +748,6 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
     {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
         other => other,
-    }
-}
-
-/// `flock`s `file` exclusively, waiting up to [`LOCK_WAIT`]. File systems
-/// without locks are used unlocked.
-fn flock(file: &File, path: &Path) -> Result<(), BootEnvError> {
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EWOULDBLOCK) => {
-                if Instant::now() >= deadline {
-                    return Err(BootEnvError::Locked {
-                        path: path.display().to_string(),
-                        seconds: LOCK_WAIT.as_secs(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(libc::ENOLCK | libc::EOPNOTSUPP) => {
-                log::debug!(
-                    "{}: no file locks here ({e}), going on unlocked",
-                    path.display()
-                );
-                return Ok(());
-            }
-            _ => return Err(io_err(path, "lock", e)),
-        }
     }
 }
 

@@ -36,11 +36,13 @@ pub const MENDER_CHECK_SAVEENV_CANARY: &str = "mender_check_saveenv_canary";
 #[derive(Debug, thiserror::Error)]
 pub enum BootEnvError {
     /// Opening, reading, writing or syncing a file or device failed.
-    #[error("{path}: cannot {op}: {source}")]
+    /// (The cause is part of the message, not a `source()`, so that error
+    /// chains do not print it twice.)
+    #[error("{path}: cannot {op}: {cause}")]
     Io {
         path: String,
         op: String,
-        source: io::Error,
+        cause: io::Error,
     },
     /// A line of the configuration file cannot be used.
     #[error("{config} line {line}: {reason}")]
@@ -208,6 +210,57 @@ pub(crate) fn validate_changes(changes: &[(&str, Option<&str>)]) -> Result<(), B
         }
     }
     Ok(())
+}
+
+/// How long a writer waits for another one holding the environment.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `flock`s `file` for the time it stays open, waiting up to [`LOCK_WAIT`]
+/// for another process. File systems without locks are used unlocked.
+pub(crate) fn lock_file(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    exclusive: bool,
+) -> Result<(), BootEnvError> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(file), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EWOULDBLOCK) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(BootEnvError::Locked {
+                        path: path.display().to_string(),
+                        seconds: LOCK_WAIT.as_secs(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Some(libc::ENOLCK | libc::EOPNOTSUPP) => {
+                log::debug!(
+                    "{}: no file locks here ({e}), going on unlocked",
+                    path.display()
+                );
+                return Ok(());
+            }
+            _ => {
+                return Err(BootEnvError::Io {
+                    path: path.display().to_string(),
+                    op: "lock".into(),
+                    cause: e,
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,10 +108,10 @@ impl ToolsEnv {
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
-        let fail = |source: io::Error| BootEnvError::Io {
+        let fail = |cause: io::Error| BootEnvError::Io {
             path: label.clone(),
             op: op.to_string(),
-            source,
+            cause,
         };
         let mut child = Command::new(program)
             .args(words)
@@ -129,7 +129,7 @@ impl ToolsEnv {
             .map_err(|e| BootEnvError::Io {
                 path: label.clone(),
                 op: "start".into(),
-                source: e,
+                cause: e,
             })?;
         let deadline = Instant::now() + self.timeout;
 

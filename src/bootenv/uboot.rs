@@ -28,9 +28,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::{BootEnv, BootEnvError, EnvVars, validate_changes, validate_name};
 
@@ -38,9 +36,6 @@ use super::{BootEnv, BootEnvError, EnvVars, validate_changes, validate_name};
 const CRC_LEN: usize = 4;
 /// Largest environment size accepted from a configuration.
 const MAX_ENV_SIZE: usize = 64 << 20;
-/// How long to wait for another process holding the environment.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-
 /// Variables with their bytes as stored: what we do not change is written
 /// back byte for byte, even if it is not UTF-8.
 type RawVars = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -231,7 +226,7 @@ impl UBootEnv {
             match ids.iter().position(|known| *known == id) {
                 Some(i) => of_area.push(i),
                 None => {
-                    lock(&file, &area.device, exclusive)?;
+                    super::lock_file(&file, &area.device, exclusive)?;
                     ids.push(id);
                     files.push(file);
                     of_area.push(files.len() - 1);
@@ -663,49 +658,11 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-fn io_err(path: &Path, op: &str, source: io::Error) -> BootEnvError {
+fn io_err(path: &Path, op: &str, cause: io::Error) -> BootEnvError {
     BootEnvError::Io {
         path: path.display().to_string(),
         op: op.to_string(),
-        source,
-    }
-}
-
-/// `flock`s `file` for the time it stays open, waiting up to [`LOCK_WAIT`]
-/// for another process. File systems without locks are used unlocked.
-fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), BootEnvError> {
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    } | libc::LOCK_NB;
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EWOULDBLOCK) => {
-                if Instant::now() >= deadline {
-                    return Err(BootEnvError::Locked {
-                        path: path.display().to_string(),
-                        seconds: LOCK_WAIT.as_secs(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(libc::ENOLCK | libc::EOPNOTSUPP) => {
-                log::debug!(
-                    "{}: no file locks here ({e}), going on unlocked",
-                    path.display()
-                );
-                return Ok(());
-            }
-            _ => return Err(io_err(path, "lock", e)),
-        }
+        cause,
     }
 }
 

@@ -7,9 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use super::{EXIT_ERROR, EXIT_OK};
-use crate::bootenv::uboot::UBootEnv;
 use crate::bootenv::{BootEnv, EnvVars};
-use crate::config::{BootEnvType, Config};
+use crate::config::Config;
 
 #[derive(Subcommand, Debug)]
 pub enum BootenvCommand {
@@ -32,10 +31,7 @@ pub fn run(config: &Config, command: BootenvCommand) -> Result<i32> {
         assignments,
     } = &command
     {
-        if config.boot_env_type != BootEnvType::UBoot {
-            bail!("--create is only supported for U-Boot environments");
-        }
-        let env = UBootEnv::from_config_file(&config.boot_env_config)?;
+        let env = crate::bootenv::open(config)?;
         let mut vars = EnvVars::new();
         for (name, value) in parse_assignments(assignments)? {
             vars.insert(name.to_string(), value.unwrap_or_default().to_string());
