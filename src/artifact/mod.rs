@@ -7,6 +7,7 @@
 
 pub mod compression;
 pub mod depends;
+mod hashing;
 pub mod header;
 pub mod manifest;
 pub mod reader;

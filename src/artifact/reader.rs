@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use sha2::{Digest as _, Sha256};
 
 use super::compression::Compression;
+use super::hashing::BackgroundHasher;
 use super::header::{self, ArtifactHeader, PayloadHeader, Script};
 use super::manifest::{self, Digest, MAX_MANIFEST_SIZE, Manifest};
 use super::signature::{self, VerifyKey};
@@ -22,7 +23,7 @@ const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 /// Headers hold JSON and state scripts: a few KiB in practice.
 pub const MAX_HEADER_SIZE: u64 = 16 << 20;
 /// Payload bytes are handed to the handler in chunks of this size.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 128 << 10;
 
 /// Receives what the reader finds, in order. Every method but `abort` may
 /// refuse by returning an error, which stops the read.
@@ -383,7 +384,6 @@ impl<'o> Reader<'o> {
     ) -> Result<(), ArtifactError> {
         let decoder = compression.decoder(member, entry)?;
         let mut inner = tar::Archive::new(decoder);
-        let mut buf = vec![0u8; CHUNK];
         let mut names = BTreeSet::new();
         let files = inner
             .entries()
@@ -427,17 +427,26 @@ impl<'o> Reader<'o> {
             handler
                 .begin_file(&name, size)
                 .map_err(ArtifactError::Consumer)?;
-            let mut hasher = Sha256::new();
+            // Hashing runs on its own thread, overlapping with the reads,
+            // decompression and writes done here.
+            let mut hasher = BackgroundHasher::new(CHUNK);
             let mut got: u64 = 0;
             loop {
+                let mut buf = hasher.buffer();
                 let n = match file.read(&mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        hasher.recycle(buf);
+                        break;
+                    }
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        hasher.recycle(buf);
+                        continue;
+                    }
                     Err(e) => return Err(inner_read_error(&format!("{member}: {name}"), e)),
                 };
-                hasher.update(&buf[..n]);
                 handler.write(&buf[..n]).map_err(ArtifactError::Consumer)?;
+                hasher.submit(buf, n);
                 got += n as u64;
             }
             if got != size {
@@ -445,7 +454,9 @@ impl<'o> Reader<'o> {
                     "{path}: truncated: {got} of {size} bytes"
                 )));
             }
-            let digest: Digest = hasher.finalize().into();
+            let digest = hasher
+                .finish()
+                .ok_or_else(|| ArtifactError::format(format!("{path}: hashing failed")))?;
             if digest != expected {
                 return Err(ArtifactError::Checksum(format!(
                     "{path}: sha256 is {}, the manifest says {}",
