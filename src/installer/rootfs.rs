@@ -318,8 +318,13 @@ impl Installer for RootfsInstaller {
     fn awaiting_reboot(&mut self) -> Result<bool> {
         let env = self.read_env()?;
         let target = self.target()?;
+        // A counted try (bootcount > 0) while the old partition still runs
+        // means the update was booted and failed (a bootloader that could
+        // not save its fallback): that is for verify_reboot to report.
+        let never_tried = env.get("bootcount").is_none_or(|c| c.trim() == "0");
         Ok(
             env.get("upgrade_available").map(String::as_str) == Some("1")
+                && never_tried
                 && self.active_partition(&env)? != target,
         )
     }
