@@ -406,7 +406,7 @@ fn corrupt_checksum(copy: &Path) {
 #[test]
 fn one_bad_copy_is_repaired_from_the_other() {
     type Damage = fn(&Fixture);
-    let cases: [(&str, usize, Damage); 9] = [
+    let cases: [(&str, usize, Damage); 8] = [
         ("copy 1 checksum corrupt", 1, |fx| {
             corrupt_checksum(&fx.copy(1))
         }),
@@ -421,9 +421,6 @@ fn one_bad_copy_is_repaired_from_the_other() {
         }),
         ("copy 2 checksum missing", 2, |fx| {
             fs::remove_file(fx.copy(2).join("lock.sha256sum")).unwrap()
-        }),
-        ("copy 2 directory missing", 2, |fx| {
-            fs::remove_dir_all(fx.copy(2)).unwrap()
         }),
         ("copy 1 lock editing=1", 1, |fx| make_lock(&fx.copy(1), 1)),
         ("copy 2 lock editing=1", 2, |fx| make_lock(&fx.copy(2), 1)),
@@ -489,12 +486,29 @@ fn both_copies_bad_is_an_error_and_writes_nothing() {
     // Nothing there at all.
     let fx = Fixture::new();
     let msg = fx.env().read().unwrap_err().to_string();
-    assert!(
-        msg.contains("mender_grubenv1/lock: missing")
-            && msg.contains("mender_grubenv2/lock: missing"),
-        "{msg}"
-    );
+    assert!(msg.contains("mender_grubenv1 is missing"), "{msg}");
     assert!(!fx.dir().exists());
+}
+
+/// A boot partition with only one copy is an error, not something to
+/// repair: nothing is written and the message says which copy is missing.
+#[test]
+fn a_missing_copy_directory_is_an_error() {
+    for missing in [1, 2] {
+        let fx = Fixture::new();
+        fx.make_both(&sample());
+        fs::remove_dir_all(fx.copy(missing)).unwrap();
+        let before = snapshot(&fx.dir());
+        let env = fx.env();
+        let msg = env.read().unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("mender_grubenv{missing} is missing"))
+                && msg.contains("only one GRUB environment copy"),
+            "{msg}"
+        );
+        assert!(env.write(&[("upgrade_available", Some("1"))]).is_err());
+        assert_eq!(snapshot(&fx.dir()), before);
+    }
 }
 
 /// What GRUB's boot script makes of the files: if lock2 says editing≠0,

@@ -1152,6 +1152,45 @@ fn corrupt_env_is_refused() {
 }
 
 #[test]
+fn missing_fw_env_config_is_refused() {
+    let dev = SimDevice::new();
+    let art = dev.write_rootfs_artifact("release-2", PAYLOAD, &[], &[]);
+    let missing = dev.root.join("etc/no-such-fw_env.config");
+    dev.set_config("BootEnvConfig", serde_json::json!(p(&missing)));
+    let before = snapshot(&dev);
+    let out = dev.run(&["install", p(&art)]);
+    assert_exit(&out, 1, "install without fw_env.config");
+    assert!(
+        stderr(&out).contains("no-such-fw_env.config"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dev.env_bytes() == before.env, "the env file changed");
+    assert_eq!(before.inactive, Some(dev.partition_sha256(3)));
+}
+
+#[test]
+fn garbage_boot_part_is_refused() {
+    for garbage in ["seven", "9", ""] {
+        let dev = SimDevice::new();
+        let art = dev.write_rootfs_artifact("release-2", PAYLOAD, &[], &[]);
+        if garbage.is_empty() {
+            dev.ok(&["bootenv", "set", "mender_boot_part="]);
+        } else {
+            dev.set_env(&[("mender_boot_part", garbage)]);
+        }
+        let before = snapshot(&dev);
+        let out = dev.run(&["install", p(&art)]);
+        assert_refused(&dev, &before, &out, &["mender_boot_part"]);
+        assert_eq!(
+            before.inactive,
+            Some(dev.partition_sha256(3)),
+            "{garbage:?}"
+        );
+    }
+}
+
+#[test]
 fn missing_partition_file_is_refused() {
     let dev = SimDevice::new();
     let art = dev.write_rootfs_artifact("release-2", PAYLOAD, &[], &[]);

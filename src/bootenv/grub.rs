@@ -427,6 +427,20 @@ impl GrubEnv {
     /// Checks both copies and picks the one to use: copy 1 if it is valid,
     /// else copy 2. The other copy, if bad, is to be repaired from it.
     fn choose(&self) -> Result<(GoodCopy, Option<usize>), BootEnvError> {
+        // A damaged copy is repaired, but a copy directory that does not
+        // exist means the boot partition was built with one copy only: GRUB's
+        // script would not keep it in step, so refuse rather than invent it.
+        for copy in 0..COPY_DIRS.len() {
+            if !self.copy_dir(copy).is_dir() {
+                return Err(BootEnvError::Config {
+                    config: self.describe(),
+                    reason: format!(
+                        "{} is missing: the boot partition has only one GRUB environment copy (rebuild it with both, or create them with `mender-rs bootenv set --create`)",
+                        COPY_DIRS[copy]
+                    ),
+                });
+            }
+        }
         match (self.check_copy(0), self.check_copy(1)) {
             (Ok(first), Ok(_)) => Ok((first, None)),
             (Ok(first), Err(problem)) => {
