@@ -430,13 +430,12 @@ impl GrubEnv {
         // A damaged copy is repaired, but a copy directory that does not
         // exist means the boot partition was built with one copy only: GRUB's
         // script would not keep it in step, so refuse rather than invent it.
-        for copy in 0..COPY_DIRS.len() {
+        for (copy, name) in COPY_DIRS.iter().enumerate() {
             if !self.copy_dir(copy).is_dir() {
                 return Err(BootEnvError::Config {
                     config: self.describe(),
                     reason: format!(
-                        "{} is missing: the boot partition has only one GRUB environment copy (rebuild it with both, or create them with `mender-rs bootenv set --create`)",
-                        COPY_DIRS[copy]
+                        "{name} is missing: the boot partition has only one GRUB environment copy (rebuild it with both, or create them with `mender-rs bootenv set --create`)"
                     ),
                 });
             }
