@@ -549,7 +549,7 @@ impl<'c> Engine<'c> {
             if let Err(e) = installer.verify_reboot() {
                 log::error!("the update did not come up after the reboot: {e:#}");
                 self.error_path(&mut state, installer)?;
-                return Err(e.context("the update failed after the reboot and was rolled back"));
+                return Err(e.context("the update failed after the reboot and was rolled back; reboot to return to the previous software"));
             }
         }
         self.commit_installed(&mut state, installer)?;
@@ -571,7 +571,7 @@ impl<'c> Engine<'c> {
             log::error!("committing failed: {e:#}");
             self.run_scripts_ignoring(ScriptState::ArtifactCommit, ScriptAction::Error);
             self.error_path(state, installer)?;
-            return Err(e.context("committing failed; the update was rolled back"));
+            return Err(e.context("committing failed; the update was rolled back (reboot to return to the previous software if the device runs the update)"));
         }
         // The point of no return: the provides change with the state.
         let artifact = state
