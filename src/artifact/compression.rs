@@ -1,7 +1,9 @@
 //! Compression of artifact members: chosen by the member name's suffix (as the
 //! reference reader does) and cross-checked against the stream's magic bytes.
 
-use std::io::{self, Read, Write};
+#[cfg(feature = "writer")]
+use std::io::Write;
+use std::io::{self, Read};
 
 use super::ArtifactError;
 
@@ -119,6 +121,7 @@ impl Compression {
         })
     }
 
+    #[cfg(feature = "writer")]
     /// Wraps `out` in an encoder at the level mender-artifact uses (or the
     /// tool's default where it has none).
     pub fn encoder<'a, W: Write + 'a>(self, out: W) -> io::Result<Encoder<'a, W>> {
@@ -149,6 +152,7 @@ impl Compression {
     }
 }
 
+#[cfg(feature = "writer")]
 /// A compressing writer whose `finish` flushes the trailer and hands back the
 /// inner writer.
 pub enum Encoder<'a, W: Write> {
@@ -158,6 +162,7 @@ pub enum Encoder<'a, W: Write> {
     Zstd(zstd::stream::write::Encoder<'a, W>),
 }
 
+#[cfg(feature = "writer")]
 impl<W: Write> Encoder<'_, W> {
     pub fn finish(self) -> io::Result<W> {
         match self {
@@ -169,6 +174,7 @@ impl<W: Write> Encoder<'_, W> {
     }
 }
 
+#[cfg(feature = "writer")]
 impl<W: Write> Write for Encoder<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {

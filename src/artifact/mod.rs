@@ -12,7 +12,9 @@ pub mod header;
 pub mod manifest;
 pub mod reader;
 pub mod signature;
+#[cfg(feature = "writer")]
 pub mod signer;
+#[cfg(feature = "writer")]
 pub mod writer;
 
 use std::fmt;

@@ -5,6 +5,8 @@
 //! the same commands, so device scripts written for Mender keep working.
 
 mod artifact;
+#[cfg(feature = "writer")]
+mod artifact_write;
 mod bootenv;
 mod progress;
 mod standalone;
