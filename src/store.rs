@@ -88,23 +88,14 @@ impl Store {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(StoreError::Busy(data_dir.display().to_string()));
         }
-        let path = data_dir.join(STORE_FILE);
-        let (data, existed) = match std::fs::read(&path) {
-            Ok(bytes) => (Self::parse(&path, &bytes)?, true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (StoreData::default(), false),
-            Err(e) => return Err(io_err(&path, e)),
-        };
-        Ok(Store {
-            path,
-            data,
-            existed,
-            _lock: Some(lock),
-        })
+        let mut store = Self::read_only(data_dir)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// A read-only view that takes no lock (`show-artifact` while a daemon
     /// runs). The file is replaced atomically, so a read never sees half of
-    /// a write.
+    /// a write. [`Store::open`] is this plus the lock.
     pub fn read_only(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(STORE_FILE);
         let (data, existed) = match std::fs::read(&path) {
