@@ -1,0 +1,683 @@
+//! The device's own key pair: the identity the device proves to the server
+//! when it authenticates (spec §5.1), kept in `<DataStore>/mender-agent.pem`.
+//!
+//! Formats read: PKCS#1 `RSA PRIVATE KEY` (what Mender 3.x writes), PKCS#8
+//! `PRIVATE KEY` (RSA, EC P-256 or Ed25519, unencrypted, v1 or v2) and SEC1
+//! `EC PRIVATE KEY` (optionally preceded by an `EC PARAMETERS` block).
+//! Formats written: RSA as PKCS#1 so the reference client can read the key
+//! back, Ed25519 and EC P-256 as PKCS#8 v1 (what `openssl genpkey` writes).
+//!
+//! Signatures for the auth request: RSA PKCS#1 v1.5 over SHA-256, ECDSA
+//! P-256 over SHA-256 as an ASN.1 DER `SEQUENCE { r, s }` (unlike artifact
+//! signatures, which use raw `r || s`), Ed25519 over the message itself.
+//!
+//! A key that exists is never replaced implicitly: the server knows the
+//! device by it, so an unreadable or empty file is an error, and only
+//! [`DeviceKey::generate_replacing`] overwrites one.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use der::asn1::{AnyRef, BitStringRef, Null, ObjectIdentifier};
+use der::{Decode, Encode};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaKeyPair,
+};
+
+use crate::fsutil;
+
+const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// Smallest RSA modulus accepted for a device key.
+pub const RSA_MIN_BITS: usize = 2048;
+/// Size of generated RSA keys (what Mender 3.x generates).
+pub const RSA_GENERATED_BITS: usize = 3072;
+/// Mode of the key file.
+pub const KEY_FILE_MODE: u32 = 0o600;
+
+const P256_SCALAR_LEN: usize = 32;
+const P256_POINT_LEN: usize = 65;
+/// Key files are a few kilobytes; anything much larger is not a key.
+const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+
+/// Why the device key could not be loaded, created or used. Messages are
+/// single lines and never contain key material.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceKeyError {
+    #[error("cannot read device key {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error(
+        "device key {} is empty; refusing to replace it implicitly (the device identity would change); remove it or force regeneration",
+        path.display()
+    )]
+    Empty { path: PathBuf },
+    #[error("device key {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot write device key {}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot generate a {key_type} device key: {reason}")]
+    Generate {
+        key_type: DeviceKeyType,
+        reason: String,
+    },
+    #[error("signing with the {key} device key failed")]
+    Sign { key: String },
+    #[error("unknown device key type \"{0}\"; expected rsa3072, ed25519 or ecdsa-p256")]
+    UnknownType(String),
+}
+
+pub type Result<T> = std::result::Result<T, DeviceKeyError>;
+
+/// The kind of key generated when none exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeviceKeyType {
+    #[default]
+    Rsa3072,
+    Ed25519,
+    EcdsaP256,
+}
+
+impl FromStr for DeviceKeyType {
+    type Err = DeviceKeyError;
+
+    /// `rsa3072` (or `rsa`), `ed25519`, `ecdsa-p256` (or `ecdsa256`, `p256`); case-insensitive.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rsa3072" | "rsa" => Ok(Self::Rsa3072),
+            "ed25519" => Ok(Self::Ed25519),
+            "ecdsa-p256" | "ecdsa256" | "p256" => Ok(Self::EcdsaP256),
+            _ => Err(DeviceKeyError::UnknownType(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Rsa3072 => "rsa3072",
+            Self::Ed25519 => "ed25519",
+            Self::EcdsaP256 => "ecdsa-p256",
+        })
+    }
+}
+
+/// The device's private key.
+pub struct DeviceKey {
+    pair: Pair,
+    /// DER SubjectPublicKeyInfo of the public half.
+    spki: Vec<u8>,
+}
+
+enum Pair {
+    Rsa { pair: RsaKeyPair, bits: usize },
+    EcdsaP256(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+impl DeviceKey {
+    /// Loads an existing key file. Errors name the file and the problem.
+    pub fn load(path: &Path) -> Result<DeviceKey> {
+        let pem = read_key_file(path)?;
+        if pem.is_empty() {
+            return Err(DeviceKeyError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        Self::from_pem(&pem).map_err(|reason| DeviceKeyError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Loads the key at `path`, or generates one of `key_type` if there is
+    /// no file there (then `true`). The new key is written crash-safely with
+    /// mode 0600 and never over an existing file: if another process created
+    /// the key meanwhile, that key is loaded instead. The parent directory
+    /// is created if missing.
+    pub fn load_or_generate(path: &Path, key_type: DeviceKeyType) -> Result<(DeviceKey, bool)> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => return Self::load(path).map(|key| (key, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(DeviceKeyError::Read {
+                    path: path.to_owned(),
+                    error,
+                });
+            }
+        }
+        let (key, pem) = Self::generate(key_type)?;
+        let write_err = |error| DeviceKeyError::Write {
+            path: path.to_owned(),
+            error,
+        };
+        create_parent(path).map_err(write_err)?;
+        match write_new(path, pem.as_bytes()) {
+            Ok(()) => Ok((key, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Self::load(path).map(|key| (key, false))
+            }
+            Err(e) => Err(write_err(e)),
+        }
+    }
+
+    /// Generates a new key and writes it over whatever is at `path`
+    /// (crash-safely: the old key stays until the new one is complete).
+    /// For an explicit, user-requested regeneration only.
+    pub fn generate_replacing(path: &Path, key_type: DeviceKeyType) -> Result<DeviceKey> {
+        let (key, pem) = Self::generate(key_type)?;
+        let write_err = |error| DeviceKeyError::Write {
+            path: path.to_owned(),
+            error,
+        };
+        create_parent(path).map_err(write_err)?;
+        fsutil::write_atomic(path, pem.as_bytes(), KEY_FILE_MODE).map_err(write_err)?;
+        Ok(key)
+    }
+
+    /// A new key and its PEM file content.
+    fn generate(key_type: DeviceKeyType) -> Result<(DeviceKey, String)> {
+        let failed = |reason: String| DeviceKeyError::Generate { key_type, reason };
+        let rng = SystemRandom::new();
+        let pem = match key_type {
+            DeviceKeyType::Rsa3072 => {
+                use rsa::pkcs1::EncodeRsaPrivateKey as _;
+                let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_GENERATED_BITS)
+                    .map_err(|e| failed(e.to_string()))?;
+                let der = key.to_pkcs1_der().map_err(|e| failed(e.to_string()))?;
+                pem_encode("RSA PRIVATE KEY", der.as_bytes())
+            }
+            DeviceKeyType::Ed25519 => {
+                let v2 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| failed(e.to_string()))?;
+                // ring writes PKCS#8 v2 (with the public key); write v1 as
+                // `openssl genpkey` does, which every reader understands.
+                let mut info = pkcs8::PrivateKeyInfo::from_der(v2.as_ref())
+                    .map_err(|e| failed(e.to_string()))?;
+                info.public_key = None;
+                let v1 = info.to_der().map_err(|e| failed(e.to_string()))?;
+                pem_encode("PRIVATE KEY", &v1)
+            }
+            DeviceKeyType::EcdsaP256 => {
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                    .map_err(|e| failed(e.to_string()))?;
+                pem_encode("PRIVATE KEY", doc.as_ref())
+            }
+        };
+        // Read back what will be stored, so the key in use is the key on disk.
+        let key = Self::from_pem(pem.as_bytes()).map_err(failed)?;
+        Ok((key, pem))
+    }
+
+    /// Parses PEM text; the error is a reason without the file name.
+    fn from_pem(pem: &[u8]) -> std::result::Result<DeviceKey, String> {
+        let blocks = pem_blocks(pem)?;
+        // `openssl ecparam -genkey` writes the curve in a block of its own.
+        let mut params = None;
+        let mut keys = Vec::new();
+        for block in blocks {
+            if block.label == "EC PARAMETERS" {
+                params = Some(block.der);
+            } else {
+                keys.push(block);
+            }
+        }
+        let block = match keys.as_mut_slice() {
+            [] => {
+                return Err(
+                    "no PEM private key found (expected \"-----BEGIN RSA PRIVATE KEY-----\", \"-----BEGIN PRIVATE KEY-----\" or \"-----BEGIN EC PRIVATE KEY-----\")".to_owned(),
+                );
+            }
+            [block] => block,
+            _ => {
+                return Err(
+                    "more than one PEM block; the file must hold exactly one key".to_owned(),
+                );
+            }
+        };
+        let der = block.der.as_slice();
+        let pair = match block.label.as_str() {
+            "RSA PRIVATE KEY" => rsa_pair(der, RsaKeyPair::from_der)?,
+            "EC PRIVATE KEY" => {
+                let curve = match params {
+                    Some(p) => Some(
+                        sec1::EcParameters::from_der(&p)
+                            .ok()
+                            .and_then(|p| p.named_curve())
+                            .ok_or("the EC PARAMETERS block does not name a curve")?,
+                    ),
+                    None => None,
+                };
+                ec_pair(der, curve, None)?
+            }
+            "PRIVATE KEY" => {
+                let info = pkcs8::PrivateKeyInfo::from_der(der)
+                    .map_err(|e| format!("malformed PKCS#8 private key: {e}"))?;
+                match info.algorithm.oid {
+                    OID_RSA => rsa_pair(info.private_key, |_| RsaKeyPair::from_pkcs8(der))?,
+                    OID_EC => {
+                        let curve = info
+                            .algorithm
+                            .parameters_oid()
+                            .map_err(|e| format!("malformed EC curve parameters: {e}"))?;
+                        ec_pair(info.private_key, Some(curve), info.public_key)?
+                    }
+                    OID_ED25519 => Pair::Ed25519(
+                        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                            .map_err(|e| format!("Ed25519 key rejected: {e}"))?,
+                    ),
+                    other => {
+                        return Err(format!(
+                            "unsupported key algorithm {other}; device keys must be RSA, ECDSA P-256 or Ed25519"
+                        ));
+                    }
+                }
+            }
+            "ENCRYPTED PRIVATE KEY" => return Err(encrypted()),
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => {
+                return Err("this is a public key; the device key must be a private key".to_owned());
+            }
+            other => {
+                return Err(format!(
+                    "PEM block \"{other}\" is not a supported private key (expected RSA PRIVATE KEY, PRIVATE KEY or EC PRIVATE KEY)"
+                ));
+            }
+        };
+        let spki = spki_der(&pair)?;
+        Ok(DeviceKey { pair, spki })
+    }
+
+    /// The public key as PEM SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`,
+    /// 64-character lines, trailing newline): the auth request's `pubkey`.
+    pub fn public_key_pem(&self) -> String {
+        pem_encode("PUBLIC KEY", &self.spki)
+    }
+
+    /// The public key as DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// Signs `body` as the server expects for `X-MEN-Signature` (spec §5.1).
+    pub fn sign(&self, body: &[u8]) -> Result<Vec<u8>> {
+        let rng = SystemRandom::new();
+        let failed = || DeviceKeyError::Sign {
+            key: self.describe(),
+        };
+        match &self.pair {
+            Pair::Rsa { pair, .. } => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, body, &mut sig)
+                    .map_err(|_| failed())?;
+                Ok(sig)
+            }
+            Pair::EcdsaP256(pair) => pair
+                .sign(&rng, body)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| failed()),
+            Pair::Ed25519(pair) => Ok(pair.sign(body).as_ref().to_vec()),
+        }
+    }
+
+    /// The value of the `X-MEN-Signature` header: standard base64 of [`Self::sign`].
+    pub fn signature_header(&self, body: &[u8]) -> Result<String> {
+        self.sign(body).map(|sig| BASE64.encode(sig))
+    }
+
+    /// The kind of key. An RSA key loaded from a file may be of another size
+    /// than 3072 bits; it is still reported as [`DeviceKeyType::Rsa3072`]
+    /// (see [`Self::describe`] for the size).
+    pub fn key_type(&self) -> DeviceKeyType {
+        match self.pair {
+            Pair::Rsa { .. } => DeviceKeyType::Rsa3072,
+            Pair::EcdsaP256(_) => DeviceKeyType::EcdsaP256,
+            Pair::Ed25519(_) => DeviceKeyType::Ed25519,
+        }
+    }
+
+    /// Short description: "RSA 3072", "ECDSA P-256" or "Ed25519".
+    pub fn describe(&self) -> String {
+        match &self.pair {
+            Pair::Rsa { bits, .. } => format!("RSA {bits}"),
+            Pair::EcdsaP256(_) => "ECDSA P-256".to_owned(),
+            Pair::Ed25519(_) => "Ed25519".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DeviceKey").field(&self.describe()).finish()
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let read_err = |error| DeviceKeyError::Read {
+        path: path.to_owned(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut data = Vec::new();
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(DeviceKeyError::Invalid {
+            path: path.to_owned(),
+            reason: format!("larger than {MAX_KEY_FILE_LEN} bytes; not a key file"),
+        });
+    }
+    Ok(data)
+}
+
+fn create_parent(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(fsutil::parent_dir(path))
+}
+
+/// Writes a new file crash-safely without ever replacing an existing one
+/// (`AlreadyExists` then).
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = fsutil::temp_beside(path, KEY_FILE_MODE)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    fsutil::sync_dir(&fsutil::parent_dir(path))
+}
+
+fn encrypted() -> String {
+    "encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out PLAIN)"
+        .to_owned()
+}
+
+/// `pkcs1` is the PKCS#1 `RSAPrivateKey` (for the size check); `make` builds
+/// ring's key pair from whichever encoding the file used.
+fn rsa_pair(
+    pkcs1: &[u8],
+    make: impl FnOnce(&[u8]) -> std::result::Result<RsaKeyPair, ring::error::KeyRejected>,
+) -> std::result::Result<Pair, String> {
+    let key = pkcs1::RsaPrivateKey::from_der(pkcs1)
+        .map_err(|e| format!("malformed PKCS#1 RSA private key: {e}"))?;
+    let n = key.modulus.as_bytes();
+    let bits = match n.first() {
+        Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
+        None => 0,
+    };
+    if bits < RSA_MIN_BITS {
+        return Err(format!(
+            "RSA key is {bits} bits; at least {RSA_MIN_BITS} bits are required"
+        ));
+    }
+    let pair = make(pkcs1).map_err(|e| format!("RSA {bits} key rejected: {e}"))?;
+    Ok(Pair::Rsa { pair, bits })
+}
+
+/// A SEC1 `ECPrivateKey`; `curve` from the enclosing PKCS#8 or an `EC
+/// PARAMETERS` block, `outer_public` from a PKCS#8 v2 wrapper.
+fn ec_pair(
+    der: &[u8],
+    curve: Option<ObjectIdentifier>,
+    outer_public: Option<&[u8]>,
+) -> std::result::Result<Pair, String> {
+    let key = sec1::EcPrivateKey::from_der(der)
+        .map_err(|e| format!("malformed SEC1 EC private key: {e}"))?;
+    let inner = match key.parameters {
+        Some(p) => Some(
+            p.named_curve()
+                .ok_or("explicit EC curve parameters are not supported; use a named curve")?,
+        ),
+        None => None,
+    };
+    let curve = match (curve, inner) {
+        (Some(a), Some(b)) if a != b => {
+            return Err("the key's curve contradicts its EC parameters".to_owned());
+        }
+        (a, b) => a
+            .or(b)
+            .ok_or("the EC private key does not name its curve")?,
+    };
+    if curve != OID_P256 {
+        return Err(format!(
+            "unsupported elliptic curve {curve}; only P-256 (prime256v1) is supported"
+        ));
+    }
+    // ring wants the scalar at full width; some encoders drop leading zeros.
+    let mut scalar = [0u8; P256_SCALAR_LEN];
+    let offset = P256_SCALAR_LEN
+        .checked_sub(key.private_key.len())
+        .filter(|_| !key.private_key.is_empty())
+        .ok_or("the EC private scalar has the wrong length for P-256")?;
+    scalar[offset..].copy_from_slice(key.private_key);
+    // ring cannot derive the public point, so the file must contain it.
+    let point = key.public_key.or(outer_public).ok_or(
+        "the EC private key does not include its public key; re-export it with `openssl ec`",
+    )?;
+    if point.len() != P256_POINT_LEN || point[0] != 0x04 {
+        return Err("the EC public key is not an uncompressed P-256 point".to_owned());
+    }
+    let pair = EcdsaKeyPair::from_private_key_and_public_key(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        &scalar,
+        point,
+        &SystemRandom::new(),
+    )
+    .map_err(|e| format!("ECDSA P-256 key rejected: {e}"))?;
+    Ok(Pair::EcdsaP256(pair))
+}
+
+/// DER SubjectPublicKeyInfo: rsaEncryption with NULL parameters, id-ecPublicKey
+/// with the named curve, id-Ed25519 without parameters (RFC 3279, 5480, 8410).
+fn spki_der(pair: &Pair) -> std::result::Result<Vec<u8>, String> {
+    let (oid, params, key): (ObjectIdentifier, Option<AnyRef<'_>>, &[u8]) = match pair {
+        Pair::Rsa { pair, .. } => (OID_RSA, Some(AnyRef::from(Null)), pair.public().as_ref()),
+        Pair::EcdsaP256(pair) => (
+            OID_EC,
+            Some(AnyRef::from(&OID_P256)),
+            pair.public_key().as_ref(),
+        ),
+        Pair::Ed25519(pair) => (OID_ED25519, None, pair.public_key().as_ref()),
+    };
+    let spki = spki::SubjectPublicKeyInfo {
+        algorithm: spki::AlgorithmIdentifier {
+            oid,
+            parameters: params,
+        },
+        subject_public_key: BitStringRef::from_bytes(key)
+            .map_err(|e| format!("cannot encode the public key: {e}"))?,
+    };
+    spki.to_der()
+        .map_err(|e| format!("cannot encode the public key: {e}"))
+}
+
+/// PEM text: base64 in 64-character lines, trailing newline.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // Base64 output is ASCII.
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+struct PemBlock {
+    label: String,
+    der: Vec<u8>,
+}
+
+/// Splits PEM text into blocks, as leniently as Go's encoding/pem: any line
+/// width, CRLF, text around blocks, RFC 1421 headers skipped (an
+/// `ENCRYPTED` Proc-Type is refused).
+fn pem_blocks(pem: &[u8]) -> std::result::Result<Vec<PemBlock>, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM text file".to_owned())?;
+    let mut lines = text.lines();
+    let mut blocks = Vec::new();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let end = format!("-----END {label}-----");
+        let (mut body, mut closed, mut is_encrypted) = (String::new(), false, false);
+        for line in lines.by_ref() {
+            let line = line.trim();
+            if line == end {
+                closed = true;
+                break;
+            }
+            if line.starts_with("-----") {
+                return Err(format!(
+                    "malformed PEM block \"{label}\": unexpected boundary line inside it"
+                ));
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                is_encrypted |= name.trim() == "Proc-Type" && value.contains("ENCRYPTED");
+                continue;
+            }
+            body.push_str(line);
+        }
+        if !closed {
+            return Err(format!(
+                "malformed PEM block \"{label}\": missing \"{end}\" line (truncated file?)"
+            ));
+        }
+        if is_encrypted {
+            return Err(encrypted());
+        }
+        let der = BASE64
+            .decode(body.as_bytes())
+            .map_err(|e| format!("malformed PEM block \"{label}\": invalid base64: {e}"))?;
+        blocks.push(PemBlock {
+            label: label.to_owned(),
+            der,
+        });
+    }
+    Ok(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1, ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
+        VerificationAlgorithm,
+    };
+
+    /// Verifies with ring, from the SPKI we publish (so the SPKI is checked too).
+    fn verify(key: &DeviceKey, msg: &[u8], sig: &[u8]) -> bool {
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_der()).unwrap();
+        let raw = spki.subject_public_key.as_bytes().unwrap();
+        let alg: &dyn VerificationAlgorithm = match key.key_type() {
+            DeviceKeyType::Rsa3072 => &RSA_PKCS1_2048_8192_SHA256,
+            DeviceKeyType::EcdsaP256 => &ECDSA_P256_SHA256_ASN1,
+            DeviceKeyType::Ed25519 => &ED25519,
+        };
+        UnparsedPublicKey::new(alg, raw).verify(msg, sig).is_ok()
+    }
+
+    #[test]
+    fn key_type_names() {
+        for (s, t) in [
+            ("rsa3072", DeviceKeyType::Rsa3072),
+            ("RSA", DeviceKeyType::Rsa3072),
+            ("ed25519", DeviceKeyType::Ed25519),
+            ("ecdsa-p256", DeviceKeyType::EcdsaP256),
+            ("ecdsa256", DeviceKeyType::EcdsaP256),
+            ("p256", DeviceKeyType::EcdsaP256),
+        ] {
+            assert_eq!(s.parse::<DeviceKeyType>().unwrap(), t);
+            assert_eq!(t.to_string().parse::<DeviceKeyType>().unwrap(), t);
+        }
+        assert!("dsa".parse::<DeviceKeyType>().is_err());
+        assert_eq!(DeviceKeyType::default(), DeviceKeyType::Rsa3072);
+    }
+
+    #[test]
+    fn generated_keys_round_trip_and_sign() {
+        // RSA generation is slow in debug builds; the integration tests cover it.
+        for t in [DeviceKeyType::Ed25519, DeviceKeyType::EcdsaP256] {
+            let (key, pem) = DeviceKey::generate(t).unwrap();
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+            let again = DeviceKey::from_pem(pem.as_bytes()).unwrap();
+            assert_eq!(again.public_key_der(), key.public_key_der());
+            assert_eq!(again.key_type(), t);
+            let body = b"{\"id_data\":\"{}\"}\n";
+            let sig = key.sign(body).unwrap();
+            assert!(verify(&again, body, &sig));
+            assert!(!verify(&again, b"other", &sig));
+            let header = key.signature_header(body).unwrap();
+            assert!(verify(&again, body, &BASE64.decode(header).unwrap()));
+        }
+    }
+
+    #[test]
+    fn ed25519_written_as_pkcs8_v1() {
+        let (_, pem) = DeviceKey::generate(DeviceKeyType::Ed25519).unwrap();
+        let block = pem_blocks(pem.as_bytes()).unwrap().remove(0);
+        let info = pkcs8::PrivateKeyInfo::from_der(&block.der).unwrap();
+        assert!(info.public_key.is_none());
+        assert_eq!(info.algorithm.oid, OID_ED25519);
+    }
+
+    #[test]
+    fn public_pem_shape() {
+        let (key, _) = DeviceKey::generate(DeviceKeyType::EcdsaP256).unwrap();
+        let pem = key.public_key_pem();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(pem.ends_with("-----END PUBLIC KEY-----\n"));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert_eq!(key.describe(), "ECDSA P-256");
+    }
+
+    #[test]
+    fn bad_pem_is_an_error_not_a_panic() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"garbage",
+            b"\xff\xfe",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n",
+            b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN RSA PRIVATE KEY-----\nMAA=\n-----END RSA PRIVATE KEY-----\n",
+            b"-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n",
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        ];
+        for case in cases {
+            assert!(DeviceKey::from_pem(case).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn two_keys_refused() {
+        let (_, a) = DeviceKey::generate(DeviceKeyType::Ed25519).unwrap();
+        let (_, b) = DeviceKey::generate(DeviceKeyType::EcdsaP256).unwrap();
+        let err = DeviceKey::from_pem(format!("{a}{b}").as_bytes()).unwrap_err();
+        assert!(err.contains("more than one"), "{err}");
+    }
+
+    #[test]
+    fn pem_encode_wraps_at_64() {
+        let pem = pem_encode("X", &[0u8; 100]);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN X-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2].len(), 64);
+        assert_eq!(lines[3].len(), 136 - 128);
+        assert_eq!(lines[4], "-----END X-----");
+        assert_eq!(pem_blocks(pem.as_bytes()).unwrap()[0].der, vec![0u8; 100]);
+    }
+}
