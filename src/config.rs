@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -39,6 +40,8 @@ const DEFAULT_UPDATE_POLL: u64 = 1800;
 const DEFAULT_INVENTORY_POLL: u64 = 28800;
 const DEFAULT_RETRY_POLL: u64 = 300;
 const DEFAULT_UCM_BOOT_EXPIRATION: u64 = 600;
+const DEFAULT_RETRY_DOWNLOAD_COUNT: u32 = 10;
+const DEFAULT_REBOOT_COMMAND: &str = "reboot";
 const DEFAULT_ROOTFS_SCRIPTS: &str = "/etc/mender/scripts";
 const DEFAULT_MODULES: &str = "/usr/share/mender/modules/v3";
 const DEFAULT_BOOT_ENV_CONFIG: &str = "/etc/fw_env.config";
@@ -132,8 +135,18 @@ pub struct Config {
     pub inventory_scripts_path: PathBuf,
     /// `DBus.Enabled`, default true.
     pub dbus_enabled: bool,
+    /// `RetryDownloadCount` (from the 4.x client): resume attempts of an
+    /// interrupted download without progress, default 10.
+    pub retry_download_count: u32,
+    /// `RebootCommand` (ours): how the daemon reboots the device for a
+    /// `rootfs-image` update, default `reboot`. Split at white space.
+    pub reboot_command: String,
+    /// `DeviceKeyType` (ours): the kind of device key generated on first
+    /// start when none exists: `rsa3072` (default), `ed25519`,
+    /// `ecdsa-p256`.
+    pub device_key_type: crate::device_key::DeviceKeyType,
     // Accepted, type-checked and not used (no warning): Connectivity,
-    // UpdateLogPath, DeviceTier, RetryDownloadCount,
+    // UpdateLogPath, DeviceTier,
     // UpdateControlMapPollIntervalSeconds, Security.SSLEngine.
 }
 
@@ -598,6 +611,8 @@ enum Kind {
     /// An array of `{"ServerURL": ...}` objects.
     ServerList,
     BootEnv,
+    /// `rsa3072`, `ed25519` or `ecdsa-p256` (and their aliases).
+    KeyType,
     Object(&'static [Key]),
 }
 
@@ -659,6 +674,9 @@ const BOOT_ENV_CONFIG: &str = "BootEnvConfig";
 const GRUB_ENV_DIR: &str = "GrubEnvDir";
 const IDENTITY_SCRIPT: &str = "IdentityScript";
 const INVENTORY_SCRIPTS_PATH: &str = "InventoryScriptsPath";
+const RETRY_DOWNLOAD_COUNT: &str = "RetryDownloadCount";
+const REBOOT_COMMAND: &str = "RebootCommand";
+const DEVICE_KEY_TYPE: &str = "DeviceKeyType";
 
 const HTTPS_CLIENT_KEYS: &[Key] = &[
     sub("Certificate", HTTPS_CERTIFICATE, Kind::OptPath),
@@ -700,7 +718,7 @@ const KEYS: &[Key] = &[
     key(INVENTORY_POLL, Kind::Seconds),
     key(RETRY_POLL, Kind::Seconds),
     key(RETRY_POLL_COUNT, Kind::Count),
-    key("RetryDownloadCount", Kind::Count),
+    key(RETRY_DOWNLOAD_COUNT, Kind::Count),
     key(STATE_SCRIPT_TIMEOUT, Kind::Seconds),
     key(STATE_SCRIPT_RETRY_INTERVAL, Kind::Seconds),
     key(STATE_SCRIPT_RETRY_TIMEOUT, Kind::Seconds),
@@ -728,6 +746,8 @@ const KEYS: &[Key] = &[
     key(GRUB_ENV_DIR, Kind::OptPath),
     key(IDENTITY_SCRIPT, Kind::Path),
     key(INVENTORY_SCRIPTS_PATH, Kind::Path),
+    key(REBOOT_COMMAND, Kind::OptText),
+    key(DEVICE_KEY_TYPE, Kind::KeyType),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1005,6 +1025,16 @@ impl Checker<'_> {
                 })?;
                 Setting::Boot(boot)
             }
+            Kind::KeyType => {
+                let s = self.string(path, value)?;
+                if crate::device_key::DeviceKeyType::from_str(s).is_err() {
+                    return Err(self.invalid(
+                        path,
+                        format!("unknown key type {s:?}; expected \"rsa3072\", \"ed25519\" or \"ecdsa-p256\""),
+                    ));
+                }
+                Setting::Str(s.to_string())
+            }
             // Handled by `object`.
             Kind::Object(_) => return Err(self.type_error(path, "an object", value)),
         })
@@ -1179,6 +1209,18 @@ fn build(
         inventory_scripts_path: layer
             .path_or(INVENTORY_SCRIPTS_PATH, DEFAULT_INVENTORY_SCRIPTS.into()),
         dbus_enabled: layer.bool_or(DBUS_ENABLED, true),
+        retry_download_count: layer
+            .num(RETRY_DOWNLOAD_COUNT)
+            .filter(|&n| n > 0)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(DEFAULT_RETRY_DOWNLOAD_COUNT),
+        reboot_command: layer
+            .opt_string(REBOOT_COMMAND)
+            .unwrap_or_else(|| DEFAULT_REBOOT_COMMAND.to_string()),
+        device_key_type: layer
+            .non_empty(DEVICE_KEY_TYPE)
+            .and_then(|s| crate::device_key::DeviceKeyType::from_str(s).ok())
+            .unwrap_or_default(),
     })
 }
 

@@ -1,8 +1,8 @@
-//! A small `log` backend writing to stderr or to a log file (`--log-file`).
-//! (Syslog arrives with the daemon.)
+//! A small `log` backend writing to stderr, to a log file (`--log-file`)
+//! or, for the daemon, to syslog.
 //!
 //! While a deployment log is active ([`set_deployment_log`]), every record
-//! at info level or above is also appended to it, whatever the stderr level.
+//! at info level or above is also appended to it, whatever the level.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -10,36 +10,60 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::deployment_log::DeploymentLog;
 
-struct StderrLogger {
-    level: log::LevelFilter,
-    /// `--log-file`: records go there, time-stamped, instead of stderr.
-    file: Option<Mutex<std::fs::File>>,
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// Where records go.
+enum Sink {
+    Stderr,
+    /// `--log-file`: time-stamped lines.
+    File(std::fs::File),
+    Syslog(Box<Syslog>),
 }
 
-impl log::Log for StderrLogger {
+static SINK: Mutex<Sink> = Mutex::new(Sink::Stderr);
+
+struct Logger;
+
+impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
+        Some(metadata.level().to_level_filter())
+            <= filter_from_usize(STDERR_LEVEL.load(Ordering::Acquire))
             || (metadata.level() <= log::Level::Info && DEPLOYMENT_ACTIVE.load(Ordering::Acquire))
     }
 
     fn log(&self, record: &log::Record) {
-        if record.level() <= self.level {
+        let wanted = filter_from_usize(STDERR_LEVEL.load(Ordering::Acquire))
+            .is_some_and(|max| record.level() <= max);
+        if wanted {
             let level = record.level().as_str().to_ascii_lowercase();
-            match &self.file {
-                Some(file) => {
-                    let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *sink {
+                Sink::File(file) => {
                     let now = crate::deployment_log::rfc3339_utc(std::time::SystemTime::now());
                     let _ = writeln!(file, "{now} {level}: {}", record.args());
                 }
-                None => {
+                Sink::Stderr => {
                     let _ = writeln!(std::io::stderr(), "{level}: {}", record.args());
+                }
+                Sink::Syslog(syslog) => {
+                    let message = record.args().to_string();
+                    let _ = match record.level() {
+                        log::Level::Error => syslog.err(message),
+                        log::Level::Warn => syslog.warning(message),
+                        log::Level::Info => syslog.info(message),
+                        log::Level::Debug | log::Level::Trace => syslog.debug(message),
+                    };
                 }
             }
         }
         write_to_deployment_log(record);
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Sink::File(file) = &mut *SINK.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = file.flush();
+        }
+    }
 }
 
 /// The stderr level of the installed [`StderrLogger`] (a `LevelFilter` as
@@ -151,22 +175,38 @@ pub fn init_file(level: log::LevelFilter, path: &std::path::Path) -> std::io::Re
         .append(true)
         .open(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("log file {}: {e}", path.display())))?;
-    install(StderrLogger {
-        level,
-        file: Some(Mutex::new(file)),
-    });
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::File(file);
     LOGS_TO_FILE.store(true, Ordering::Release);
+    install(level);
     Ok(())
 }
 
 pub fn init_stderr(level: log::LevelFilter) {
-    install(StderrLogger { level, file: None });
+    install(level);
 }
 
-fn install(logger: StderrLogger) {
-    let level = logger.level;
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        STDERR_LEVEL.store(level as usize, Ordering::Release);
-        update_max_level();
+/// Sends the records to syslog (facility daemon) from now on; stays with
+/// the current sink when syslog cannot be reached.
+pub fn use_syslog(process: &str) -> std::io::Result<()> {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: process.to_string(),
+        pid: std::process::id(),
+    };
+    let logger = syslog::unix(formatter).map_err(|e| std::io::Error::other(e.to_string()))?;
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Syslog(Box::new(logger));
+    Ok(())
+}
+
+/// Changes the level of the installed logger.
+pub fn set_level(level: log::LevelFilter) {
+    STDERR_LEVEL.store(level as usize, Ordering::Release);
+    update_max_level();
+}
+
+fn install(level: log::LevelFilter) {
+    if log::set_logger(&Logger).is_ok() {
+        set_level(level);
     }
 }

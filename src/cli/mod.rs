@@ -83,6 +83,12 @@ pub enum Command {
     /// Print or set boot environment variables.
     #[command(subcommand)]
     Bootenv(bootenv::BootenvCommand),
+    /// Run as a daemon managed by a Mender server.
+    Daemon,
+    /// Make the running daemon check for an update now.
+    CheckUpdate,
+    /// Make the running daemon send its inventory now.
+    SendInventory,
 }
 
 /// Parses the process arguments, runs the command and returns the exit code.
@@ -148,7 +154,41 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Command::ShowArtifact => standalone::show_artifact(&load_config(&global)?),
         Command::ShowProvides => standalone::show_provides(&load_config(&global)?),
         Command::Bootenv(command) => bootenv::run(&load_config(&global)?, command),
+        Command::Daemon => daemon(&global),
+        Command::CheckUpdate => wake_daemon(&global, libc::SIGUSR1, "update check"),
+        Command::SendInventory => wake_daemon(&global, libc::SIGUSR2, "inventory update"),
     }
+}
+
+fn daemon(global: &GlobalArgs) -> Result<i32> {
+    let config = load_config(global)?;
+    // --log-level wins over DaemonLogLevel; the daemon's default is info.
+    let level_name = global
+        .log_level
+        .clone()
+        .or_else(|| config.daemon_log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let level = crate::logging::parse_level(&level_name)
+        .with_context(|| format!("unknown log level '{level_name}' (DaemonLogLevel)"))?;
+    crate::logging::set_level(level);
+    if global.log_file.is_none()
+        && !global.no_syslog
+        && let Err(e) = crate::logging::use_syslog("mender-rs")
+    {
+        log::warn!("syslog is not available ({e}); logging to standard error");
+    }
+    crate::daemon::run(&config)?;
+    Ok(EXIT_OK)
+}
+
+fn wake_daemon(global: &GlobalArgs, signal: libc::c_int, what: &str) -> Result<i32> {
+    let data_dir = global
+        .data
+        .clone()
+        .unwrap_or_else(|| ConfigPaths::default().data_dir);
+    let pid = crate::daemon::signals::signal_daemon(&data_dir, signal)?;
+    eprintln!("{what} requested from the daemon (pid {pid})");
+    Ok(EXIT_OK)
 }
 
 fn load_config(global: &GlobalArgs) -> Result<Config> {

@@ -1,12 +1,18 @@
-//! The update state machine for standalone use (`install`, `commit`,
-//! `rollback`): states and transitions of Mender's client, state scripts
-//! around each state, and the power-loss rules.
+//! The update state machine: states and transitions of Mender's client,
+//! state scripts around each state, and the power-loss rules. Standalone
+//! use (`install`, `commit`, `rollback`) is here; deployments from a
+//! server (the daemon) add the reboot states and status reports in
+//! [`managed`].
 //!
 //! Every transition is persisted (crash-safely, see [`crate::store`]) before
 //! its scripts and work run. A process that dies anywhere is resumed by the
 //! next command: an interrupted download is abandoned, an interrupted install
 //! or commit is rolled back, and error states (`ArtifactRollback`,
 //! `ArtifactFailure`, `Cleanup`) and `ArtifactCommit_Leave` are run again.
+
+pub mod managed;
+
+pub use managed::DeploymentHooks;
 
 use std::io::Read;
 
@@ -50,6 +56,12 @@ pub enum Phase {
     ArtifactRollback,
     ArtifactFailure,
     Cleanup,
+    /// Managed: rebooting into the update (a restart here is the reboot).
+    ArtifactReboot,
+    /// Managed: rebooting back into the previous software.
+    ArtifactRollbackReboot,
+    /// Managed: done; the final status is still to be reported.
+    StatusReport,
 }
 
 /// What the store keeps about the artifact being installed.
@@ -109,6 +121,30 @@ pub struct UpdateState {
     /// The device was marked `_INCONSISTENT` during this update.
     #[serde(default)]
     pub inconsistent: bool,
+    /// The server's deployment (managed mode); `None` for standalone.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+}
+
+impl UpdateState {
+    fn new(deployment_id: Option<String>) -> UpdateState {
+        UpdateState {
+            phase: Phase::Download,
+            artifact: None,
+            installer: None,
+            reboot: None,
+            supports_rollback: None,
+            steps: 0,
+            failed: false,
+            manual_rollback: false,
+            inconsistent: false,
+            deployment_id,
+        }
+    }
+
+    fn needs_reboot(&self) -> bool {
+        self.reboot.is_some_and(|r| r != Reboot::No)
+    }
 }
 
 /// How a command ended, for the exit code.
@@ -197,12 +233,16 @@ impl<'c> Engine<'c> {
 
     /// Sends the log records of this update to its deployment log (a new
     /// one for a new update).
-    fn attach_deployment_log(&self, new: bool) {
+    fn attach_deployment_log(&self, state: &UpdateState, new: bool) {
         let dir = &self.config.data_dir;
+        let id = state
+            .deployment_id
+            .as_deref()
+            .unwrap_or(STANDALONE_DEPLOYMENT_ID);
         let log = if new {
-            DeploymentLog::start(dir, STANDALONE_DEPLOYMENT_ID)
+            DeploymentLog::start(dir, id)
         } else {
-            DeploymentLog::resume(dir, STANDALONE_DEPLOYMENT_ID)
+            DeploymentLog::resume(dir, id)
         };
         match log {
             Ok(log) => {
@@ -334,6 +374,12 @@ impl<'c> Engine<'c> {
         if state.phase == Phase::Installed {
             return Ok(None);
         }
+        if let Some(id) = &state.deployment_id {
+            bail!(
+                "deployment {id} from the server is in progress ({:?}); the daemon finishes it",
+                state.phase
+            );
+        }
         let name = state
             .artifact
             .as_ref()
@@ -344,7 +390,7 @@ impl<'c> Engine<'c> {
     }
 
     fn resume(&mut self, mut state: UpdateState) -> Result<()> {
-        self.attach_deployment_log(false);
+        self.attach_deployment_log(&state, false);
         log::warn!("resuming an update interrupted in state {:?}", state.phase);
         if state.steps >= MAX_STEPS {
             log::error!(
@@ -392,6 +438,14 @@ impl<'c> Engine<'c> {
                 self.cleanup(&mut state, Some(inst.as_mut()))
             }
             Phase::Cleanup => self.cleanup(&mut state, installer.as_deref_mut()),
+            // Managed phases; a standalone resume never sees them (see
+            // `resume_interrupted`), the daemon resumes them itself.
+            Phase::ArtifactReboot | Phase::ArtifactRollbackReboot | Phase::StatusReport => {
+                bail!(
+                    "the update was left in {:?}, which only the daemon resumes",
+                    state.phase
+                )
+            }
         }
     }
 
@@ -408,21 +462,17 @@ impl<'c> Engine<'c> {
                     .unwrap_or("?")
             );
         }
-        let mut state = UpdateState {
-            phase: Phase::Download,
-            artifact: None,
-            installer: None,
-            reboot: None,
-            supports_rollback: None,
-            steps: 0,
-            failed: false,
-            manual_rollback: false,
-            inconsistent: false,
-        };
+        let mut state = UpdateState::new(None);
         self.persist(&mut state, Phase::Download)?;
-        self.attach_deployment_log(true);
+        self.attach_deployment_log(&state, true);
 
-        let mut installer = match self.download(&mut state, input) {
+        let mut input = Some(input);
+        let mut open = || {
+            input
+                .take()
+                .ok_or_else(|| anyhow!("the artifact stream was already used"))
+        };
+        let mut installer = match self.download(&mut state, &mut open) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {
                 self.run_scripts_ignoring(ScriptState::Download, ScriptAction::Error);
@@ -460,7 +510,7 @@ impl<'c> Engine<'c> {
         self.persist(&mut state, Phase::Installed)?;
         if !rollback {
             log::info!("the payload cannot be rolled back: committing at once");
-            self.commit_installed(&mut state, installer)?;
+            self.commit_installed(&mut state, installer, None)?;
             return Ok(Outcome::Committed {
                 reboot: reboot != Reboot::No,
             });
@@ -473,14 +523,18 @@ impl<'c> Engine<'c> {
     /// Download with its scripts; on error returns the installer (if one was
     /// made) so the caller can clean it up.
     #[allow(clippy::type_complexity)]
-    fn download(
+    fn download<'r>(
         &mut self,
         state: &mut UpdateState,
-        input: Box<dyn Read + '_>,
+        open: &mut dyn FnMut() -> Result<Box<dyn Read + 'r>>,
     ) -> std::result::Result<Box<dyn Installer>, (anyhow::Error, Option<Box<dyn Installer>>)> {
         if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Enter) {
             return Err((e, None));
         }
+        let input = match open() {
+            Ok(input) => input,
+            Err(e) => return Err((e, None)),
+        };
         let device_type = match self.device_type() {
             Ok(d) => d,
             Err(e) => return Err((e, None)),
@@ -533,7 +587,7 @@ impl<'c> Engine<'c> {
             .clone()
             .ok_or_else(|| anyhow!("no installer recorded for the pending update"))?;
         let installer = self.resume_installer(&installer_state)?;
-        self.attach_deployment_log(false);
+        self.attach_deployment_log(&state, false);
         Ok(Some((state, installer)))
     }
 
@@ -552,18 +606,25 @@ impl<'c> Engine<'c> {
                 return Err(e.context("the update failed after the reboot and was rolled back; reboot to return to the previous software"));
             }
         }
-        self.commit_installed(&mut state, installer)?;
+        self.commit_installed(&mut state, installer, None)?;
         Ok(Outcome::Committed { reboot: false })
     }
 
+    /// Commits; `hooks` (managed mode) reports to the server first, and a
+    /// failure of that report fails the commit.
     fn commit_installed(
         &mut self,
         state: &mut UpdateState,
         mut installer: Box<dyn Installer>,
+        hooks: Option<&mut dyn DeploymentHooks>,
     ) -> Result<()> {
         self.persist(state, Phase::ArtifactCommit)?;
+        let id = state.deployment_id.clone();
         let committed = (|| -> Result<()> {
             self.run_scripts(ScriptState::ArtifactCommit, ScriptAction::Enter)?;
+            if let (Some(hooks), Some(id)) = (hooks, id) {
+                hooks.pre_commit(&id)?;
+            }
             self.scripts.check_rootfs_version()?;
             installer.commit()
         })();
@@ -663,6 +724,20 @@ impl<'c> Engine<'c> {
         if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;
         }
+        if state.deployment_id.is_some() && state.needs_reboot() {
+            // Managed: reboot back now; a restart resumes after it.
+            self.rollback_reboot(state, installer.as_mut())?;
+        }
+        self.after_rollback(state, installer)
+    }
+
+    /// What follows a rollback (and its reboot): the failure state, unless
+    /// the user asked for the rollback, and the cleanup.
+    fn after_rollback(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+    ) -> Result<()> {
         if !state.manual_rollback {
             self.failure(state, installer.as_mut())?;
         }
@@ -694,6 +769,11 @@ impl<'c> Engine<'c> {
             && let Err(e) = i.cleanup()
         {
             log::error!("cleanup: {e:#}");
+        }
+        if state.deployment_id.is_some() {
+            // Managed: the final status is still to be sent (exactly once,
+            // across restarts).
+            return self.persist(state, Phase::StatusReport);
         }
         self.clear_update()
     }

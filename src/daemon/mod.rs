@@ -1,0 +1,531 @@
+//! `mender-rs daemon`: managed mode. Authenticates with the server, sends
+//! the inventory, polls for deployments and runs them through the update
+//! state machine, with the `Idle` and `Sync` state scripts around the
+//! polling (spec §3, §5.8).
+//!
+//! The loop: `Idle_Enter` scripts, wait for the next poll (or a signal),
+//! `Idle_Leave`, then `Sync_Enter`, the inventory and/or the update check,
+//! `Sync_Leave`, and the deployment if one came. Idle script failures are
+//! ignored; a Sync failure runs `Sync_Error` and skips this round.
+
+pub mod signals;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::device_key::DeviceKey;
+use crate::engine::{DeploymentHooks, Engine, managed::Aborted};
+use crate::identity::{self, AttributeValue, Attributes};
+use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
+use crate::server::backoff::{backoff, status_report_tries};
+use crate::server::client::NextDeployment;
+use crate::server::{ApiError, DownloadOptions, ResumableDownload, ServerClient, Status};
+use crate::store::Store;
+use signals::{PidFile, Signals};
+
+/// Longest run of an inventory script.
+const INVENTORY_SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The device key: `Security.AuthPrivateKey`, else the `HttpsClient` key
+/// (as Mender 3.x), else `mender-agent.pem` in the data directory.
+fn key_path(config: &Config) -> (PathBuf, bool) {
+    if let Some(p) = &config.auth_private_key {
+        return (p.clone(), false);
+    }
+    if let Some(h) = &config.https_client {
+        return (h.key.clone(), false);
+    }
+    (config.data_dir.join("mender-agent.pem"), true)
+}
+
+/// Loads (or, for the default path, creates) the device key.
+pub fn device_key(config: &Config) -> Result<DeviceKey> {
+    let (path, generate) = key_path(config);
+    if !generate {
+        return Ok(DeviceKey::load(&path)?);
+    }
+    let started = Instant::now();
+    let (key, generated) = DeviceKey::load_or_generate(&path, config.device_key_type)?;
+    if generated {
+        log::info!(
+            "generated the device key {} ({}) in {:.1} s",
+            path.display(),
+            key.describe(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(key)
+}
+
+/// A random duration in `0..max` (jitter, so a fleet started together
+/// spreads its requests).
+fn jitter(max: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        return Duration::ZERO;
+    }
+    let fraction = u64::from_le_bytes(bytes) as f64 / u64::MAX as f64;
+    max.mul_f64(fraction)
+}
+
+/// The extra wait added to each poll: up to a tenth of the interval, at
+/// most 30 s.
+fn poll_jitter(interval: Duration) -> Duration {
+    jitter((interval / 10).min(Duration::from_secs(30)))
+}
+
+struct Daemon<'c> {
+    config: &'c Config,
+    client: ServerClient,
+    scripts: ScriptRunner,
+    signals: Signals,
+    next_update: Instant,
+    next_inventory: Instant,
+    /// Failed inventory submissions in a row (for the back-off).
+    inventory_failures: u32,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config: &Config) -> Result<()> {
+    let _pid = PidFile::acquire(&config.data_dir)?;
+    let signals = Signals::install().context("installing the signal handlers")?;
+    if config.servers.is_empty() {
+        bail!("no server configured: set ServerURL (or Servers) in mender.conf");
+    }
+    let key = device_key(config)?;
+    let identity = identity::device_identity(&config.identity_script)
+        .with_context(|| format!("device identity from {}", config.identity_script.display()))?;
+    let id_data = identity::identity_json(&identity);
+    log::info!("device identity {id_data}, key {}", key.describe());
+    let https_client = config
+        .https_client
+        .as_ref()
+        .map(|h| (h.certificate.as_path(), h.key.as_path()));
+    let agent = crate::http::agent_with(&crate::http::HttpOptions {
+        extra_ca: config.server_certificate.as_deref(),
+        skip_verify: config.skip_verify,
+        client_cert: https_client,
+        status_as_response: true,
+    })?;
+    let client = ServerClient::new(
+        agent,
+        config.servers.clone(),
+        config.tenant_token.clone(),
+        key,
+        id_data,
+    );
+    let scripts = ScriptRunner::new(ScriptConfig {
+        rootfs_dir: config.rootfs_scripts_path.clone(),
+        artifact_dir: config.artifact_scripts_path.clone(),
+        timeout: config.state_script_timeout,
+        retry_interval: config.state_script_retry_interval,
+        retry_timeout: config.state_script_retry_timeout,
+    });
+    let now = Instant::now();
+    let start = now
+        + jitter(Duration::from_millis(
+            (config.update_poll_interval.as_millis() / 10).min(30_000) as u64,
+        ));
+    let mut daemon = Daemon {
+        config,
+        client,
+        scripts,
+        signals,
+        next_update: start,
+        next_inventory: start,
+        inventory_failures: 0,
+    };
+    log::info!(
+        "mender-rs {} daemon started (server {}, update poll {} s, inventory poll {} s)",
+        env!("CARGO_PKG_VERSION"),
+        config.servers.join(", "),
+        config.update_poll_interval.as_secs(),
+        config.inventory_poll_interval.as_secs()
+    );
+    daemon.resume_deployment()?;
+    daemon.run_loop();
+    log::info!("daemon stopped");
+    Ok(())
+}
+
+impl Daemon<'_> {
+    fn run_loop(&mut self) {
+        loop {
+            self.run_scripts_ignored(ScriptState::Idle, ScriptAction::Enter);
+            let wake = self.idle_wait();
+            if wake.terminate {
+                return;
+            }
+            self.run_scripts_ignored(ScriptState::Idle, ScriptAction::Leave);
+            let now = Instant::now();
+            let inventory_due = wake.send_inventory || now >= self.next_inventory;
+            let update_due = wake.check_update || now >= self.next_update;
+            if !inventory_due && !update_due {
+                continue;
+            }
+            if let Err(e) = self
+                .scripts
+                .run(ScriptState::Sync, ScriptAction::Enter, false)
+            {
+                log::error!("Sync_Enter scripts: {e:#}; skipping this round");
+                self.run_scripts_ignored(ScriptState::Sync, ScriptAction::Error);
+                self.reschedule(inventory_due, update_due);
+                continue;
+            }
+            if inventory_due {
+                self.send_inventory();
+            }
+            let deployment = if update_due {
+                self.next_update = Instant::now()
+                    + self.config.update_poll_interval
+                    + poll_jitter(self.config.update_poll_interval);
+                self.check_update()
+            } else {
+                None
+            };
+            if let Err(e) = self
+                .scripts
+                .run(ScriptState::Sync, ScriptAction::Leave, false)
+            {
+                log::error!("Sync_Leave scripts: {e:#}; skipping this round");
+                self.run_scripts_ignored(ScriptState::Sync, ScriptAction::Error);
+                continue;
+            }
+            if let Some(d) = deployment {
+                self.deploy(&d);
+                // The inventory changed (or at least its artifact name).
+                self.next_inventory = Instant::now();
+            }
+            if self.signals.terminating() {
+                return;
+            }
+        }
+    }
+
+    fn reschedule(&mut self, inventory: bool, update: bool) {
+        let now = Instant::now();
+        if inventory {
+            self.next_inventory = now + self.config.inventory_poll_interval;
+        }
+        if update {
+            self.next_update = now + self.config.update_poll_interval;
+        }
+    }
+
+    fn run_scripts_ignored(&self, state: ScriptState, action: ScriptAction) {
+        if let Err(e) = self.scripts.run(state, action, false) {
+            log::warn!("{} {action:?} scripts (ignored): {e:#}", state.name());
+        }
+    }
+
+    /// Waits for the next due poll or a signal.
+    fn idle_wait(&mut self) -> signals::Wake {
+        let mut wake = signals::Wake::default();
+        // Bounded: every round either times out (a poll is due) or handles
+        // a signal.
+        loop {
+            let due = self.next_update.min(self.next_inventory);
+            let now = Instant::now();
+            if now >= due {
+                return wake;
+            }
+            let got = self.signals.wait(due - now);
+            wake.check_update |= got.check_update;
+            wake.send_inventory |= got.send_inventory;
+            wake.terminate |= got.terminate;
+            if got != signals::Wake::default() {
+                if got.check_update {
+                    log::info!("update check requested");
+                }
+                if got.send_inventory {
+                    log::info!("inventory update requested");
+                }
+                return wake;
+            }
+        }
+    }
+
+    fn store(&self) -> Option<Store> {
+        match Store::read_only(&self.config.data_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("reading the store: {e}");
+                None
+            }
+        }
+    }
+
+    /// The attributes sent as inventory.
+    fn inventory(&self) -> Attributes {
+        let mut attributes = identity::collect_inventory(
+            &self.config.inventory_scripts_path,
+            INVENTORY_SCRIPT_TIMEOUT,
+        );
+        let single = |v: String| AttributeValue::Single(v);
+        if let Some(store) = self.store() {
+            for (k, v) in store.effective_provides(&self.config.artifact_info_file) {
+                attributes.insert(k, single(v));
+            }
+        }
+        match self.config.device_type() {
+            Ok(t) => {
+                attributes.insert("device_type".into(), single(t));
+            }
+            Err(e) => log::error!("{e}"),
+        }
+        attributes.insert(
+            "mender_client_version".into(),
+            single(env!("CARGO_PKG_VERSION").into()),
+        );
+        if self.config.rootfs_part_a.is_some() {
+            attributes.insert(
+                "mender_bootloader_integration".into(),
+                single(self.config.boot_env_type.as_str().into()),
+            );
+        }
+        attributes
+    }
+
+    fn send_inventory(&mut self) {
+        let attributes = self.inventory();
+        match self.client.send_inventory(&attributes) {
+            Ok(()) => {
+                log::info!("inventory sent ({} attributes)", attributes.len());
+                self.inventory_failures = 0;
+                self.next_inventory = Instant::now()
+                    + self.config.inventory_poll_interval
+                    + poll_jitter(self.config.inventory_poll_interval);
+            }
+            Err(e) => {
+                log::error!("sending the inventory: {e}");
+                let retry = backoff(
+                    self.inventory_failures,
+                    self.config.retry_poll_interval,
+                    self.config.retry_poll_count,
+                );
+                self.inventory_failures += 1;
+                self.next_inventory = Instant::now()
+                    + match retry {
+                        Some(wait) => wait,
+                        None => {
+                            self.inventory_failures = 0;
+                            self.config.inventory_poll_interval
+                        }
+                    };
+            }
+        }
+    }
+
+    /// Asks the server for a deployment.
+    fn check_update(&mut self) -> Option<crate::server::DeploymentInstruction> {
+        let store = self.store()?;
+        let mut provides = store.effective_provides(&self.config.artifact_info_file);
+        let device_type = match self.config.device_type() {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("{e}");
+                return None;
+            }
+        };
+        provides.remove("device_type");
+        match self.client.next_deployment(&provides, &device_type) {
+            Ok(NextDeployment::None) => {
+                log::debug!("no deployment");
+                None
+            }
+            Ok(NextDeployment::Deploy(d)) => {
+                let current = provides.get("artifact_name").map(String::as_str);
+                if current == Some(d.artifact_name.as_str()) {
+                    log::info!(
+                        "deployment {}: artifact '{}' is installed already",
+                        d.id,
+                        d.artifact_name
+                    );
+                    if let Err(e) = self
+                        .client
+                        .report_status(&d.id, Status::AlreadyInstalled, None)
+                    {
+                        log::error!("reporting already-installed: {e}");
+                    }
+                    return None;
+                }
+                if !d.device_types_compatible.contains(&device_type) {
+                    log::error!(
+                        "deployment {}: artifact '{}' is not for device type '{device_type}' (it is for {})",
+                        d.id,
+                        d.artifact_name,
+                        d.device_types_compatible.join(", ")
+                    );
+                    self.fail_unstarted(&d.id);
+                    return None;
+                }
+                Some(d)
+            }
+            Ok(NextDeployment::Malformed { id, reason }) => {
+                log::error!("{reason}");
+                self.fail_unstarted(&id);
+                None
+            }
+            Err(e) => {
+                log::error!("checking for an update: {e}");
+                None
+            }
+        }
+    }
+
+    /// Reports a deployment the device cannot even start as failed.
+    fn fail_unstarted(&mut self, id: &str) {
+        let mut hooks = ServerHooks {
+            client: &mut self.client,
+            config: self.config,
+        };
+        if let Err(e) = hooks.final_status(id, false, &[]) {
+            log::error!("{e:#}");
+        }
+    }
+
+    fn engine(config: &Config) -> Option<Engine<'_>> {
+        match Engine::open(config) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                log::error!("{e:#}");
+                None
+            }
+        }
+    }
+
+    fn resume_deployment(&mut self) -> Result<()> {
+        let mut engine = Engine::open(self.config)?;
+        if engine.interrupted_deployment()?.is_none() {
+            return Ok(());
+        }
+        let mut hooks = ServerHooks {
+            client: &mut self.client,
+            config: self.config,
+        };
+        engine.resume_deployment(&mut hooks)?;
+        self.next_inventory = Instant::now();
+        Ok(())
+    }
+
+    fn deploy(&mut self, d: &crate::server::DeploymentInstruction) {
+        let config = self.config;
+        let Some(mut engine) = Self::engine(config) else {
+            return;
+        };
+        let mut hooks = ServerHooks {
+            client: &mut self.client,
+            config,
+        };
+        if let Err(e) = engine.deploy(d, &mut hooks) {
+            log::error!("deployment {}: {e:#}", d.id);
+        }
+    }
+}
+
+/// The state machine's view of the server.
+struct ServerHooks<'a> {
+    client: &'a mut ServerClient,
+    config: &'a Config,
+}
+
+impl ServerHooks<'_> {
+    /// Sends a status with the retries of spec §5.9; 409 ends at once.
+    fn report_with_retries(&mut self, id: &str, status: Status) -> Result<(), ApiError> {
+        let tries = status_report_tries(
+            self.config.update_poll_interval,
+            self.config.retry_poll_interval,
+        );
+        let mut last = None;
+        for attempt in 0..tries {
+            if attempt > 0 {
+                std::thread::sleep(self.config.retry_poll_interval);
+            }
+            match self.client.report_status(id, status, None) {
+                Ok(()) => return Ok(()),
+                Err(ApiError::Aborted) => return Err(ApiError::Aborted),
+                Err(e) => {
+                    log::warn!(
+                        "reporting '{}' (try {}/{tries}): {e}",
+                        status.as_str(),
+                        attempt + 1
+                    );
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(ApiError::Invalid("no try made".into())))
+    }
+}
+
+impl DeploymentHooks for ServerHooks<'_> {
+    fn status(&mut self, id: &str, status: Status) -> Result<(), Aborted> {
+        match self.client.report_status(id, status, None) {
+            Ok(()) => Ok(()),
+            Err(ApiError::Aborted) => {
+                log::error!("deployment {id} was aborted on the server");
+                Err(Aborted)
+            }
+            Err(e) => {
+                log::warn!("reporting '{}': {e}", status.as_str());
+                Ok(())
+            }
+        }
+    }
+
+    fn pre_commit(&mut self, id: &str) -> Result<()> {
+        // The new software must show it can authenticate before it is
+        // committed.
+        self.client.drop_token();
+        self.report_with_retries(id, Status::Installing)
+            .map_err(|e| anyhow::anyhow!("reporting to the server before the commit: {e}"))
+    }
+
+    fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>> {
+        let download = ResumableDownload::start(
+            self.client.agent().clone(),
+            uri,
+            DownloadOptions {
+                max_attempts: self.config.retry_download_count,
+                max_interval: self.config.retry_poll_interval,
+            },
+        )?;
+        Ok(Box::new(download))
+    }
+
+    fn final_status(&mut self, id: &str, success: bool, log: &[serde_json::Value]) -> Result<()> {
+        let status = if success {
+            Status::Success
+        } else {
+            Status::Failure
+        };
+        match self.report_with_retries(id, status) {
+            Ok(()) => {}
+            Err(ApiError::Aborted) => {
+                log::warn!("deployment {id}: the server no longer takes a status (aborted)");
+                return Ok(());
+            }
+            Err(e) => bail!("reporting '{}': {e}", status.as_str()),
+        }
+        if !success {
+            let records: Vec<serde_json::Value> = if log.is_empty() {
+                vec![serde_json::json!({
+                    "timestamp": crate::deployment_log::rfc3339_utc(std::time::SystemTime::now()),
+                    "level": "error",
+                    "message": "the deployment failed before it started",
+                })]
+            } else {
+                log.to_vec()
+            };
+            if let Err(e) = self.client.upload_log(id, &records) {
+                log::error!("deployment {id}: uploading the log: {e}");
+            }
+        }
+        Ok(())
+    }
+}

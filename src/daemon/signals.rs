@@ -1,0 +1,193 @@
+//! Signals to the daemon, as the Mender client uses them: `SIGUSR1` checks
+//! for an update now, `SIGUSR2` sends the inventory now, `SIGTERM`/`SIGINT`
+//! stop the daemon at its next idle moment.
+//!
+//! The handlers only set flags and write a byte to a pipe (the self-pipe
+//! trick), so the idle wait is a `poll` on that pipe with a timeout. They
+//! are installed with `SA_RESTART`, so system calls elsewhere are not
+//! interrupted; child processes get the default handlers back at `exec`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+static CHECK_UPDATE: AtomicBool = AtomicBool::new(false);
+static SEND_INVENTORY: AtomicBool = AtomicBool::new(false);
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// What woke the daemon.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub check_update: bool,
+    pub send_inventory: bool,
+    pub terminate: bool,
+}
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    match signal {
+        libc::SIGUSR1 => CHECK_UPDATE.store(true, Ordering::SeqCst),
+        libc::SIGUSR2 => SEND_INVENTORY.store(true, Ordering::SeqCst),
+        _ => TERMINATE.store(true, Ordering::SeqCst),
+    }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; a full pipe just drops
+        // the byte (the flag is set already).
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// The read end of the self-pipe.
+pub struct Signals {
+    read: File,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> io::Result<Signals> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 fills the two descriptors on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors we own.
+        let read = unsafe { File::from_raw_fd(fds[0]) };
+        // The write end lives as long as the process (the handler uses it).
+        WAKE_FD.store(fds[1], Ordering::SeqCst);
+        for signal in [
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+        ] {
+            // SAFETY: a zeroed sigaction with our handler, SA_RESTART.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(Signals { read })
+    }
+
+    /// Whether a stop was asked for (checked between steps).
+    pub fn terminating(&self) -> bool {
+        TERMINATE.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` for a signal; returns (and clears) what
+    /// arrived, nothing on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Wake {
+        let pending = self.take();
+        if pending != Wake::default() {
+            return pending;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut buf = [0u8; 64];
+        while matches!(self.read.read(&mut buf), Ok(n) if n > 0) {}
+        self.take()
+    }
+
+    fn take(&self) -> Wake {
+        Wake {
+            check_update: CHECK_UPDATE.swap(false, Ordering::SeqCst),
+            send_inventory: SEND_INVENTORY.swap(false, Ordering::SeqCst),
+            terminate: TERMINATE.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The daemon's pid file in the data directory, locked while it runs, so a
+/// second daemon refuses to start and `check-update` can tell a running
+/// daemon from a stale file.
+pub struct PidFile {
+    _file: File,
+}
+
+pub const PID_FILE: &str = "mender-rs-daemon.pid";
+
+pub fn pid_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PID_FILE)
+}
+
+impl PidFile {
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<PidFile> {
+        let path = pid_file_path(data_dir);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            anyhow::bail!(
+                "another mender-rs daemon is running (pid {}, {})",
+                text.trim(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        file.sync_all()?;
+        Ok(PidFile { _file: file })
+    }
+}
+
+/// Sends `signal` to the running daemon of `data_dir`.
+pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> anyhow::Result<u32> {
+    let path = pid_file_path(data_dir);
+    let no_daemon = || {
+        anyhow::anyhow!(
+            "no mender-rs daemon is running (no lock on {})",
+            path.display()
+        )
+    };
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_daemon()),
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    // SAFETY: flock on a descriptor we own; a shared lock we get means
+    // nobody holds the exclusive one: no daemon.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return Err(no_daemon());
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{}: not a process id: {:?}", path.display(), text.trim()))?;
+    if pid <= 0 {
+        anyhow::bail!("{}: not a process id: {pid}", path.display());
+    }
+    // SAFETY: kill(2) with a positive pid.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        anyhow::bail!(
+            "signalling the daemon (pid {pid}): {}",
+            io::Error::last_os_error()
+        );
+    }
+    Ok(pid as u32)
+}

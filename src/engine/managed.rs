@@ -1,0 +1,365 @@
+//! Deployments from a server (the daemon): the same states as standalone
+//! use plus `ArtifactReboot` and `ArtifactRollbackReboot`, which the
+//! client performs itself, and the status reports.
+//!
+//! Every transition is persisted before its work, so a reboot (intended or
+//! not) resumes the deployment where it stood; the final status is
+//! persisted as a phase of its own and cleared only once the server has it,
+//! so each deployment gets exactly one final report.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+
+use super::{Engine, MAX_STEPS, Phase, UpdateState};
+use crate::deployment_log::DeploymentLog;
+use crate::installer::{Installer, Reboot};
+use crate::scripts::{ScriptAction, ScriptState};
+use crate::server::{DeploymentInstruction, Status};
+
+/// How long the daemon waits to be killed by the reboot it asked for
+/// before it calls the reboot failed.
+const REBOOT_WAIT: Duration = Duration::from_secs(600);
+
+/// What the state machine needs from the server side.
+pub trait DeploymentHooks {
+    /// An intermediate status report. Best effort: only an answer saying
+    /// that the server aborted the deployment is an error.
+    fn status(&mut self, deployment_id: &str, status: Status) -> Result<(), Aborted>;
+    /// The report before the commit (after a new authentication): a
+    /// failure here fails the commit.
+    fn pre_commit(&mut self, deployment_id: &str) -> Result<()>;
+    /// Opens the artifact stream.
+    fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>>;
+    /// The final status, with the deployment log on failure. Returns when
+    /// the server has it, refused it for good, or the retries ran out.
+    fn final_status(
+        &mut self,
+        deployment_id: &str,
+        success: bool,
+        log: &[serde_json::Value],
+    ) -> Result<()>;
+}
+
+/// The server aborted the deployment (HTTP 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted;
+
+impl Engine<'_> {
+    /// The deployment an earlier process left unfinished, if any: its id.
+    pub fn interrupted_deployment(&self) -> Result<Option<String>> {
+        Ok(self.update()?.and_then(|s| s.deployment_id))
+    }
+
+    /// Continues a deployment an earlier process (or boot) left, up to and
+    /// including its final report. Ok(false): there was none.
+    pub fn resume_deployment(&mut self, hooks: &mut dyn DeploymentHooks) -> Result<bool> {
+        let Some(mut state) = self.update()? else {
+            return Ok(false);
+        };
+        let Some(id) = state.deployment_id.clone() else {
+            return Ok(false);
+        };
+        self.attach_deployment_log(&state, false);
+        if state.phase != Phase::StatusReport {
+            log::info!("deployment {id}: resuming in state {:?}", state.phase);
+            let result = self.resume_managed(&mut state, hooks);
+            self.settle(result)?;
+        }
+        self.report_final(hooks)?;
+        Ok(true)
+    }
+
+    fn resume_managed(
+        &mut self,
+        state: &mut UpdateState,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        if state.steps >= MAX_STEPS {
+            log::error!(
+                "the deployment was interrupted {} times; giving up",
+                state.steps
+            );
+            state.failed = true;
+            self.mark_inconsistent(state)?;
+            return self.cleanup(state, None);
+        }
+        let mut installer = match &state.installer {
+            Some(i) => Some(self.resume_installer(i)?),
+            None => None,
+        };
+        let need = || anyhow!("no installer recorded for the interrupted deployment");
+        match state.phase {
+            Phase::StatusReport => Ok(()),
+            Phase::Download => {
+                log::error!("the interrupted download is abandoned");
+                state.failed = true;
+                self.cleanup(state, installer.as_deref_mut())
+            }
+            // An installed update waiting for a standalone commit is not
+            // the daemon's; cannot be here with a deployment id.
+            Phase::Installed | Phase::ArtifactInstall | Phase::ArtifactCommit => {
+                self.error_path(state, installer.ok_or_else(need)?)
+            }
+            Phase::ArtifactReboot => self.after_reboot(state, installer.ok_or_else(need)?, hooks),
+            Phase::ArtifactCommitLeave => {
+                let mut inst = installer.ok_or_else(need)?;
+                self.commit_leave(state, inst.as_mut())
+            }
+            Phase::ArtifactRollback => self.rollback_and_fail(state, installer.ok_or_else(need)?),
+            Phase::ArtifactRollbackReboot => {
+                let mut inst = installer.ok_or_else(need)?;
+                self.finish_rollback_reboot(state, inst.as_mut());
+                self.after_rollback(state, inst)
+            }
+            Phase::ArtifactFailure => {
+                let mut inst = installer.ok_or_else(need)?;
+                self.failure(state, inst.as_mut())?;
+                self.cleanup(state, Some(inst.as_mut()))
+            }
+            Phase::Cleanup => self.cleanup(state, installer.as_deref_mut()),
+        }
+    }
+
+    /// An error of the state machine is fine once the deployment reached
+    /// its final report (the error is the deployment's failure, logged and
+    /// reported); anything else (the store cannot be written, ...) is
+    /// returned.
+    fn settle(&mut self, result: Result<()>) -> Result<()> {
+        if let Err(e) = result {
+            match self.update()? {
+                Some(s) if s.phase == Phase::StatusReport => {
+                    log::error!("{e:#}");
+                }
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a deployment from download to final report.
+    pub fn deploy(
+        &mut self,
+        deployment: &DeploymentInstruction,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        if let Some(old) = self.update()? {
+            if old.deployment_id.is_some() {
+                bail!("another deployment is still in progress");
+            }
+            log::warn!(
+                "replacing the uncommitted standalone update '{}'",
+                old.artifact
+                    .as_ref()
+                    .map(|a| a.name.as_str())
+                    .unwrap_or("?")
+            );
+        }
+        let id = deployment.id.clone();
+        let mut state = UpdateState::new(Some(id.clone()));
+        self.persist(&mut state, Phase::Download)?;
+        self.attach_deployment_log(&state, true);
+        log::info!(
+            "deployment {id}: installing artifact '{}'",
+            deployment.artifact_name
+        );
+        let result = self.deploy_steps(&mut state, deployment, hooks);
+        self.settle(result)?;
+        self.report_final(hooks)
+    }
+
+    fn deploy_steps(
+        &mut self,
+        state: &mut UpdateState,
+        deployment: &DeploymentInstruction,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        let id = deployment.id.clone();
+        if hooks.status(&id, Status::Downloading).is_err() {
+            state.failed = true;
+            self.cleanup(state, None)?;
+            bail!("deployment {id} was aborted on the server");
+        }
+        let uri = deployment.uri.clone();
+        let mut open = || hooks.open_artifact(&uri);
+        let mut installer = match self.download(state, &mut open) {
+            Ok(installer) => installer,
+            Err((e, mut installer)) => {
+                log::error!("download failed: {e:#}");
+                self.run_scripts_ignoring(ScriptState::Download, ScriptAction::Error);
+                state.failed = true;
+                self.cleanup(state, installer.as_deref_mut())?;
+                return Err(e.context("the download failed"));
+            }
+        };
+
+        self.persist(state, Phase::ArtifactInstall)?;
+        let installed = (|| -> Result<Reboot> {
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
+            if hooks.status(&id, Status::Installing).is_err() {
+                bail!("the deployment was aborted on the server");
+            }
+            installer.install()?;
+            let reboot = installer.needs_reboot()?;
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
+            Ok(reboot)
+        })();
+        let reboot = match installed {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("installing failed: {e:#}");
+                self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
+                self.error_path(state, installer)?;
+                return Err(e.context("installing failed"));
+            }
+        };
+        state.reboot = Some(reboot);
+        let rollback = installer.supports_rollback()?;
+        state.supports_rollback = Some(rollback);
+        if reboot == Reboot::No {
+            return self.commit_installed(state, installer, Some(hooks));
+        }
+
+        self.persist(state, Phase::ArtifactReboot)?;
+        let rebooted = (|| -> Result<()> {
+            if hooks.status(&id, Status::Rebooting).is_err() {
+                bail!("the deployment was aborted on the server");
+            }
+            self.run_scripts(ScriptState::ArtifactReboot, ScriptAction::Enter)?;
+            match reboot {
+                Reboot::Yes => installer.reboot(),
+                _ => self.system_reboot(),
+            }
+        })();
+        if let Err(e) = rebooted {
+            log::error!("rebooting failed: {e:#}");
+            self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
+            self.error_path(state, installer)?;
+            return Err(e.context("rebooting into the update failed"));
+        }
+        // The installer's reboot returned (an Update Module that restarts
+        // services rather than the device): continue as after a reboot.
+        self.after_reboot(state, installer, hooks)
+    }
+
+    /// After the reboot into the update: check it came up, then commit.
+    fn after_reboot(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        let verified = (|| -> Result<()> {
+            installer.verify_reboot()?;
+            self.run_scripts(ScriptState::ArtifactReboot, ScriptAction::Leave)
+        })();
+        if let Err(e) = verified {
+            log::error!("the update did not come up after the reboot: {e:#}");
+            self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
+            self.error_path(state, installer)?;
+            return Err(e.context("the update failed after the reboot"));
+        }
+        self.commit_installed(state, installer, Some(hooks))
+    }
+
+    /// Reboots back into the previous software after a rollback (managed
+    /// mode, payloads that needed a reboot).
+    pub(super) fn rollback_reboot(
+        &mut self,
+        state: &mut UpdateState,
+        installer: &mut (dyn Installer + 'static),
+    ) -> Result<()> {
+        self.persist(state, Phase::ArtifactRollbackReboot)?;
+        self.run_all_scripts(ScriptState::ArtifactRollbackReboot, ScriptAction::Enter);
+        let rebooted = match state.reboot {
+            Some(Reboot::Yes) => installer.rollback_reboot(),
+            _ => self.system_reboot(),
+        };
+        if let Err(e) = rebooted {
+            log::error!("rebooting after the rollback: {e:#}");
+        }
+        self.finish_rollback_reboot(state, installer);
+        Ok(())
+    }
+
+    /// After the reboot back: check the old software runs, Leave scripts.
+    fn finish_rollback_reboot(
+        &mut self,
+        state: &mut UpdateState,
+        installer: &mut (dyn Installer + 'static),
+    ) {
+        if let Err(e) = installer.verify_rollback_reboot() {
+            log::error!("after the rollback reboot: {e:#}");
+            if !state.inconsistent
+                && let Err(e) = self.mark_inconsistent(state)
+            {
+                log::error!("{e:#}");
+            }
+        }
+        self.run_all_scripts(ScriptState::ArtifactRollbackReboot, ScriptAction::Leave);
+    }
+
+    /// Runs `RebootCommand` and waits to be killed by the reboot.
+    fn system_reboot(&self) -> Result<()> {
+        let mut words = self.config.reboot_command.split_whitespace();
+        let program = words
+            .next()
+            .ok_or_else(|| anyhow!("RebootCommand is empty"))?;
+        log::info!("rebooting the device ({})", self.config.reboot_command);
+        log::logger().flush();
+        let status = std::process::Command::new(program)
+            .args(words)
+            .status()
+            .map_err(|e| anyhow!("running {program}: {e}"))?;
+        if !status.success() {
+            bail!("{} failed: {status}", self.config.reboot_command);
+        }
+        let start = Instant::now();
+        while start.elapsed() < REBOOT_WAIT {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        bail!(
+            "the device did not reboot within {} s of '{}'",
+            REBOOT_WAIT.as_secs(),
+            self.config.reboot_command
+        )
+    }
+
+    /// Sends the persisted final status (and the log on failure), then
+    /// forgets the deployment.
+    fn report_final(&mut self, hooks: &mut dyn DeploymentHooks) -> Result<()> {
+        let Some(state) = self.update()? else {
+            return Ok(());
+        };
+        let Some(id) = state.deployment_id.clone() else {
+            return Ok(());
+        };
+        if state.phase != Phase::StatusReport {
+            bail!(
+                "deployment {id} stopped in state {:?} without a final status",
+                state.phase
+            );
+        }
+        let success = !state.failed;
+        if success {
+            log::info!("deployment {id}: success");
+        } else {
+            log::error!("deployment {id}: failure");
+        }
+        // Detach the log first: the upload must not race its own records.
+        crate::logging::set_deployment_log(None);
+        let records = if success {
+            Vec::new()
+        } else {
+            DeploymentLog::read_records(&self.config.data_dir, &id).unwrap_or_else(|e| {
+                log::warn!("reading the deployment log: {e}");
+                Vec::new()
+            })
+        };
+        if let Err(e) = hooks.final_status(&id, success, &records) {
+            log::error!("deployment {id}: the final status could not be sent: {e:#}");
+        }
+        self.clear_update()
+    }
+}

@@ -1,0 +1,574 @@
+//! Calls to the Mender server's device API with the device's JWT.
+//!
+//! The token lives in memory only. A call without a token authenticates
+//! first; a 401 answer (or, with several servers, a transport error) leads
+//! to one new authentication, trying the servers in order, and one retry of
+//! the call (spec §5.1).
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::header::Provides;
+use crate::device_key::DeviceKey;
+use crate::identity::{AttributeValue, Attributes};
+
+const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
+const INVENTORY_PATH: &str = "/api/devices/v1/inventory/device/attributes";
+const NEXT_V1_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
+const DEPLOYMENTS_PATH: &str = "/api/devices/v1/deployments/device/deployments";
+
+/// The largest API answer read (deployment instructions are small).
+const MAX_RESPONSE: u64 = 1 << 20;
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No server accepted the device (yet).
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server could not be reached or the connection broke.
+    #[error("{0}")]
+    Transport(String),
+    /// The server answered with an unexpected status.
+    #[error("{what}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Status {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    /// The server answered 409 to a status report: the deployment was
+    /// aborted (or already finished) on the server.
+    #[error("the deployment was aborted on the server")]
+    Aborted,
+    /// The answer did not have the documented shape.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Deployment status values (spec §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Downloading,
+    PauseBeforeInstalling,
+    Installing,
+    PauseBeforeRebooting,
+    Rebooting,
+    PauseBeforeCommitting,
+    Success,
+    Failure,
+    AlreadyInstalled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Downloading => "downloading",
+            Status::PauseBeforeInstalling => "pause_before_installing",
+            Status::Installing => "installing",
+            Status::PauseBeforeRebooting => "pause_before_rebooting",
+            Status::Rebooting => "rebooting",
+            Status::PauseBeforeCommitting => "pause_before_committing",
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::AlreadyInstalled => "already-installed",
+        }
+    }
+}
+
+/// What `deployments/next` asks the device to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentInstruction {
+    pub id: String,
+    pub artifact_name: String,
+    pub uri: String,
+    pub device_types_compatible: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawInstruction {
+    id: Option<String>,
+    artifact: Option<RawArtifact>,
+}
+
+#[derive(Deserialize)]
+struct RawArtifact {
+    artifact_name: Option<String>,
+    source: Option<RawSource>,
+    device_types_compatible: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawSource {
+    uri: Option<String>,
+}
+
+impl DeploymentInstruction {
+    /// Parses and checks a 200 answer of `next` (the fields Mender 3.x
+    /// requires). An instruction with an id but a missing field is
+    /// returned as `Err((Some(id), ..))` so the deployment can be failed.
+    fn parse(body: &[u8]) -> Result<DeploymentInstruction, (Option<String>, String)> {
+        let raw: RawInstruction = serde_json::from_slice(body).map_err(|e| {
+            (
+                None,
+                format!("the deployment instruction is not valid JSON: {e}"),
+            )
+        })?;
+        let id = raw
+            .id
+            .filter(|s| !s.is_empty())
+            .ok_or((None, "the deployment instruction has no id".to_string()))?;
+        let missing = |field: &str| {
+            (
+                Some(id.clone()),
+                format!("deployment {id}: {field} missing"),
+            )
+        };
+        let artifact = raw.artifact.ok_or_else(|| missing("artifact"))?;
+        let artifact_name = artifact
+            .artifact_name
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("artifact.artifact_name"))?;
+        let uri = artifact
+            .source
+            .and_then(|s| s.uri)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("artifact.source.uri"))?;
+        let device_types_compatible = artifact
+            .device_types_compatible
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| missing("artifact.device_types_compatible"))?;
+        Ok(DeploymentInstruction {
+            id,
+            artifact_name,
+            uri,
+            device_types_compatible,
+        })
+    }
+}
+
+/// The outcome of a `next` call.
+#[derive(Debug)]
+pub enum NextDeployment {
+    None,
+    Deploy(DeploymentInstruction),
+    /// The server offered a deployment the device cannot use: report it
+    /// failed.
+    Malformed {
+        id: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    jwt: String,
+    /// The server that issued it; API calls go there.
+    server: String,
+}
+
+/// The device's connection to its server(s).
+pub struct ServerClient {
+    agent: ureq::Agent,
+    servers: Vec<String>,
+    tenant_token: String,
+    key: DeviceKey,
+    /// The identity as the `id_data` string of the auth request.
+    id_data: String,
+    token: Option<Token>,
+    /// The server answered 404 to POST `next` v1: use GET from now on.
+    next_get_only: bool,
+    /// The server answered 405 to PUT inventory: use PATCH from now on.
+    inventory_patch_only: bool,
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn message(&self) -> String {
+        // The server's `{"error": ...}`, else the start of the body.
+        #[derive(Deserialize)]
+        struct ServerError {
+            error: String,
+        }
+        match serde_json::from_slice::<ServerError>(&self.body) {
+            Ok(e) => e.error,
+            Err(_) => crate::artifact::one_line(&String::from_utf8_lossy(
+                &self.body[..self.body.len().min(200)],
+            )),
+        }
+    }
+}
+
+impl ServerClient {
+    pub fn new(
+        agent: ureq::Agent,
+        servers: Vec<String>,
+        tenant_token: String,
+        key: DeviceKey,
+        id_data: String,
+    ) -> ServerClient {
+        ServerClient {
+            agent,
+            servers,
+            tenant_token,
+            key,
+            id_data,
+            token: None,
+            next_get_only: false,
+            inventory_patch_only: false,
+        }
+    }
+
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// The current token and the server that issued it.
+    pub fn token(&self) -> Option<(&str, &str)> {
+        self.token
+            .as_ref()
+            .map(|t| (t.jwt.as_str(), t.server.as_str()))
+    }
+
+    /// Forgets the token: the next call authenticates again (done before
+    /// the commit, so the new software must prove it can authenticate).
+    pub fn drop_token(&mut self) {
+        self.token = None;
+    }
+
+    /// Authenticates with the first server that accepts the device.
+    pub fn authenticate(&mut self) -> Result<(), ApiError> {
+        self.token = None;
+        #[derive(Serialize)]
+        struct AuthRequest<'a> {
+            id_data: &'a str,
+            tenant_token: &'a str,
+            pubkey: &'a str,
+        }
+        let pubkey = self.key.public_key_pem();
+        let mut body = serde_json::to_vec(&AuthRequest {
+            id_data: &self.id_data,
+            tenant_token: &self.tenant_token,
+            pubkey: &pubkey,
+        })
+        .map_err(|e| ApiError::Invalid(format!("encoding the auth request: {e}")))?;
+        // Mender 3.x's JSON encoder ends the body with a newline; the
+        // signature covers the exact bytes.
+        body.push(b'\n');
+        let signature = self
+            .key
+            .signature_header(&body)
+            .map_err(|e| ApiError::Auth(format!("signing the auth request: {e:#}")))?;
+        if self.servers.is_empty() {
+            return Err(ApiError::Auth("no server configured (ServerURL)".into()));
+        }
+        let mut failures = Vec::new();
+        for server in self.servers.clone() {
+            let url = format!("{server}{AUTH_PATH}");
+            let result = self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Authorization", &format!("Bearer {}", self.tenant_token))
+                .header("X-MEN-Signature", &signature)
+                .send(&body[..]);
+            match result.map_err(|e| transport(&url, e)).and_then(read_answer) {
+                Ok(answer) if answer.status == 200 => {
+                    let jwt = String::from_utf8_lossy(&answer.body).trim().to_string();
+                    if jwt.is_empty() {
+                        failures.push(format!("{server}: empty token"));
+                        continue;
+                    }
+                    log::info!("authenticated with {server}");
+                    self.token = Some(Token { jwt, server });
+                    return Ok(());
+                }
+                Ok(answer) if answer.status == 401 => failures.push(format!(
+                    "{server}: the device is not accepted (yet): {}",
+                    answer.message()
+                )),
+                Ok(answer) => failures.push(format!(
+                    "{server}: HTTP {}: {}",
+                    answer.status,
+                    answer.message()
+                )),
+                Err(e) => failures.push(format!("{e}")),
+            }
+        }
+        Err(ApiError::Auth(failures.join("; ")))
+    }
+
+    /// One API call with the token; re-authenticates and retries once on
+    /// 401 (or on a transport error when there are other servers).
+    fn call(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, ApiError> {
+        let mut fresh = false;
+        if self.token.is_none() {
+            self.authenticate()?;
+            fresh = true;
+        }
+        loop {
+            let token = self
+                .token
+                .clone()
+                .ok_or_else(|| ApiError::Auth("no token".into()))?;
+            let url = format!("{}{path}", token.server);
+            let result = self.send(method, &url, &token.jwt, body);
+            let retry = match &result {
+                Ok(answer) => answer.status == 401,
+                Err(ApiError::Transport(_)) => self.servers.len() > 1,
+                Err(_) => false,
+            };
+            if !retry || fresh {
+                if let Ok(answer) = &result
+                    && answer.status == 401
+                {
+                    self.token = None;
+                }
+                return result;
+            }
+            log::info!(
+                "{method} {path}: not authorized with the current token; authenticating again"
+            );
+            self.authenticate()?;
+            fresh = true;
+        }
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        jwt: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Answer, ApiError> {
+        let bearer = format!("Bearer {jwt}");
+        let result = match (method, body) {
+            ("GET", _) => self.agent.get(url).header("Authorization", &bearer).call(),
+            (m, Some(body)) => {
+                let request = match m {
+                    "POST" => self.agent.post(url),
+                    "PUT" => self.agent.put(url),
+                    "PATCH" => self.agent.patch(url),
+                    _ => return Err(ApiError::Invalid(format!("unsupported method {m}"))),
+                };
+                request
+                    .header("Authorization", &bearer)
+                    .header("Content-Type", "application/json")
+                    .send(body)
+            }
+            (m, None) => return Err(ApiError::Invalid(format!("{m} needs a body"))),
+        };
+        result.map_err(|e| transport(url, e)).and_then(read_answer)
+    }
+
+    /// Sends the inventory: PUT, or PATCH when the server does not know
+    /// PUT (405; Mender servers before 2.6).
+    pub fn send_inventory(&mut self, attributes: &Attributes) -> Result<(), ApiError> {
+        #[derive(Serialize)]
+        struct Attribute<'a> {
+            name: &'a str,
+            value: &'a AttributeValue,
+        }
+        let list: Vec<Attribute> = attributes
+            .iter()
+            .map(|(name, value)| Attribute { name, value })
+            .collect();
+        let body = serde_json::to_vec(&list)
+            .map_err(|e| ApiError::Invalid(format!("encoding the inventory: {e}")))?;
+        if !self.inventory_patch_only {
+            let answer = self.call("PUT", INVENTORY_PATH, Some(&body))?;
+            match answer.status {
+                200 | 201 | 204 => return Ok(()),
+                405 => {
+                    log::info!("the server does not accept PUT for the inventory; using PATCH");
+                    self.inventory_patch_only = true;
+                }
+                status => return Err(status_error("PUT inventory", status, &answer)),
+            }
+        }
+        let answer = self.call("PATCH", INVENTORY_PATH, Some(&body))?;
+        match answer.status {
+            200 | 201 | 204 => Ok(()),
+            status => Err(status_error("PATCH inventory", status, &answer)),
+        }
+    }
+
+    /// Asks for a deployment: POST with the provides, GET when the server
+    /// does not know POST (404).
+    pub fn next_deployment(
+        &mut self,
+        provides: &Provides,
+        device_type: &str,
+    ) -> Result<NextDeployment, ApiError> {
+        let mut answer = None;
+        if !self.next_get_only {
+            let mut body = provides.clone();
+            body.insert("device_type".into(), device_type.into());
+            let body = serde_json::to_vec(&body)
+                .map_err(|e| ApiError::Invalid(format!("encoding the provides: {e}")))?;
+            let a = self.call("POST", NEXT_V1_PATH, Some(&body))?;
+            if a.status == 404 {
+                log::info!("the server does not accept POST deployments/next; using GET");
+                self.next_get_only = true;
+            } else {
+                answer = Some(a);
+            }
+        }
+        let answer = match answer {
+            Some(a) => a,
+            None => {
+                let name = provides
+                    .get("artifact_name")
+                    .map(String::as_str)
+                    .unwrap_or("");
+                let path = format!(
+                    "{NEXT_V1_PATH}?artifact_name={}&device_type={}",
+                    url_encode(name),
+                    url_encode(device_type)
+                );
+                self.call("GET", &path, None)?
+            }
+        };
+        match answer.status {
+            204 => Ok(NextDeployment::None),
+            200 => match DeploymentInstruction::parse(&answer.body) {
+                Ok(d) => Ok(NextDeployment::Deploy(d)),
+                Err((Some(id), reason)) => Ok(NextDeployment::Malformed { id, reason }),
+                Err((None, reason)) => Err(ApiError::Invalid(reason)),
+            },
+            status => Err(status_error("deployments/next", status, &answer)),
+        }
+    }
+
+    /// Reports a deployment's status; 409 is [`ApiError::Aborted`].
+    pub fn report_status(
+        &mut self,
+        deployment_id: &str,
+        status: Status,
+        substate: Option<&str>,
+    ) -> Result<(), ApiError> {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            status: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            substate: Option<&'a str>,
+        }
+        let body = serde_json::to_vec(&Report {
+            status: status.as_str(),
+            substate,
+        })
+        .map_err(|e| ApiError::Invalid(format!("encoding the status: {e}")))?;
+        let path = format!("{DEPLOYMENTS_PATH}/{}/status", url_encode(deployment_id));
+        let answer = self.call("PUT", &path, Some(&body))?;
+        match answer.status {
+            200 | 204 => Ok(()),
+            409 => Err(ApiError::Aborted),
+            s => Err(status_error(
+                &format!("status {}", status.as_str()),
+                s,
+                &answer,
+            )),
+        }
+    }
+
+    /// Uploads the deployment log (after a `failure` report).
+    pub fn upload_log(
+        &mut self,
+        deployment_id: &str,
+        records: &[serde_json::Value],
+    ) -> Result<(), ApiError> {
+        #[derive(Serialize)]
+        struct Log<'a> {
+            messages: &'a [serde_json::Value],
+        }
+        let body = serde_json::to_vec(&Log { messages: records })
+            .map_err(|e| ApiError::Invalid(format!("encoding the log: {e}")))?;
+        let path = format!("{DEPLOYMENTS_PATH}/{}/log", url_encode(deployment_id));
+        let answer = self.call("PUT", &path, Some(&body))?;
+        match answer.status {
+            200 | 204 => Ok(()),
+            s => Err(status_error("deployment log", s, &answer)),
+        }
+    }
+}
+
+fn transport(url: &str, e: ureq::Error) -> ApiError {
+    ApiError::Transport(format!("{}: {e}", strip_query(url)))
+}
+
+/// A URL without its query (pre-signed URLs carry secrets there).
+pub(crate) fn strip_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(u, _)| u)
+}
+
+fn read_answer(response: ureq::http::Response<ureq::Body>) -> Result<Answer, ApiError> {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(MAX_RESPONSE)
+        .read_to_end(&mut body)
+        .map_err(|e| ApiError::Transport(format!("reading the answer: {e}")))?;
+    Ok(Answer { status, body })
+}
+
+fn status_error(what: &str, status: u16, answer: &Answer) -> ApiError {
+    ApiError::Status {
+        what: what.to_string(),
+        status,
+        message: answer.message(),
+    }
+}
+
+/// Percent-encoding of a query value or path segment (RFC 3986 unreserved
+/// characters kept).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Wait helper shared by the retry loops.
+pub fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_fields_are_required() {
+        let ok = br#"{"id":"d1","artifact":{"artifact_name":"a","source":{"uri":"http://x/y","expire":"z"},"device_types_compatible":["t"]}}"#;
+        let d = DeploymentInstruction::parse(ok).unwrap();
+        assert_eq!(d.id, "d1");
+        assert_eq!(d.uri, "http://x/y");
+        let no_uri = br#"{"id":"d1","artifact":{"artifact_name":"a","source":{},"device_types_compatible":["t"]}}"#;
+        let e = DeploymentInstruction::parse(no_uri).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("d1"));
+        assert!(e.1.contains("artifact.source.uri"), "{}", e.1);
+        let no_types = br#"{"id":"d1","artifact":{"artifact_name":"a","source":{"uri":"u"},"device_types_compatible":[]}}"#;
+        assert!(DeploymentInstruction::parse(no_types).is_err());
+        assert_eq!(DeploymentInstruction::parse(b"{}").unwrap_err().0, None);
+        assert!(DeploymentInstruction::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn url_encoding_keeps_unreserved_characters() {
+        assert_eq!(url_encode("release-1.0_a~b"), "release-1.0_a~b");
+        assert_eq!(url_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}

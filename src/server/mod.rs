@@ -1,0 +1,10 @@
+//! The device side of the Mender server API (spec §5): authentication,
+//! inventory, deployments, status and log reports, and the artifact
+//! download with resume.
+
+pub mod backoff;
+pub mod client;
+pub mod download;
+
+pub use client::{ApiError, DeploymentInstruction, ServerClient, Status};
+pub use download::{DownloadOptions, ResumableDownload};
