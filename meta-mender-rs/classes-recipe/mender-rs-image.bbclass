@@ -17,20 +17,20 @@ IMAGE_ROOTFS_EXCLUDE_PATH:append = " data/ ${@d.getVar('MENDER_BOOT_PART_MOUNT_L
 ROOTFS_POSTPROCESS_COMMAND:append = " mender_rs_update_fstab mender_rs_scripts_version_file"
 
 mender_rs_update_fstab() {
-	label=${@bb.utils.contains('MENDER_FEATURES', 'mender-partlabel', 'true', 'false', d)}
-	install -d ${IMAGE_ROOTFS}${sysconfdir} ${IMAGE_ROOTFS}/data
-	if [ "${MENDER_BOOT_PART_SIZE_MB}" != "0" ] && [ -n "${MENDER_BOOT_PART}" ]; then
-		install -d ${IMAGE_ROOTFS}${MENDER_BOOT_PART_MOUNT_LOCATION}
-		dev=${MENDER_BOOT_PART}
-		if $label; then dev=LABEL=boot; fi
-		printf '%s %s %s %s 0 0\n' "$dev" "${MENDER_BOOT_PART_MOUNT_LOCATION}" vfat defaults,sync >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
-	fi
-	dev=${MENDER_DATA_PART}
-	if $label; then dev=LABEL=data; fi
-	printf '%s %s %s %s 0 0\n' "$dev" /data "${MENDER_DATA_PART_FSTYPE}" defaults >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
-	if [ "${MENDER_SWAP_PART_SIZE_MB}" != "0" ]; then
-		printf '%s none swap swap 0 0\n' "${MENDER_STORAGE_DEVICE_BASE}${MENDER_SWAP_PART_NUMBER}" >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
-	fi
+    label=${@bb.utils.contains('MENDER_FEATURES', 'mender-partlabel', 'true', 'false', d)}
+    install -d ${IMAGE_ROOTFS}${sysconfdir} ${IMAGE_ROOTFS}/data
+    if [ "${MENDER_BOOT_PART_SIZE_MB}" != "0" ] && [ -n "${MENDER_BOOT_PART}" ]; then
+        install -d ${IMAGE_ROOTFS}${MENDER_BOOT_PART_MOUNT_LOCATION}
+        dev=${MENDER_BOOT_PART}
+        if $label; then dev=LABEL=boot; fi
+        printf '%s %s %s %s 0 0\n' "$dev" "${MENDER_BOOT_PART_MOUNT_LOCATION}" vfat defaults,sync >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
+    fi
+    dev=${MENDER_DATA_PART}
+    if $label; then dev=LABEL=data; fi
+    printf '%s %s %s %s 0 0\n' "$dev" /data "${MENDER_DATA_PART_FSTYPE}" defaults >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
+    if [ "${MENDER_SWAP_PART_SIZE_MB}" != "0" ]; then
+        printf '%s none swap swap 0 0\n' "${MENDER_STORAGE_DEVICE_BASE}${MENDER_SWAP_PART_NUMBER}" >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
+    fi
 }
 
 python mender_rs_scripts_version_file() {
@@ -56,38 +56,38 @@ python mender_rs_check_rootfs_size() {
 do_image_mender[prefuncs] += "mender_rs_check_rootfs_size"
 
 IMAGE_CMD:mender() {
-	if [ -z "${MENDER_ARTIFACT_NAME}" ]; then
-		bbfatal "MENDER_ARTIFACT_NAME is not set: set it (in local.conf or the image recipe) to name the Artifact"
-	fi
-	if [ -z "$(echo ${MENDER_DEVICE_TYPES_COMPATIBLE})" ]; then
-		bbfatal "MENDER_DEVICE_TYPES_COMPATIBLE is empty"
-	fi
-	set -- -n "${MENDER_ARTIFACT_NAME}" --compression "${MENDER_ARTIFACT_COMPRESSION}"
-	for t in ${MENDER_DEVICE_TYPES_COMPATIBLE}; do set -- "$@" -t "$t"; done
-	if [ -n "${MENDER_ARTIFACT_SIGNING_KEY}" ]; then
-		[ -f "${MENDER_ARTIFACT_SIGNING_KEY}" ] || bbfatal "MENDER_ARTIFACT_SIGNING_KEY = ${MENDER_ARTIFACT_SIGNING_KEY}: no such file"
-		set -- "$@" -k "${MENDER_ARTIFACT_SIGNING_KEY}"
-	fi
-	for s in ${DEPLOY_DIR_IMAGE}/mender-state-scripts/*; do
-		[ -f "$s" ] && set -- "$@" -s "$s"
-	done
-	for p in ${MENDER_ARTIFACT_PROVIDES}; do set -- "$@" --provides "$p"; done
-	for p in ${MENDER_ARTIFACT_DEPENDS}; do set -- "$@" --depends "$p"; done
-	for p in ${MENDER_ARTIFACT_PROVIDES_GROUP}; do set -- "$@" --provides-group "$p"; done
-	for p in ${MENDER_ARTIFACT_DEPENDS_GROUPS}; do set -- "$@" --depends-groups "$p"; done
-	for p in ${MENDER_ARTIFACT_NAME_DEPENDS}; do set -- "$@" --artifact-name-depends "$p"; done
-	# Update Modules in the rootfs are advertised (spec 6.4).
-	for m in ${IMAGE_ROOTFS}${datadir}/mender/modules/v3/*; do
-		if [ -f "$m" ] && [ -x "$m" ]; then
-			n=$(basename "$m")
-			set -- "$@" --provides "rootfs-image.update-module.$n.version:${MENDER_ARTIFACT_NAME}" \
-				--provides "rootfs-image.update-module.$n.mender_update_module:$n"
-		fi
-	done
-	mender-rs artifact write rootfs-image "$@" \
-		-f ${IMGDEPLOYDIR}/${IMAGE_NAME}.${ARTIFACTIMG_FSTYPE} \
-		${MENDER_ARTIFACT_EXTRA_ARGS} \
-		-o ${IMGDEPLOYDIR}/${IMAGE_NAME}.mender
+    if [ -z "${MENDER_ARTIFACT_NAME}" ]; then
+        bbfatal "MENDER_ARTIFACT_NAME is not set: set it (in local.conf or the image recipe) to name the Artifact"
+    fi
+    if [ -z "$(echo ${MENDER_DEVICE_TYPES_COMPATIBLE})" ]; then
+        bbfatal "MENDER_DEVICE_TYPES_COMPATIBLE is empty"
+    fi
+    set -- -n "${MENDER_ARTIFACT_NAME}" --compression "${MENDER_ARTIFACT_COMPRESSION}"
+    for t in ${MENDER_DEVICE_TYPES_COMPATIBLE}; do set -- "$@" -t "$t"; done
+    if [ -n "${MENDER_ARTIFACT_SIGNING_KEY}" ]; then
+        [ -f "${MENDER_ARTIFACT_SIGNING_KEY}" ] || bbfatal "MENDER_ARTIFACT_SIGNING_KEY = ${MENDER_ARTIFACT_SIGNING_KEY}: no such file"
+        set -- "$@" -k "${MENDER_ARTIFACT_SIGNING_KEY}"
+    fi
+    for s in ${DEPLOY_DIR_IMAGE}/mender-state-scripts/*; do
+        [ -f "$s" ] && set -- "$@" -s "$s"
+    done
+    for p in ${MENDER_ARTIFACT_PROVIDES}; do set -- "$@" --provides "$p"; done
+    for p in ${MENDER_ARTIFACT_DEPENDS}; do set -- "$@" --depends "$p"; done
+    for p in ${MENDER_ARTIFACT_PROVIDES_GROUP}; do set -- "$@" --provides-group "$p"; done
+    for p in ${MENDER_ARTIFACT_DEPENDS_GROUPS}; do set -- "$@" --depends-groups "$p"; done
+    for p in ${MENDER_ARTIFACT_NAME_DEPENDS}; do set -- "$@" --artifact-name-depends "$p"; done
+    # Update Modules in the rootfs are advertised (spec 6.4).
+    for m in ${IMAGE_ROOTFS}${datadir}/mender/modules/v3/*; do
+        if [ -f "$m" ] && [ -x "$m" ]; then
+            n=$(basename "$m")
+            set -- "$@" --provides "rootfs-image.update-module.$n.version:${MENDER_ARTIFACT_NAME}" \
+                --provides "rootfs-image.update-module.$n.mender_update_module:$n"
+        fi
+    done
+    mender-rs artifact write rootfs-image "$@" \
+        -f ${IMGDEPLOYDIR}/${IMAGE_NAME}.${ARTIFACTIMG_FSTYPE} \
+        ${MENDER_ARTIFACT_EXTRA_ARGS} \
+        -o ${IMGDEPLOYDIR}/${IMAGE_NAME}.mender
 }
 
 # ---- disk images ---------------------------------------------------------------
@@ -95,7 +95,7 @@ WKS_FILE ?= "${@'mender-rs-uefi.wks.in' if d.getVar('MENDER_RS_DISK_IMAGE') in (
 MENDER_RS_BOOT_FILES_RECIPE = "${@'grub-mender-rs' if bb.utils.contains('MENDER_FEATURES', 'mender-grub', True, False, d) else 'u-boot-mender-rs'}"
 MENDER_RS_ESP_TYPE = "${@'--part-type C12A7328-F81F-11D2-BA4B-00A0C93EC93B' if d.getVar('MENDER_RS_DISK_IMAGE') == 'uefiimg' else ''}"
 MENDER_RS_FIRST_PART_OFFSET_KB = "${@(mender_rs.layout.alignment(d.getVar) + int(d.getVar('MENDER_RESERVED_SPACE_BOOTLOADER_DATA') or 0)) // 1024}"
-IMAGE_TYPEDEP:wic:append = " ${ARTIFACTIMG_FSTYPE}"
+IMAGE_TYPEDEP:wic += "${ARTIFACTIMG_FSTYPE}"
 do_image_wic[depends] += "${MENDER_RS_BOOT_FILES_RECIPE}:do_deploy"
 do_image_wic[prefuncs] += "mender_rs_check_rootfs_size"
 
@@ -104,18 +104,19 @@ IMAGE_TYPEDEP:uefiimg = "wic"
 IMAGE_TYPEDEP:sdimg = "wic"
 IMAGE_TYPEDEP:gptimg = "wic"
 IMAGE_CMD:uefiimg() {
-	ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.uefiimg
+    ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.uefiimg
 }
 IMAGE_CMD:sdimg() {
-	ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.sdimg
+    ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.sdimg
 }
 IMAGE_CMD:gptimg() {
-	ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.gptimg
+    ln -sf ${IMAGE_NAME}.wic ${IMGDEPLOYDIR}/${IMAGE_NAME}.gptimg
 }
+do_image_wic[prefuncs] += "mender_rs_check_disk_layout"
 MENDER_RS_WKS_SWAP = "${@'part --fstype=swap --label swap --align ${MENDER_PARTITION_ALIGNMENT_KB} --fixed-size ${MENDER_SWAP_PART_SIZE_MB}M --no-fstab-update' if int(d.getVar('MENDER_SWAP_PART_SIZE_MB') or 0) else ''}"
 
-python () {
-    if d.getVar('MENDER_RS_DISK_IMAGE') and int(d.getVar('MENDER_BOOT_PART_SIZE_MB') or 0) == 0:
+python mender_rs_check_disk_layout() {
+    if int(d.getVar('MENDER_BOOT_PART_SIZE_MB') or 0) == 0:
         bb.fatal("meta-mender-rs: the disk images need a boot partition (MENDER_BOOT_PART_SIZE_MB is 0)")
     if (d.getVar('MENDER_EXTRA_PARTS') or '').split():
         bb.fatal("meta-mender-rs: MENDER_EXTRA_PARTS is not supported by the disk images yet")

@@ -25,8 +25,9 @@ MENDER_STATE_SCRIPTS_DIR = "${B}/mender-state-scripts"
 MENDER_STATE_SCRIPTS ?= "${S}/mender-state-scripts ${MENDER_STATE_SCRIPTS_DIR}"
 
 do_create_default_script_dirs() {
-	mkdir -p ${S}/mender-state-scripts ${MENDER_STATE_SCRIPTS_DIR}
+    mkdir -p ${S}/mender-state-scripts ${MENDER_STATE_SCRIPTS_DIR}
 }
+do_create_default_script_dirs[doc] = "Creates the directories state scripts are copied into"
 addtask create_default_script_dirs after do_patch before do_configure
 
 python mender_state_scripts_install() {
@@ -55,7 +56,7 @@ do_deploy[postfuncs] += "mender_state_scripts_deploy"
 # For recipes that deploy nothing else; a recipe's own do_deploy replaces it
 # and the scripts are still deployed.
 do_deploy() {
-	:
+    :
 }
 addtask deploy after do_compile before do_build
 

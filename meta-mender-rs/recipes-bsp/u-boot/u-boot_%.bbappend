@@ -12,16 +12,14 @@ SRC_URI:append:mender-uboot = " file://mender-rs-uboot-env.txt"
 
 inherit_defer ${@'mender-rs-uboot' if 'mender-uboot' in (d.getVar('MENDER_FEATURES') or '').split() else ''}
 
-MENDER_UBOOT_ENV_TEXT_FILE ??= ""
-
 do_configure:prepend:mender-uboot() {
-	if [ "${MENDER_UBOOT_ENV_STORAGE}" = "device" ]; then
-		if [ -z "${MENDER_UBOOT_ENV_TEXT_FILE}" ]; then
-			bbfatal "MENDER_UBOOT_ENV_STORAGE is 'device': set MENDER_UBOOT_ENV_TEXT_FILE to the board's .env file in the U-Boot source"
-		fi
-		if ! grep -q '^mender_setup=' ${S}/${MENDER_UBOOT_ENV_TEXT_FILE}; then
-			mender_rs_uboot_env_subst ${UNPACKDIR}/mender-rs-uboot-env.txt ${B}/mender-rs-uboot-env.txt
-			cat ${B}/mender-rs-uboot-env.txt >> ${S}/${MENDER_UBOOT_ENV_TEXT_FILE}
-		fi
-	fi
+    if [ "${MENDER_UBOOT_ENV_STORAGE}" = "device" ]; then
+        if [ -z "${MENDER_UBOOT_ENV_TEXT_FILE}" ]; then
+            bbfatal "MENDER_UBOOT_ENV_STORAGE is 'device': set MENDER_UBOOT_ENV_TEXT_FILE to the board's .env file in the U-Boot source"
+        fi
+        if ! grep -q '^mender_setup=' ${S}/${MENDER_UBOOT_ENV_TEXT_FILE}; then
+            mender_rs_uboot_env_subst ${UNPACKDIR}/mender-rs-uboot-env.txt ${B}/mender-rs-uboot-env.txt
+            cat ${B}/mender-rs-uboot-env.txt >> ${S}/${MENDER_UBOOT_ENV_TEXT_FILE}
+        fi
+    fi
 }

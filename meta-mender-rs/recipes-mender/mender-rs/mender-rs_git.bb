@@ -2,6 +2,7 @@ SUMMARY = "mender-rs over-the-air update client"
 DESCRIPTION = "A drop-in replacement for the Mender client written in Rust: \
 standalone and managed A/B rootfs updates, state scripts and Update Modules."
 HOMEPAGE = "https://mender.io"
+SECTION = "console/tools"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=6;endline=6;md5=5a2f4068ae5dbca1b150c08d956f10a5"
 
@@ -16,12 +17,13 @@ MENDER_RS_GIT_BRANCH ??= "main"
 MENDER_RS_SRCREV ??= "843ed64b150bddd53797b8d7801ea1125a42cf78"
 MENDER_RS_SRC_DIR ??= ""
 
+PV = "0.1.0+git"
+
 SRC_URI = "${MENDER_RS_GIT_URI};protocol=${MENDER_RS_GIT_PROTOCOL};branch=${MENDER_RS_GIT_BRANCH} \
            file://mender-data-dir.service \
            file://mender-rs-data-dir.conf \
            "
 SRCREV = "${MENDER_RS_SRCREV}"
-PV = "0.1.0+git"
 
 require ${BPN}-crates.inc
 
@@ -93,6 +95,7 @@ python do_mender_rs_conf() {
 }
 do_mender_rs_conf[vardeps] += "${MENDER_RS_CONF_VARS}"
 do_mender_rs_conf[file-checksums] += "${@d.getVar('MENDER_ARTIFACT_VERIFY_KEY') + ':True' if d.getVar('MENDER_ARTIFACT_VERIFY_KEY') else ''}"
+do_mender_rs_conf[doc] = "Writes mender.conf (transient and persistent parts) from the MENDER_* variables"
 addtask mender_rs_conf after do_compile before do_install
 
 SYSTEMD_SERVICE:${PN} = "mender-rs.service mender-data-dir.service"
@@ -150,8 +153,7 @@ do_install:append:class-target() {
     fi
 }
 
-FILES:${PN} += " \
-    ${systemd_system_unitdir}/mender-rs.service.d \
+FILES:${PN} += "${systemd_system_unitdir}/mender-rs.service.d \
     ${datadir}/mender \
     ${datadir}/dbus-1/system.d \
     ${MENDER_RS_DATA_DIR} \

@@ -2,6 +2,8 @@ SUMMARY = "Example mender-rs state scripts, one for each of the nine states"
 DESCRIPTION = "Idle, Sync and Download scripts go into the root filesystem; \
 the Artifact* ones into every Artifact the image build writes. Each one logs \
 its name to stderr, which the client keeps in the deployment log."
+HOMEPAGE = "https://mender.io"
+SECTION = "console/tools"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
@@ -12,8 +14,7 @@ inherit mender-state-scripts
 
 # ArtifactReboot and ArtifactRollbackReboot run only Leave scripts (their
 # Enter runs before the reboot, from the old rootfs).
-EXAMPLE_STATE_SCRIPTS = " \
-    Idle_Enter_10_log \
+EXAMPLE_STATE_SCRIPTS = "Idle_Enter_10_log \
     Sync_Enter_10_log \
     Download_Enter_10_log \
     ArtifactInstall_Enter_10_log \
@@ -25,9 +26,9 @@ EXAMPLE_STATE_SCRIPTS = " \
     "
 
 do_compile() {
-	for name in ${EXAMPLE_STATE_SCRIPTS}; do
-		install -m 0755 ${UNPACKDIR}/log-state ${MENDER_STATE_SCRIPTS_DIR}/$name
-	done
+    for name in ${EXAMPLE_STATE_SCRIPTS}; do
+        install -m 0755 ${UNPACKDIR}/log-state ${MENDER_STATE_SCRIPTS_DIR}/$name
+    done
 }
 
 RDEPENDS:${PN} = "${VIRTUAL-RUNTIME_base-utils}"
