@@ -145,7 +145,11 @@ impl DeviceKey {
     /// is created if missing.
     pub fn load_or_generate(path: &Path, key_type: DeviceKeyType) -> Result<(DeviceKey, bool)> {
         match std::fs::symlink_metadata(path) {
-            Ok(_) => return Self::load(path).map(|key| (key, false)),
+            Ok(_) => {
+                let key = Self::load(path)?;
+                remove_stale_temps(path);
+                return Ok((key, false));
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
                 return Err(DeviceKeyError::Read {
@@ -161,10 +165,12 @@ impl DeviceKey {
         };
         create_parent(path).map_err(write_err)?;
         match write_new(path, pem.as_bytes()) {
-            Ok(()) => Ok((key, true)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Self::load(path).map(|key| (key, false))
+            Ok(()) => {
+                remove_stale_temps(path);
+                Ok((key, true))
             }
+            // Another process created the key meanwhile: that one counts.
+            Err(_) if path.exists() => Self::load(path).map(|key| (key, false)),
             Err(e) => Err(write_err(e)),
         }
     }
@@ -180,6 +186,7 @@ impl DeviceKey {
         };
         create_parent(path).map_err(write_err)?;
         fsutil::write_atomic(path, pem.as_bytes(), KEY_FILE_MODE).map_err(write_err)?;
+        remove_stale_temps(path);
         Ok(key)
     }
 
@@ -391,6 +398,30 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
     fsutil::sync_dir(&fsutil::parent_dir(path))
+}
+
+/// Removes temporary files an interrupted generation left beside `path`
+/// (they would hold a private key nobody uses). Best effort.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name() else { return };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(fsutil::parent_dir(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => log::info!(
+                    "removed {} left over by an interrupted key generation",
+                    entry.path().display()
+                ),
+                Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 fn encrypted() -> String {
