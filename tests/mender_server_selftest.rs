@@ -1120,6 +1120,7 @@ fn injected_failures_and_delays() {
     assert_eq!(log[3].device.as_deref(), Some(k.ec.id().as_str()));
     assert_eq!(log[3].endpoint, Endpoint::NextV1Post);
     assert_eq!(server.requests_to(Endpoint::Auth).len(), 3);
+    assert_eq!(server.requests_per_endpoint()[&Endpoint::NextV1Post], 5);
     server.assert_no_violations();
 }
 

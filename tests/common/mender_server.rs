@@ -422,6 +422,7 @@ struct State {
     log: VecDeque<RequestRecord>,
     log_limit: usize,
     total_requests: u64,
+    per_endpoint: BTreeMap<Endpoint, u64>,
     per_minute: Vec<u64>,
     violations: Vec<Violation>,
     downloads: Vec<DownloadRecord>,
@@ -491,6 +492,7 @@ impl MenderServer {
                 log: VecDeque::new(),
                 log_limit: 200_000,
                 total_requests: 0,
+                per_endpoint: BTreeMap::new(),
                 per_minute: Vec::new(),
                 violations: Vec::new(),
                 downloads: Vec::new(),
@@ -886,6 +888,11 @@ impl MenderServer {
     /// All requests answered since the start (not capped).
     pub fn request_count(&self) -> u64 {
         self.lock().total_requests
+    }
+
+    /// Requests answered per endpoint since the start (not capped).
+    pub fn requests_per_endpoint(&self) -> BTreeMap<Endpoint, u64> {
+        self.lock().per_endpoint.clone()
     }
 
     pub fn requests_per_device(&self) -> BTreeMap<String, u64> {
@@ -1620,6 +1627,7 @@ impl State {
     ) {
         let elapsed = shared.started.elapsed();
         self.total_requests += 1;
+        *self.per_endpoint.entry(endpoint).or_insert(0) += 1;
         let minute = (elapsed.as_secs() / 60) as usize;
         if self.per_minute.len() <= minute {
             self.per_minute.resize(minute + 1, 0);
@@ -2519,6 +2527,9 @@ fn parse_range(header: &str, total: usize) -> RangeSpec {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return RangeSpec::Bad;
     };
+    if total == 0 {
+        return RangeSpec::Unsatisfiable;
+    }
     if spec.contains(',') {
         return RangeSpec::Bad;
     }
