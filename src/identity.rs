@@ -290,7 +290,12 @@ fn run_script(path: &Path, timeout: Duration) -> Result<Vec<u8>> {
             .map(|d| d.saturating_duration_since(now))
             .unwrap_or(Duration::MAX)
             .min(Duration::from_millis(20));
-        receive(wait, &mut stdout, &mut stderr);
+        if stdout.is_some() && stderr.is_some() {
+            // Both pipes closed (the receiver would no longer block).
+            std::thread::sleep(wait);
+        } else {
+            receive(wait, &mut stdout, &mut stderr);
+        }
     };
     // Collect the rest of the output for a short while.
     let drain_until = Instant::now() + DRAIN_GRACE;

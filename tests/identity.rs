@@ -349,3 +349,18 @@ fn shipped_inventory_scripts() {
     }
     assert!(!attrs.contains_key("mac_lo"));
 }
+
+#[test]
+fn script_closing_its_output_early_is_still_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = script(
+        dir.path(),
+        "closes",
+        "echo mac=1\nexec >&- 2>&-\nsleep 1\nexit 0",
+        0o755,
+    );
+    let start = Instant::now();
+    let attrs = run_attribute_script(&s, TIMEOUT).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert_eq!(attrs["mac"], single("1"));
+}
