@@ -217,8 +217,9 @@ impl Daemon<'_> {
         }
     }
 
+    /// Runs every script of the action; failures are only logged.
     fn run_scripts_ignored(&self, state: ScriptState, action: ScriptAction) {
-        if let Err(e) = self.scripts.run(state, action, false) {
+        if let Err(e) = self.scripts.run(state, action, true) {
             log::warn!("{} {action:?} scripts (ignored): {e:#}", state.name());
         }
     }
@@ -408,7 +409,10 @@ impl Daemon<'_> {
             client: &mut self.client,
             config: self.config,
         };
-        engine.resume_deployment(&mut hooks)?;
+        signals::set_busy(true);
+        let result = engine.resume_deployment(&mut hooks);
+        signals::set_busy(false);
+        result?;
         self.next_inventory = Instant::now();
         Ok(())
     }
@@ -422,9 +426,11 @@ impl Daemon<'_> {
             client: &mut self.client,
             config,
         };
+        signals::set_busy(true);
         if let Err(e) = engine.deploy(d, &mut hooks) {
             log::error!("deployment {}: {e:#}", d.id);
         }
+        signals::set_busy(false);
     }
 }
 

@@ -2,6 +2,13 @@
 //! for an update now, `SIGUSR2` sends the inventory now, `SIGTERM`/`SIGINT`
 //! stop the daemon at its next idle moment.
 //!
+//! A stop asked for while a deployment runs ends the process at once, as
+//! the Mender client (a Go program that does not catch `SIGTERM`) does:
+//! every step of a deployment is persisted before it runs, so this is a
+//! power loss the next start resumes from, and a service manager restarting
+//! the daemon (an Update Module's `ArtifactReboot` may do that) does not
+//! wait for its stop timeout.
+//!
 //! The handlers only set flags and write a byte to a pipe (the self-pipe
 //! trick), so the idle wait is a `poll` on that pipe with a timeout. They
 //! are installed with `SA_RESTART`, so system calls elsewhere are not
@@ -18,6 +25,12 @@ static CHECK_UPDATE: AtomicBool = AtomicBool::new(false);
 static SEND_INVENTORY: AtomicBool = AtomicBool::new(false);
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Marks a deployment as running (a stop then exits at once).
+pub fn set_busy(busy: bool) {
+    BUSY.store(busy, Ordering::SeqCst);
+}
 
 /// What woke the daemon.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +44,13 @@ extern "C" fn on_signal(signal: libc::c_int) {
     match signal {
         libc::SIGUSR1 => CHECK_UPDATE.store(true, Ordering::SeqCst),
         libc::SIGUSR2 => SEND_INVENTORY.store(true, Ordering::SeqCst),
-        _ => TERMINATE.store(true, Ordering::SeqCst),
+        _ => {
+            if BUSY.load(Ordering::SeqCst) {
+                // SAFETY: _exit(2) is async-signal-safe.
+                unsafe { libc::_exit(128 + signal) };
+            }
+            TERMINATE.store(true, Ordering::SeqCst)
+        }
     }
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {

@@ -724,9 +724,16 @@ impl<'c> Engine<'c> {
         if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;
         }
-        if state.deployment_id.is_some() && state.needs_reboot() {
-            // Managed: reboot back now; a restart resumes after it.
-            self.rollback_reboot(state, installer.as_mut())?;
+        if state.deployment_id.is_some() {
+            // Managed: reboot back now when the payload needs reboots (asked
+            // now if the install never got that far, as Mender does); a
+            // restart resumes after it.
+            if state.reboot.is_none() {
+                state.reboot = installer.needs_reboot().ok();
+            }
+            if state.needs_reboot() {
+                self.rollback_reboot(state, installer.as_mut())?;
+            }
         }
         self.after_rollback(state, installer)
     }

@@ -1,0 +1,1163 @@
+//! The daemon against the test server (tests/common/mender_server.rs): the
+//! canonical script orders and status reports of the Mender client (spec
+//! §3.9), authentication, inventory, the resumable download, and restarts
+//! at every persisted step of a deployment.
+//!
+//! Reboots are simulated: `RebootCommand` (and the test Update Module's
+//! `ArtifactReboot`) kill the daemon with SIGKILL; the test's supervisor
+//! then runs the simulated bootloader ([`SimDevice::reboot`]) and starts
+//! the daemon again, as systemd would after a real reboot.
+
+#[path = "common/device.rs"]
+mod device;
+#[path = "common/mender_server.rs"]
+mod mender_server;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use device::*;
+use mender_server::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mender-rs");
+const MODULE: &str = "module-state-scripts-test";
+static MACS: AtomicU32 = AtomicU32::new(1);
+
+/// A simulated device run by the daemon, with a supervisor that restarts
+/// the daemon after a (simulated) reboot.
+struct Managed {
+    dev: SimDevice,
+    daemon_log: PathBuf,
+    reboot_marker: PathBuf,
+    child: Option<Child>,
+    /// Daemon starts so far.
+    starts: u32,
+    /// Environment for the next start only (crash injection).
+    next_env: Vec<(String, String)>,
+}
+
+impl Managed {
+    fn new(server: &MenderServer) -> Managed {
+        Self::with_partition_size(server, 8 << 20)
+    }
+
+    fn with_partition_size(server: &MenderServer, size: u64) -> Managed {
+        let dev = SimDevice::with_partition_size(size);
+        let n = MACS.fetch_add(1, Ordering::SeqCst);
+        let identity = dev.path("identity/mender-device-identity");
+        fs::create_dir_all(identity.parent().unwrap()).unwrap();
+        write_executable(
+            &identity,
+            &format!(
+                "#!/bin/sh\necho mac=02:00:00:00:{:02x}:{:02x}\n",
+                n >> 8,
+                n & 0xff
+            ),
+        );
+        let inventory = dev.path("inventory");
+        fs::create_dir_all(&inventory).unwrap();
+        write_executable(
+            &inventory.join("mender-inventory-test"),
+            "#!/bin/sh\necho test_attr=one\necho test_attr=two\necho hostname=simulated\n",
+        );
+        let reboot_marker = dev.path("rebooted");
+        let reboot = dev.path("reboot");
+        write_executable(
+            &reboot,
+            &format!(
+                "#!/bin/sh\necho reboot >> '{}'\nkill -KILL $PPID\nsleep 5\n",
+                reboot_marker.display()
+            ),
+        );
+        let set = |k: &str, v: Value| dev.set_config(k, v);
+        set("ServerURL", Value::from(server.url()));
+        set("UpdatePollIntervalSeconds", Value::from(1));
+        set("InventoryPollIntervalSeconds", Value::from(60));
+        set("RetryPollIntervalSeconds", Value::from(1));
+        set(
+            "IdentityScript",
+            Value::from(identity.display().to_string()),
+        );
+        set(
+            "InventoryScriptsPath",
+            Value::from(inventory.display().to_string()),
+        );
+        set("RebootCommand", Value::from(reboot.display().to_string()));
+        set("DeviceKeyType", Value::from("ed25519"));
+        let daemon_log = dev.path("daemon.log");
+        Managed {
+            dev,
+            daemon_log,
+            reboot_marker,
+            child: None,
+            starts: 0,
+            next_env: Vec::new(),
+        }
+    }
+
+    fn start(&mut self) {
+        let mut cmd = self.dev.command();
+        cmd.args(["--no-syslog", "--log-level", "debug", "--log-file"])
+            .arg(&self.daemon_log)
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dev.path("daemon.stderr"))
+                    .expect("daemon stderr file"),
+            )
+            .process_group(0);
+        for (k, v) in self.next_env.drain(..) {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("starting the daemon"));
+        self.starts += 1;
+    }
+
+    /// Runs the daemon (restarting it after each simulated reboot or
+    /// crash, at most 30 times) until `done` holds; false on timeout.
+    fn run_until(
+        &mut self,
+        server: &MenderServer,
+        timeout: Duration,
+        done: impl Fn(&MenderServer) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut restarts = 0;
+        while Instant::now() < deadline {
+            if self.child.is_none() {
+                self.start();
+            }
+            if done(server) {
+                self.stop();
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                self.child = None;
+                if self.reboot_marker.exists() {
+                    fs::remove_file(&self.reboot_marker).unwrap();
+                    self.dev.reboot();
+                }
+                restarts += 1;
+                assert!(
+                    restarts <= 30,
+                    "the daemon keeps stopping:\n{}",
+                    self.log_tail()
+                );
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        false
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.daemon_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    fn device_id(&self, server: &MenderServer) -> String {
+        let mac = fs::read_to_string(self.dev.path("identity/mender-device-identity")).unwrap();
+        let mac = mac
+            .lines()
+            .find_map(|l| l.strip_prefix("echo mac="))
+            .unwrap()
+            .to_string();
+        server
+            .device_with_identity("mac", &mac)
+            .unwrap_or_else(|| panic!("the server does not know {mac}:\n{}", self.log_tail()))
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The final statuses the server accepted for a deployment.
+fn accepted_finals(server: &MenderServer, dev: &str, dep: &str) -> Vec<String> {
+    server
+        .status_reports(dev, dep)
+        .into_iter()
+        .filter(|r| r.response == 204 && (r.status == "success" || r.status == "failure"))
+        .map(|r| r.status)
+        .collect()
+}
+
+/// The deployment has its final status (and, after a failure, its log).
+fn final_status_of(dep: String) -> impl Fn(&MenderServer) -> bool {
+    move |s: &MenderServer| {
+        s.device_ids()
+            .iter()
+            .any(|d| match s.deployment_status(d, &dep).as_deref() {
+                Some("success") => true,
+                Some("failure") => !s.logs(d, &dep).is_empty(),
+                _ => false,
+            })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The canonical state-script scenarios (spec §3.9)
+
+const ROOTFS_SCRIPTS: &[&str] = &[
+    "Idle_Enter_08_testing",
+    "Idle_Enter_09",
+    "Idle_Enter_100",
+    "Idle_Leave_09",
+    "Idle_Leave_10",
+    "Idle_Error_00",
+    "Sync_Enter_02",
+    "Sync_Enter_03",
+    "Sync_Leave_04",
+    "Sync_Leave_15",
+    "Sync_Error_15",
+    "Sync_Error_16",
+    "Download_Enter_12",
+    "Download_Enter_13",
+    "Download_Leave_14",
+    "Download_Leave_25",
+    "Download_Error_25",
+];
+
+const ARTIFACT_SCRIPTS: &[&str] = &[
+    "ArtifactInstall_Enter_01",
+    "ArtifactInstall_Enter_02",
+    "ArtifactInstall_Leave_01",
+    "ArtifactInstall_Leave_03",
+    "ArtifactInstall_Error_01",
+    "ArtifactInstall_Error_02",
+    "ArtifactInstall_Error_99",
+    "ArtifactReboot_Enter_01",
+    "ArtifactReboot_Enter_11",
+    "ArtifactReboot_Leave_01",
+    "ArtifactReboot_Leave_89",
+    "ArtifactReboot_Leave_99",
+    "ArtifactReboot_Error_97",
+    "ArtifactReboot_Error_98",
+    "ArtifactCommit_Enter_01",
+    "ArtifactCommit_Enter_05",
+    "ArtifactCommit_Leave_01_extra_string",
+    "ArtifactCommit_Leave_91",
+    "ArtifactCommit_Error_91",
+    "ArtifactRollback_Enter_00",
+    "ArtifactRollback_Enter_01",
+    "ArtifactRollback_Leave_00",
+    "ArtifactRollback_Leave_01",
+    "ArtifactRollback_Error_15",
+    "ArtifactRollbackReboot_Enter_00",
+    "ArtifactRollbackReboot_Enter_99",
+    "ArtifactRollbackReboot_Leave_01",
+    "ArtifactRollbackReboot_Leave_99",
+    "ArtifactRollbackReboot_Error_88",
+    "ArtifactRollbackReboot_Error_99",
+    "ArtifactFailure_Enter_22",
+    "ArtifactFailure_Enter_33",
+    "ArtifactFailure_Leave_44",
+    "ArtifactFailure_Leave_55",
+    "ArtifactFailure_Error_55",
+];
+
+const NEVER: &[&str] = &[
+    "Idle_Enter_100",
+    "Idle_Error_00",
+    "ArtifactRollback_Error_15",
+    "ArtifactRollbackReboot_Error_88",
+    "ArtifactRollbackReboot_Error_99",
+    "ArtifactFailure_Error_55",
+];
+
+const PREFIX: &[&str] = &[
+    "Idle_Enter_08_testing",
+    "Idle_Enter_09",
+    "Idle_Leave_09",
+    "Idle_Leave_10",
+    "Sync_Enter_02",
+    "Sync_Enter_03",
+    "Sync_Leave_04",
+    "Sync_Leave_15",
+];
+
+const DOWNLOAD_OK: &[&str] = &[
+    "Download_Enter_12",
+    "Download_Enter_13",
+    "Download_Leave_14",
+    "Download_Leave_25",
+];
+const INSTALL_OK: &[&str] = &[
+    "ArtifactInstall_Enter_01",
+    "ArtifactInstall_Enter_02",
+    "ArtifactInstall_Leave_01",
+    "ArtifactInstall_Leave_03",
+];
+const REBOOT_OK: &[&str] = &[
+    "ArtifactReboot_Enter_01",
+    "ArtifactReboot_Enter_11",
+    "ArtifactReboot_Leave_01",
+    "ArtifactReboot_Leave_89",
+    "ArtifactReboot_Leave_99",
+];
+const ROLLBACK: &[&str] = &[
+    "ArtifactRollback_Enter_00",
+    "ArtifactRollback_Enter_01",
+    "ArtifactRollback_Leave_00",
+    "ArtifactRollback_Leave_01",
+    "ArtifactRollbackReboot_Enter_00",
+    "ArtifactRollbackReboot_Enter_99",
+    "ArtifactRollbackReboot_Leave_01",
+    "ArtifactRollbackReboot_Leave_99",
+    "ArtifactFailure_Enter_22",
+    "ArtifactFailure_Enter_33",
+    "ArtifactFailure_Leave_44",
+    "ArtifactFailure_Leave_55",
+];
+
+fn seq(parts: &[&[&str]]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+fn is_idle_or_sync(name: &str) -> bool {
+    name.starts_with("Idle_") || name.starts_with("Sync_")
+}
+
+/// Sets up the canonical scripts and module; `body` gives extra shell for
+/// a script (by name), `failing` the script that exits 1.
+fn canonical_setup(m: &Managed, failing: Option<&str>, bodies: &[(&str, String)]) -> PathBuf {
+    let dev = &m.dev;
+    let body_of = |name: &str| {
+        let mut body = String::new();
+        for (n, b) in bodies {
+            if *n == name {
+                body.push_str(b);
+                body.push('\n');
+            }
+        }
+        body.push_str(if failing == Some(name) {
+            "exit 1\n"
+        } else {
+            "exit 0\n"
+        });
+        body
+    };
+    for name in ROOTFS_SCRIPTS {
+        dev.script_with_body(&dev.rootfs_scripts, name, &body_of(name));
+    }
+    // The module: reboots restart the "service" (kill the daemon).
+    write_executable(
+        &dev.modules.join(MODULE),
+        "#!/bin/sh\ncase \"$1\" in\n  NeedsArtifactReboot) echo Yes ;;\n  SupportsRollback) echo Yes ;;\n  ArtifactReboot|ArtifactRollbackReboot) kill -KILL $PPID; sleep 5 ;;\nesac\nexit 0\n",
+    );
+    let dir = dev.new_build_dir("canonical");
+    let payload = dir.join("payload.bin");
+    fs::write(&payload, random_bytes(8192)).unwrap();
+    let mut args: Vec<String> = [
+        "artifact",
+        "write",
+        "module-image",
+        "-t",
+        DEVICE_TYPE,
+        "-n",
+        "canonical-2",
+        "-T",
+        MODULE,
+        "-o",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(dir.join("artifact.mender").display().to_string());
+    args.push("-f".into());
+    args.push(payload.display().to_string());
+    for name in ARTIFACT_SCRIPTS {
+        let p = dev.script_with_body(&dir.join("scripts"), name, &body_of(name));
+        args.push("-s".into());
+        args.push(p.display().to_string());
+    }
+    let out = run_bounded(Command::new(BIN).args(&args), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    dir.join("artifact.mender")
+}
+
+/// Runs one canonical scenario: `expected` is the whole script list after
+/// the Idle/Sync prefix; `status` the final status.
+fn canonical(
+    failing: Option<&str>,
+    bodies: &[(&str, String)],
+    expected: Vec<String>,
+    status: &str,
+) -> Managed {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = canonical_setup(&m, failing, bodies);
+    let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(120),
+            final_status_of(dep.clone())
+        ),
+        "no final status:\n{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some(status),
+        "{}",
+        m.log_tail()
+    );
+    assert_eq!(
+        accepted_finals(&server, &dev_id, &dep),
+        vec![status.to_string()]
+    );
+    let log = m.dev.script_log();
+    for never in NEVER {
+        assert!(!log.iter().any(|l| l == never), "{never} ran: {log:?}");
+    }
+    // Leading Idle/Sync rounds may repeat; the deployment starts with the
+    // first script that is neither.
+    let start = log
+        .iter()
+        .position(|l| !is_idle_or_sync(l))
+        .unwrap_or_else(|| panic!("no deployment scripts ran: {log:?}"));
+    assert!(start >= PREFIX.len(), "{log:?}");
+    assert_eq!(
+        &log[start - PREFIX.len()..start],
+        &seq(&[PREFIX])[..],
+        "the round that found the deployment: {log:?}"
+    );
+    let end = (start + expected.len()).min(log.len());
+    assert_eq!(
+        &log[start..end],
+        &expected[..],
+        "script order after the prefix (whole log {log:?})\n{}",
+        m.log_tail()
+    );
+    assert!(
+        log[end..].iter().all(|l| is_idle_or_sync(l)),
+        "unexpected scripts after the deployment: {:?}",
+        &log[end..]
+    );
+    let statuses = server.statuses(&dev_id, &dep);
+    if status == "success" {
+        assert_eq!(
+            statuses,
+            [
+                "downloading",
+                "installing",
+                "rebooting",
+                "installing",
+                "success"
+            ]
+        );
+    } else {
+        assert_eq!(statuses.last().map(String::as_str), Some("failure"));
+        assert!(
+            !server.logs(&dev_id, &dep).is_empty(),
+            "no deployment log uploaded"
+        );
+    }
+    server.assert_no_violations();
+    m
+}
+
+fn success_sequence() -> Vec<String> {
+    seq(&[
+        DOWNLOAD_OK,
+        INSTALL_OK,
+        REBOOT_OK,
+        &[
+            "ArtifactCommit_Enter_01",
+            "ArtifactCommit_Enter_05",
+            "ArtifactCommit_Leave_01_extra_string",
+            "ArtifactCommit_Leave_91",
+        ],
+    ])
+}
+
+#[test]
+fn s1_normal_success() {
+    let m = canonical(None, &[], success_sequence(), "success");
+    assert_eq!(m.dev.show_artifact(), "canonical-2");
+}
+
+#[test]
+fn s2_failure_in_idle_enter_is_ignored() {
+    canonical(Some("Idle_Enter_09"), &[], success_sequence(), "success");
+}
+
+#[test]
+fn s3_failure_in_idle_leave_is_ignored() {
+    canonical(Some("Idle_Leave_09"), &[], success_sequence(), "success");
+}
+
+/// S4/S5: a failing Sync script stops every round: no deployment starts.
+fn sync_failure(failing: &str, round: &[&str]) {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = canonical_setup(&m, Some(failing), &[]);
+    let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
+    let rounds = |m: &Managed| {
+        let log = m.dev.script_log();
+        log.len() / round.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    m.start();
+    while rounds(&m) < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    m.stop();
+    let log = m.dev.script_log();
+    let n = log.len() / round.len();
+    assert!((5..50).contains(&n), "{n} rounds: {log:?}");
+    for (i, name) in log.iter().enumerate().take(n * round.len()) {
+        assert_eq!(name, round[i % round.len()], "{log:?}");
+    }
+    for id in server.device_ids() {
+        assert!(
+            server.statuses(&id, &dep).is_empty(),
+            "a deployment started"
+        );
+    }
+    server.assert_no_violations();
+}
+
+#[test]
+fn s4_failure_in_sync_enter_skips_the_round() {
+    sync_failure(
+        "Sync_Enter_02",
+        &[
+            "Idle_Enter_08_testing",
+            "Idle_Enter_09",
+            "Idle_Leave_09",
+            "Idle_Leave_10",
+            "Sync_Enter_02",
+            "Sync_Error_15",
+            "Sync_Error_16",
+        ],
+    );
+}
+
+#[test]
+fn s5_failure_in_sync_leave_skips_the_round() {
+    let mut round: Vec<&str> = PREFIX.to_vec();
+    round.extend(["Sync_Error_15", "Sync_Error_16"]);
+    sync_failure("Sync_Leave_15", &round);
+}
+
+#[test]
+fn s6_failure_in_download_enter() {
+    canonical(
+        Some("Download_Enter_12"),
+        &[],
+        seq(&[&["Download_Enter_12", "Download_Error_25"]]),
+        "failure",
+    );
+}
+
+#[test]
+fn s7_failure_in_download_leave() {
+    canonical(
+        Some("Download_Leave_14"),
+        &[],
+        seq(&[&[
+            "Download_Enter_12",
+            "Download_Enter_13",
+            "Download_Leave_14",
+            "Download_Error_25",
+        ]]),
+        "failure",
+    );
+}
+
+#[test]
+fn s8_failure_in_artifact_install_enter() {
+    canonical(
+        Some("ArtifactInstall_Enter_01"),
+        &[],
+        seq(&[
+            DOWNLOAD_OK,
+            &[
+                "ArtifactInstall_Enter_01",
+                "ArtifactInstall_Error_01",
+                "ArtifactInstall_Error_02",
+                "ArtifactInstall_Error_99",
+            ],
+            ROLLBACK,
+        ]),
+        "failure",
+    );
+}
+
+#[test]
+fn s9_failure_in_artifact_commit_enter() {
+    canonical(
+        Some("ArtifactCommit_Enter_05"),
+        &[],
+        seq(&[
+            DOWNLOAD_OK,
+            INSTALL_OK,
+            REBOOT_OK,
+            &[
+                "ArtifactCommit_Enter_01",
+                "ArtifactCommit_Enter_05",
+                "ArtifactCommit_Error_91",
+            ],
+            ROLLBACK,
+        ]),
+        "failure",
+    );
+}
+
+#[test]
+fn s10_failure_in_artifact_commit_leave() {
+    let m = canonical(
+        Some("ArtifactCommit_Leave_01_extra_string"),
+        &[],
+        seq(&[
+            DOWNLOAD_OK,
+            INSTALL_OK,
+            REBOOT_OK,
+            &[
+                "ArtifactCommit_Enter_01",
+                "ArtifactCommit_Enter_05",
+                "ArtifactCommit_Leave_01_extra_string",
+                "ArtifactCommit_Error_91",
+            ],
+        ]),
+        "failure",
+    );
+    // Committed, no rollback: the name says the state is not trusted.
+    assert_eq!(m.dev.show_artifact(), "canonical-2_INCONSISTENT");
+}
+
+#[test]
+fn s11_corrupted_script_version_in_data() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let version = m.dev.artifact_scripts.join("version");
+    let bodies = vec![(
+        "ArtifactReboot_Enter_11",
+        format!("echo 1000 > '{}'", version.display()),
+    )];
+    let artifact = canonical_setup(&m, None, &bodies);
+    let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(120),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("failure")
+    );
+    let log = m.dev.script_log();
+    let start = log.iter().position(|l| !is_idle_or_sync(l)).unwrap();
+    let expected = seq(&[
+        DOWNLOAD_OK,
+        INSTALL_OK,
+        &["ArtifactReboot_Enter_01", "ArtifactReboot_Enter_11"],
+    ]);
+    let end = (start + expected.len()).min(log.len());
+    assert_eq!(&log[start..end], &expected[..], "{log:?}");
+    assert!(log[end..].iter().all(|l| is_idle_or_sync(l)), "{log:?}");
+    // Rolled back, but the rollback scripts could not run: not trusted.
+    assert_eq!(m.dev.show_artifact(), "canonical-2_INCONSISTENT");
+    server.assert_no_violations();
+}
+
+#[test]
+fn s12_corrupted_script_version_in_etc() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let version = m.dev.rootfs_scripts.join("version");
+    let bodies = vec![
+        (
+            "ArtifactReboot_Leave_99",
+            format!("printf 1000 > '{}'", version.display()),
+        ),
+        (
+            "ArtifactRollbackReboot_Leave_99",
+            format!("printf 3 > '{}'", version.display()),
+        ),
+    ];
+    let artifact = canonical_setup(&m, None, &bodies);
+    let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(120),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("failure")
+    );
+    let log = m.dev.script_log();
+    let start = log.iter().position(|l| !is_idle_or_sync(l)).unwrap();
+    let expected = seq(&[
+        DOWNLOAD_OK,
+        INSTALL_OK,
+        REBOOT_OK,
+        &[
+            "ArtifactCommit_Enter_01",
+            "ArtifactCommit_Enter_05",
+            "ArtifactCommit_Error_91",
+        ],
+        ROLLBACK,
+    ]);
+    let end = (start + expected.len()).min(log.len());
+    assert_eq!(&log[start..end], &expected[..], "{log:?}\n{}", m.log_tail());
+    server.assert_no_violations();
+}
+
+// ---------------------------------------------------------------------------
+// rootfs-image through the daemon, with real (simulated) reboots
+
+#[test]
+fn rootfs_update_reboots_commits_and_reports() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = m.dev.write_rootfs_artifact("release-2", 3 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(120),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.statuses(&dev_id, &dep),
+        [
+            "downloading",
+            "installing",
+            "rebooting",
+            "installing",
+            "success"
+        ],
+        "{}",
+        m.log_tail()
+    );
+    assert_eq!(m.dev.show_artifact(), "release-2");
+    let env = m.dev.env();
+    assert_eq!(env["mender_boot_part"], "3");
+    assert_eq!(env["upgrade_available"], "0");
+    let payload = fs::read(payload_of(&artifact)).unwrap();
+    assert_eq!(
+        m.dev.partition_sha256_prefix(3, Some(payload.len())),
+        sha256_hex(&payload)
+    );
+    // The inventory after the deployment names the new artifact.
+    assert!(
+        server.wait_until(Duration::from_secs(20), |s| {
+            s.inventory_value(&dev_id, "artifact_name") == Some(Value::from("release-2"))
+        }) || {
+            // The daemon was stopped right after the final status: run it once
+            // more for the inventory.
+            m.run_until(&server, Duration::from_secs(30), |s| {
+                s.inventory_value(&dev_id, "artifact_name") == Some(Value::from("release-2"))
+            })
+        }
+    );
+    assert_eq!(
+        server.inventory_value(&dev_id, "test_attr"),
+        Some(serde_json::json!(["one", "two"]))
+    );
+    assert_eq!(
+        server.inventory_value(&dev_id, "device_type"),
+        Some(Value::from(DEVICE_TYPE))
+    );
+    assert!(
+        server
+            .inventory_value(&dev_id, "mender_client_version")
+            .is_some()
+    );
+    server.assert_no_violations();
+}
+
+#[test]
+fn a_download_cut_twenty_times_resumes_and_installs() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-cut", 4 << 20, &[], &[]);
+    let size = fs::metadata(&artifact).unwrap().len();
+    // 20 distinct cut offsets spread over the artifact (deterministic
+    // pseudo-random).
+    let mut offsets: Vec<u64> = Vec::new();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while offsets.len() < 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let o = 1 + x % (size - 1);
+        if !offsets.contains(&o) {
+            offsets.push(o);
+        }
+    }
+    offsets.sort();
+    server.cut_downloads_at(&offsets);
+    let dep = server.add_deployment(&artifact, "release-cut", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(180),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("success"),
+        "{}",
+        m.log_tail()
+    );
+    let downloads = server.downloads();
+    assert_eq!(downloads.len(), 21, "{downloads:#?}");
+    assert_eq!(downloads[0].start, 0);
+    assert!(downloads[0].range.is_none());
+    for (i, d) in downloads.iter().enumerate().skip(1) {
+        assert_eq!(
+            d.start,
+            offsets[i - 1],
+            "download {i} did not resume where the last one stopped"
+        );
+        assert!(d.range.is_some());
+        assert!(!d.authorization_sent);
+    }
+    let sent: u64 = downloads.iter().map(|d| d.bytes_sent).sum();
+    assert_eq!(sent, size, "every byte sent exactly once");
+    let payload = fs::read(payload_of(&artifact)).unwrap();
+    assert_eq!(
+        m.dev.partition_sha256_prefix(3, Some(payload.len())),
+        sha256_hex(&payload)
+    );
+    server.assert_no_violations();
+}
+
+#[test]
+fn a_server_that_ignores_the_range_fails_the_download_cleanly() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-norange", 1 << 20, &[], &[]);
+    server.cut_downloads_at(&[300_000]);
+    server.ignore_range(true);
+    let dep = server.add_deployment(&artifact, "release-norange", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("failure")
+    );
+    let logs = server.logs(&dev_id, &dep);
+    assert!(
+        logs.iter().any(|l| l.message.contains("range")),
+        "{logs:#?}"
+    );
+    // Nothing switched.
+    assert_eq!(m.dev.env()["mender_boot_part"], "2");
+    assert_eq!(m.dev.env()["upgrade_available"], "0");
+}
+
+#[test]
+fn an_aborted_deployment_stops_before_installing() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-abort", 1 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-abort", &[DEVICE_TYPE]);
+    // Slow downloads so the abort lands during the download.
+    server.throttle_downloads(Some(256 << 10));
+    let dep2 = dep.clone();
+    let mut aborted = false;
+    let ok = m.run_until(&server, Duration::from_secs(60), |s| {
+        let started = s
+            .device_ids()
+            .iter()
+            .any(|d| s.statuses(d, &dep2).iter().any(|x| x == "downloading"));
+        if started && !aborted {
+            s.abort_deployment(&dep2);
+        }
+        // Done once the device has tried to report something after the
+        // abort and gone back to polling.
+        s.device_ids()
+            .iter()
+            .any(|d| s.status_reports(d, &dep2).iter().any(|r| r.response == 409))
+    });
+    aborted = true;
+    let _ = aborted;
+    assert!(ok, "{}", m.log_tail());
+    assert_eq!(m.dev.env()["upgrade_available"], "0");
+    assert_eq!(m.dev.env()["mender_boot_part"], "2");
+}
+
+// ---------------------------------------------------------------------------
+// Authentication and inventory
+
+#[test]
+fn a_pending_device_polls_until_accepted_then_reauthenticates_after_expiry() {
+    let server = MenderServer::start();
+    server.set_default_auth(AuthStatus::Pending);
+    let mut m = Managed::new(&server);
+    m.dev
+        .set_config("TenantToken", Value::from("tenant-secret"));
+    m.start();
+    assert!(server.wait_until(Duration::from_secs(20), |s| {
+        s.devices().iter().any(|d| d.auth_requests >= 2)
+    }));
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.device(&dev_id).unwrap().tenant_token.as_deref(),
+        Some("tenant-secret")
+    );
+    assert!(server.inventory(&dev_id).is_empty());
+    server.accept_device(&dev_id);
+    assert!(
+        server.wait_until(Duration::from_secs(20), |s| {
+            !s.inventory(&dev_id).is_empty()
+        }),
+        "{}",
+        m.log_tail()
+    );
+    let before = server.auth_requests(&dev_id);
+    server.expire_tokens();
+    let artifact = m.dev.write_rootfs_artifact("release-3", 1 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-3", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    assert!(server.auth_requests(&dev_id) > before);
+    assert_eq!(server.device(&dev_id).unwrap().key_type, "Ed25519");
+    server.assert_no_violations();
+}
+
+#[test]
+fn inventory_falls_back_to_patch_and_next_to_get() {
+    let server = MenderServer::start();
+    server.inventory_put_not_allowed(true);
+    server.disable_next_v1_post(true);
+    let mut m = Managed::new(&server);
+    let artifact = m.dev.write_rootfs_artifact("release-4", 1 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-4", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.inventory_value(&dev_id, "hostname"),
+        Some(Value::from("simulated"))
+    );
+    assert!(!server.requests_to(Endpoint::NextV1Get).is_empty());
+    server.assert_no_violations();
+}
+
+#[test]
+fn rsa_device_key_is_generated_once_and_kept() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    m.dev.remove_config("DeviceKeyType");
+    m.start();
+    assert!(server.wait_until(Duration::from_secs(120), |s| !s.device_ids().is_empty()));
+    m.stop();
+    let key = m.dev.data.join("mender-agent.pem");
+    let pem = fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(server.device(&dev_id).unwrap().key_type, "RSA");
+    // A second start uses the same key: the same device.
+    m.start();
+    assert!(server.wait_until(Duration::from_secs(20), |s| s.auth_requests(&dev_id) >= 2));
+    m.stop();
+    assert_eq!(fs::read_to_string(&key).unwrap(), pem);
+    assert_eq!(server.device_ids().len(), 1);
+}
+
+#[test]
+fn check_update_and_send_inventory_wake_the_daemon() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    // No daemon yet: a clear error.
+    let out = m.dev.run(&["check-update"]);
+    assert_eq!(exit_code(&out), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no mender-rs daemon is running"),
+        "{}",
+        describe(&out)
+    );
+    // Long enough that no poll of its own comes during the test; the
+    // start-up jitter is at most a tenth of it (10 s).
+    m.dev
+        .set_config("UpdatePollIntervalSeconds", Value::from(100));
+    m.dev
+        .set_config("InventoryPollIntervalSeconds", Value::from(100));
+    m.start();
+    assert!(server.wait_until(Duration::from_secs(30), |s| {
+        s.devices().iter().any(|d| !d.inventory.is_empty())
+    }));
+    let dev_id = m.device_id(&server);
+    // Let the start-up jitter and first round pass.
+    std::thread::sleep(Duration::from_secs(1));
+    let next_before = server.requests_to(Endpoint::NextV1Post).len();
+    let inv_before = server.requests_to(Endpoint::Inventory).len();
+    m.dev.ok(&["check-update"]);
+    assert!(
+        server.wait_until(Duration::from_secs(10), |s| {
+            s.requests_to(Endpoint::NextV1Post).len() > next_before
+        }),
+        "{}",
+        m.log_tail()
+    );
+    m.dev.ok(&["send-inventory"]);
+    assert!(
+        server.wait_until(Duration::from_secs(10), |s| {
+            s.requests_to(Endpoint::Inventory).len() > inv_before
+        }),
+        "{}",
+        m.log_tail()
+    );
+    let _ = dev_id;
+    // A second daemon refuses to start.
+    let out = run_bounded(
+        m.dev.command().args(["--no-syslog", "daemon"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(exit_code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another mender-rs daemon is running"));
+    m.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Restarts at every persisted step
+
+/// Kills the daemon at its K-th persisted step (crash injection), for
+/// every K of a rootfs deployment, and checks that each deployment ends
+/// with exactly one final status and a consistent device.
+#[test]
+fn a_restart_at_every_persisted_step_gives_exactly_one_final_status() {
+    if !cfg!(feature = "crash-injection") {
+        eprintln!("skipped: needs --features crash-injection");
+        return;
+    }
+    let mut k = 1;
+    let mut finished_without_crash = false;
+    while k <= 40 && !finished_without_crash {
+        let server = MenderServer::start();
+        let mut m = Managed::new(&server);
+        let name = format!("release-k{k}");
+        let artifact = m.dev.write_rootfs_artifact(&name, 256 << 10, &[], &[]);
+        let dep = server.add_deployment(&artifact, &name, &[DEVICE_TYPE]);
+        m.next_env = vec![("MENDER_RS_CRASH_AT".into(), format!("step:{k}"))];
+        assert!(
+            m.run_until(
+                &server,
+                Duration::from_secs(90),
+                final_status_of(dep.clone())
+            ),
+            "k={k}: {}",
+            m.log_tail()
+        );
+        // Let a resend (if the state was not cleared yet) happen.
+        m.run_until(&server, Duration::from_secs(3), |_| false);
+        let dev_id = m.device_id(&server);
+        let finals = accepted_finals(&server, &dev_id, &dep);
+        assert_eq!(finals.len(), 1, "k={k}: {finals:?}\n{}", m.log_tail());
+        let env = m.dev.env();
+        let shown = m.dev.show_artifact();
+        match finals[0].as_str() {
+            "success" => {
+                assert_eq!(shown, name, "k={k}");
+                assert_eq!(env["mender_boot_part"], "3", "k={k}");
+            }
+            _ => {
+                assert_eq!(env["mender_boot_part"], "2", "k={k}: {}", m.log_tail());
+                assert_ne!(shown, name, "k={k}");
+            }
+        }
+        assert_eq!(env["upgrade_available"], "0", "k={k}");
+        let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
+        finished_without_crash = !stderr.contains("crash injection");
+        eprintln!("k={k}: {} after {} starts", finals[0], m.starts);
+        k += 1;
+    }
+    assert!(finished_without_crash, "more than 40 persisted steps?");
+    assert!(k > 5, "the deployment has more than a few steps");
+}
