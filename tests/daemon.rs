@@ -37,8 +37,9 @@ struct Managed {
     child: Option<Child>,
     /// Daemon starts so far.
     starts: u32,
-    /// Environment for the next start only (crash injection).
-    next_env: Vec<(String, String)>,
+    /// Crash injection: (start number, `MENDER_RS_CRASH_AT` value) for
+    /// that start of the daemon only.
+    crash_at: Option<(u32, String)>,
 }
 
 impl Managed {
@@ -96,7 +97,7 @@ impl Managed {
             reboot_marker,
             child: None,
             starts: 0,
-            next_env: Vec::new(),
+            crash_at: None,
         }
     }
 
@@ -115,8 +116,10 @@ impl Managed {
                     .expect("daemon stderr file"),
             )
             .process_group(0);
-        for (k, v) in self.next_env.drain(..) {
-            cmd.env(k, v);
+        if let Some((start, spec)) = &self.crash_at
+            && *start == self.starts + 1
+        {
+            cmd.env("MENDER_RS_CRASH_AT", spec);
         }
         self.child = Some(cmd.spawn().expect("starting the daemon"));
         self.starts += 1;
@@ -1109,55 +1112,75 @@ fn check_update_and_send_inventory_wake_the_daemon() {
 // Restarts at every persisted step
 
 /// Kills the daemon at its K-th persisted step (crash injection), for
-/// every K of a rootfs deployment, and checks that each deployment ends
-/// with exactly one final status and a consistent device.
+/// every K of the process that starts a deployment and of the process
+/// after the reboot, on the success path and on a path that fails the
+/// commit and rolls back; checks that each deployment ends with exactly
+/// one final status and a device in a known state.
 #[test]
 fn a_restart_at_every_persisted_step_gives_exactly_one_final_status() {
     if !cfg!(feature = "crash-injection") {
         eprintln!("skipped: needs --features crash-injection");
         return;
     }
-    let mut k = 1;
-    let mut finished_without_crash = false;
-    while k <= 40 && !finished_without_crash {
-        let server = MenderServer::start();
-        let mut m = Managed::new(&server);
-        let name = format!("release-k{k}");
-        let artifact = m.dev.write_rootfs_artifact(&name, 256 << 10, &[], &[]);
-        let dep = server.add_deployment(&artifact, &name, &[DEVICE_TYPE]);
-        m.next_env = vec![("MENDER_RS_CRASH_AT".into(), format!("step:{k}"))];
-        assert!(
-            m.run_until(
-                &server,
-                Duration::from_secs(90),
-                final_status_of(dep.clone())
-            ),
-            "k={k}: {}",
-            m.log_tail()
-        );
-        // Let a resend (if the state was not cleared yet) happen.
-        m.run_until(&server, Duration::from_secs(3), |_| false);
-        let dev_id = m.device_id(&server);
-        let finals = accepted_finals(&server, &dev_id, &dep);
-        assert_eq!(finals.len(), 1, "k={k}: {finals:?}\n{}", m.log_tail());
-        let env = m.dev.env();
-        let shown = m.dev.show_artifact();
-        match finals[0].as_str() {
-            "success" => {
-                assert_eq!(shown, name, "k={k}");
-                assert_eq!(env["mender_boot_part"], "3", "k={k}");
+    // (which daemon start crashes, the failing artifact script)
+    let families: [(u32, Option<&str>); 4] = [
+        (1, None),
+        (2, None),
+        (2, Some("ArtifactCommit_Enter_01")),
+        // After the reboot back into the old software.
+        (3, Some("ArtifactCommit_Enter_01")),
+    ];
+    let mut runs = 0;
+    for (start, failing) in families {
+        let mut k = 1;
+        loop {
+            assert!(k <= 40, "more than 40 persisted steps?");
+            let server = MenderServer::start();
+            let mut m = Managed::new(&server);
+            let name = format!("release-s{start}-k{k}");
+            let scripts: Vec<(&str, i32)> = failing.iter().map(|f| (*f, 1)).collect();
+            let artifact = m.dev.write_rootfs_artifact(&name, 256 << 10, &scripts, &[]);
+            let dep = server.add_deployment(&artifact, &name, &[DEVICE_TYPE]);
+            m.crash_at = Some((start, format!("step:{k}")));
+            let what = format!("start {start}, step {k}, failing {failing:?}");
+            assert!(
+                m.run_until(
+                    &server,
+                    Duration::from_secs(90),
+                    final_status_of(dep.clone())
+                ),
+                "{what}: {}",
+                m.log_tail()
+            );
+            // Give a resend (state not cleared yet) its chance.
+            m.run_until(&server, Duration::from_secs(2), |_| false);
+            let dev_id = m.device_id(&server);
+            let finals = accepted_finals(&server, &dev_id, &dep);
+            assert_eq!(finals.len(), 1, "{what}: {finals:?}\n{}", m.log_tail());
+            let env = m.dev.env();
+            let shown = m.dev.show_artifact();
+            match finals[0].as_str() {
+                "success" => {
+                    assert!(failing.is_none(), "{what}");
+                    assert_eq!(shown, name, "{what}");
+                    assert_eq!(env["mender_boot_part"], "3", "{what}");
+                }
+                _ => {
+                    assert_eq!(env["mender_boot_part"], "2", "{what}: {}", m.log_tail());
+                    assert_ne!(shown, name, "{what}");
+                }
             }
-            _ => {
-                assert_eq!(env["mender_boot_part"], "2", "k={k}: {}", m.log_tail());
-                assert_ne!(shown, name, "k={k}");
+            assert_eq!(env["upgrade_available"], "0", "{what}");
+            runs += 1;
+            let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
+            eprintln!("{what}: {} after {} starts", finals[0], m.starts);
+            if !stderr.contains("crash injection") {
+                // K is past the last step of that process.
+                assert!(k > 2, "{what}: too few steps");
+                break;
             }
+            k += 1;
         }
-        assert_eq!(env["upgrade_available"], "0", "k={k}");
-        let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
-        finished_without_crash = !stderr.contains("crash injection");
-        eprintln!("k={k}: {} after {} starts", finals[0], m.starts);
-        k += 1;
     }
-    assert!(finished_without_crash, "more than 40 persisted steps?");
-    assert!(k > 5, "the deployment has more than a few steps");
+    eprintln!("{runs} crash runs");
 }
