@@ -413,7 +413,11 @@ impl Daemon<'_> {
         let result = engine.resume_deployment(&mut hooks);
         signals::set_busy(false);
         result?;
+        // The outcome changes the inventory; the next deployment check
+        // waits a poll interval, so a deployment whose final status could
+        // not be delivered is not retried at once.
         self.next_inventory = Instant::now();
+        self.next_update = Instant::now() + self.config.update_poll_interval;
         Ok(())
     }
 
