@@ -3,14 +3,17 @@
 # images (uefiimg, sdimg, gptimg) through wic, and the root filesystem
 # adjustments (fstab, /data, the state scripts version file).
 
-IMAGE_TYPES += "mender uefiimg sdimg gptimg"
+# image_types.bbclass assigns IMAGE_TYPES after this class: append.
+IMAGE_TYPES:append = " mender uefiimg sdimg gptimg"
 
 MENDER_RS_DISK_IMAGE = "${@'uefiimg' if bb.utils.contains('MENDER_FEATURES', 'mender-image-uefi', True, False, d) else 'sdimg' if bb.utils.contains('MENDER_FEATURES', 'mender-image-sd', True, False, d) else 'gptimg' if bb.utils.contains('MENDER_FEATURES', 'mender-image-gpt', True, False, d) else ''}"
 IMAGE_FSTYPES:append = " ${ARTIFACTIMG_FSTYPE} mender ${@'wic ${MENDER_RS_DISK_IMAGE}' if d.getVar('MENDER_RS_DISK_IMAGE') else ''}"
 
 # The rootfs image fills its partition; /data goes to the data partition and
 # the boot partition's mount point stays empty.
-IMAGE_ROOTFS_SIZE ?= "${MENDER_CALC_ROOTFS_SIZE}"
+# (a hard assignment: image recipes and machines set their own sizes; change
+# the layout with MENDER_STORAGE_TOTAL_SIZE_MB and the partition sizes)
+IMAGE_ROOTFS_SIZE = "${MENDER_CALC_ROOTFS_SIZE}"
 IMAGE_ROOTFS_EXCLUDE_PATH:append = " data/ ${@d.getVar('MENDER_BOOT_PART_MOUNT_LOCATION').strip('/')}/"
 
 # ---- root filesystem ---------------------------------------------------------
@@ -91,7 +94,10 @@ IMAGE_CMD:mender() {
 }
 
 # ---- disk images ---------------------------------------------------------------
-WKS_FILE ?= "${@'mender-rs-uefi.wks.in' if d.getVar('MENDER_RS_DISK_IMAGE') in ('uefiimg', 'gptimg') else 'mender-rs-sd.wks.in'}"
+# Overrides, so that they win over the machines' own WKS_FILE.
+WKS_FILE:mender-image-uefi = "mender-rs-uefi.wks.in"
+WKS_FILE:mender-image-gpt = "mender-rs-uefi.wks.in"
+WKS_FILE:mender-image-sd = "mender-rs-sd.wks.in"
 MENDER_RS_BOOT_FILES_RECIPE = "${@'grub-mender-rs' if bb.utils.contains('MENDER_FEATURES', 'mender-grub', True, False, d) else 'u-boot-mender-rs'}"
 MENDER_RS_ESP_TYPE = "${@'--part-type C12A7328-F81F-11D2-BA4B-00A0C93EC93B' if d.getVar('MENDER_RS_DISK_IMAGE') == 'uefiimg' else ''}"
 MENDER_RS_FIRST_PART_OFFSET_KB = "${@(mender_rs.layout.alignment(d.getVar) + int(d.getVar('MENDER_RESERVED_SPACE_BOOTLOADER_DATA') or 0)) // 1024}"

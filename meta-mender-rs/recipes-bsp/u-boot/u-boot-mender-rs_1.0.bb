@@ -62,4 +62,4 @@ do_deploy() {
 }
 addtask deploy after do_compile before do_build
 
-CONF
+CONFFILES:${PN} = "${sysconfdir}/fw_env.config"

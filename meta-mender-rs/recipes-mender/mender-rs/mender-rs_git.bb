@@ -40,7 +40,7 @@ export CARGO_PROFILE_RELEASE_STRIP = "false"
 PACKAGECONFIG ??= "compat-links split-mender-config"
 PACKAGECONFIG:class-native = ""
 # `mender` and `mender-update` links to mender-rs, for scripts written for Mender.
-PACKAGECONFIG[compat-links] = ",,,,,mender-client mender-update"
+PACKAGECONFIG[compat-links] = ""
 # RootfsPartA/B in /data/mender/mender.conf, outside the updated rootfs.
 PACKAGECONFIG[split-mender-config] = ""
 # D-Bus API (cargo feature `dbus`) and its policy files.
@@ -161,5 +161,8 @@ FILES:${PN} += "${systemd_system_unitdir}/mender-rs.service.d \
 CONFFILES:${PN} = "${sysconfdir}/mender/mender.conf"
 # The inventory and identity scripts are shell scripts.
 RDEPENDS:${PN}:class-target = "${VIRTUAL-RUNTIME_base-utils} ${@bb.utils.contains('MENDER_FEATURES', 'mender-uboot', 'u-boot-mender-rs', '', d)}"
+
+# The links take the names of the Mender clients' binaries.
+RCONFLICTS:${PN} = "${@bb.utils.contains('PACKAGECONFIG', 'compat-links', 'mender-client mender-update', '', d)}"
 
 BBCLASSEXTEND = "native"
