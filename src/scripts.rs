@@ -118,6 +118,19 @@ pub struct ScriptConfig {
 }
 
 impl ScriptConfig {
+    /// The directories and timings the configuration gives.
+    pub fn from_config(config: &crate::config::Config) -> ScriptConfig {
+        ScriptConfig {
+            rootfs_dir: config.rootfs_scripts_path.clone(),
+            artifact_dir: config.artifact_scripts_path.clone(),
+            timeout: config.state_script_timeout,
+            retry_interval: config.state_script_retry_interval,
+            retry_timeout: config.state_script_retry_timeout,
+        }
+    }
+}
+
+impl ScriptConfig {
     /// A configuration with the default timeouts.
     pub fn new(rootfs_dir: impl Into<PathBuf>, artifact_dir: impl Into<PathBuf>) -> Self {
         ScriptConfig {

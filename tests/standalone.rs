@@ -36,69 +36,10 @@ const PAYLOAD: usize = 256 << 10;
 /// Debian's mender-client Update Modules.
 const DEBIAN_MODULES: &str = "/usr/share/mender/modules/v3";
 
-// ---------------------------------------------------------------------------
 // Script inventory of spec §3.9.2
-// ---------------------------------------------------------------------------
-
-/// Rootfs scripts installed in `RootfsScriptsPath`.
-const ROOTFS_SCRIPTS: &[&str] = &[
-    "Idle_Enter_08_testing",
-    "Idle_Enter_09",
-    "Idle_Enter_100",
-    "Idle_Leave_09",
-    "Idle_Leave_10",
-    "Idle_Error_00",
-    "Sync_Enter_02",
-    "Sync_Enter_03",
-    "Sync_Leave_04",
-    "Sync_Leave_15",
-    "Sync_Error_15",
-    "Sync_Error_16",
-    "Download_Enter_12",
-    "Download_Enter_13",
-    "Download_Leave_14",
-    "Download_Leave_25",
-    "Download_Error_25",
-];
-
-/// Artifact scripts shipped in the artifact.
-const ARTIFACT_SCRIPTS: &[&str] = &[
-    "ArtifactInstall_Enter_01",
-    "ArtifactInstall_Enter_02",
-    "ArtifactInstall_Leave_01",
-    "ArtifactInstall_Leave_03",
-    "ArtifactInstall_Error_01",
-    "ArtifactInstall_Error_02",
-    "ArtifactInstall_Error_99",
-    "ArtifactReboot_Enter_01",
-    "ArtifactReboot_Enter_11",
-    "ArtifactReboot_Leave_01",
-    "ArtifactReboot_Leave_89",
-    "ArtifactReboot_Leave_99",
-    "ArtifactReboot_Error_97",
-    "ArtifactReboot_Error_98",
-    "ArtifactCommit_Enter_01",
-    "ArtifactCommit_Enter_05",
-    "ArtifactCommit_Leave_01_extra_string",
-    "ArtifactCommit_Leave_91",
-    "ArtifactCommit_Error_91",
-    "ArtifactRollback_Enter_00",
-    "ArtifactRollback_Enter_01",
-    "ArtifactRollback_Leave_00",
-    "ArtifactRollback_Leave_01",
-    "ArtifactRollback_Error_15",
-    "ArtifactRollbackReboot_Enter_00",
-    "ArtifactRollbackReboot_Enter_99",
-    "ArtifactRollbackReboot_Leave_01",
-    "ArtifactRollbackReboot_Leave_99",
-    "ArtifactRollbackReboot_Error_88",
-    "ArtifactRollbackReboot_Error_99",
-    "ArtifactFailure_Enter_22",
-    "ArtifactFailure_Enter_33",
-    "ArtifactFailure_Leave_44",
-    "ArtifactFailure_Leave_55",
-    "ArtifactFailure_Error_55",
-];
+#[path = "common/canonical_scripts.rs"]
+mod canonical_scripts;
+use canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
 
 /// States whose scripts never run in standalone mode: no Idle/Sync loop, no
 /// reboot inside the client; and the error-free states' `Error` actions.

@@ -119,13 +119,7 @@ pub fn run(config: &Config) -> Result<()> {
         key,
         id_data,
     );
-    let scripts = ScriptRunner::new(ScriptConfig {
-        rootfs_dir: config.rootfs_scripts_path.clone(),
-        artifact_dir: config.artifact_scripts_path.clone(),
-        timeout: config.state_script_timeout,
-        retry_interval: config.state_script_retry_interval,
-        retry_timeout: config.state_script_retry_timeout,
-    });
+    let scripts = ScriptRunner::new(ScriptConfig::from_config(config));
     let now = Instant::now();
     let start = now
         + jitter(Duration::from_millis(

@@ -183,7 +183,7 @@ impl Engine<'_> {
         }
         let uri = deployment.uri.clone();
         let mut open = || hooks.open_artifact(&uri);
-        let mut installer = match self.download(state, &mut open) {
+        let installer = match self.download(state, &mut open) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {
                 log::error!("download failed: {e:#}");
@@ -194,26 +194,12 @@ impl Engine<'_> {
             }
         };
 
-        self.persist(state, Phase::ArtifactInstall)?;
-        let installed = (|| -> Result<Reboot> {
-            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
+        let (reboot, mut installer) = self.install_state(state, installer, &mut || {
             if hooks.status(&id, Status::Installing).is_err() {
                 bail!("the deployment was aborted on the server");
             }
-            installer.install()?;
-            let reboot = installer.needs_reboot()?;
-            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
-            Ok(reboot)
-        })();
-        let reboot = match installed {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("installing failed: {e:#}");
-                self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
-                self.error_path(state, installer)?;
-                return Err(e.context("installing failed"));
-            }
-        };
+            Ok(())
+        })?;
         state.reboot = Some(reboot);
         let rollback = installer.supports_rollback()?;
         state.supports_rollback = Some(rollback);

@@ -171,13 +171,7 @@ pub struct Engine<'c> {
 impl<'c> Engine<'c> {
     pub fn open(config: &'c Config) -> Result<Self> {
         let store = Store::open(&config.data_dir)?;
-        let scripts = ScriptRunner::new(ScriptConfig {
-            rootfs_dir: config.rootfs_scripts_path.clone(),
-            artifact_dir: config.artifact_scripts_path.clone(),
-            timeout: config.state_script_timeout,
-            retry_interval: config.state_script_retry_interval,
-            retry_timeout: config.state_script_retry_timeout,
-        });
+        let scripts = ScriptRunner::new(ScriptConfig::from_config(config));
         let mut verify_keys = Vec::new();
         for path in &config.artifact_verify_keys {
             match VerifyKey::load(path) {
@@ -472,7 +466,7 @@ impl<'c> Engine<'c> {
                 .take()
                 .ok_or_else(|| anyhow!("the artifact stream was already used"))
         };
-        let mut installer = match self.download(&mut state, &mut open) {
+        let installer = match self.download(&mut state, &mut open) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {
                 self.run_scripts_ignoring(ScriptState::Download, ScriptAction::Error);
@@ -484,23 +478,9 @@ impl<'c> Engine<'c> {
             }
         };
 
-        self.persist(&mut state, Phase::ArtifactInstall)?;
-        let installed = (|| -> Result<Reboot> {
-            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
-            installer.install()?;
-            let reboot = installer.needs_reboot()?;
-            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
-            Ok(reboot)
-        })();
-        let reboot = match installed {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("installing failed: {e:#}");
-                self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
-                self.error_path(&mut state, installer)?;
-                return Err(e.context("installing failed; the update was rolled back"));
-            }
-        };
+        let (reboot, mut installer) = self
+            .install_state(&mut state, installer, &mut || Ok(()))
+            .map_err(|e| e.context("the update was rolled back"))?;
         state.reboot = Some(reboot);
         let rollback = match state.supports_rollback {
             Some(r) => r,
@@ -518,6 +498,36 @@ impl<'c> Engine<'c> {
         Ok(Outcome::Installed {
             reboot: reboot != Reboot::No,
         })
+    }
+
+    /// The ArtifactInstall state: Enter scripts, `before` (managed mode
+    /// reports the status there), the install, Leave scripts. A failure
+    /// runs the Error scripts and the error path (rollback) and is
+    /// returned.
+    fn install_state(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+        before: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<(Reboot, Box<dyn Installer>)> {
+        self.persist(state, Phase::ArtifactInstall)?;
+        let installed = (|| -> Result<Reboot> {
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
+            before()?;
+            installer.install()?;
+            let reboot = installer.needs_reboot()?;
+            self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
+            Ok(reboot)
+        })();
+        match installed {
+            Ok(reboot) => Ok((reboot, installer)),
+            Err(e) => {
+                log::error!("installing failed: {e:#}");
+                self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
+                self.error_path(state, installer)?;
+                Err(e.context("installing failed"))
+            }
+        }
     }
 
     /// Download with its scripts; on error returns the installer (if one was
