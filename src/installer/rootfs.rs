@@ -337,13 +337,22 @@ impl Installer for RootfsInstaller {
     }
 }
 
+/// Blocks queued for the writer thread: enough to keep decompressing while
+/// the disk catches up, little enough for small devices (2 MiB).
+const QUEUED_BLOCKS: usize = 8;
+
 /// Streams one image into a partition (block device or file standing in for
-/// one) in aligned blocks, never past its end.
+/// one) in aligned blocks, never past its end. The writes and the waits for
+/// write-back happen on a thread of their own, so the decompression that
+/// feeds them never waits for the disk.
 struct PartitionWriter {
-    file: File,
     path: PathBuf,
     buf: Vec<u8>,
-    offset: u64,
+    /// Full blocks to the writer thread.
+    to_writer: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Written blocks back, for reuse.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Result<File>>>,
 }
 
 impl PartitionWriter {
@@ -361,11 +370,19 @@ impl PartitionWriter {
                 path.display()
             );
         }
+        let (to_writer, blocks) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUED_BLOCKS);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let thread_path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("partition-writer".into())
+            .spawn(move || write_blocks(file, &thread_path, blocks, give_back))
+            .context("starting the partition writer")?;
         Ok(PartitionWriter {
-            file,
             path: path.to_path_buf(),
             buf: Vec::with_capacity(WRITE_BLOCK),
-            offset: 0,
+            to_writer: Some(to_writer),
+            spare,
+            thread: Some(thread),
         })
     }
 
@@ -375,61 +392,104 @@ impl PartitionWriter {
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == WRITE_BLOCK {
-                self.flush_block()?;
+                self.send_block()?;
             }
         }
         Ok(())
     }
 
-    fn flush_block(&mut self) -> Result<()> {
-        self.file
-            .write_all_at(&self.buf, self.offset)
-            .with_context(|| {
-                format!("writing {} at offset {}", self.path.display(), self.offset)
-            })?;
-        let before = self.offset;
-        self.offset += self.buf.len() as u64;
-        self.buf.clear();
-        if before / WRITEBACK_WINDOW != self.offset / WRITEBACK_WINDOW {
-            self.start_writeback();
+    fn send_block(&mut self) -> Result<()> {
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BLOCK));
+        let block = std::mem::replace(&mut self.buf, next);
+        let sent = self.to_writer.as_ref().map(|tx| tx.send(block));
+        if !matches!(sent, Some(Ok(()))) {
+            // The writer stopped on an error: finish() reports it.
+            return self.join().map(|_| ());
         }
-        crash::point(crash::Point::Chunk);
         Ok(())
     }
 
-    /// Starts write-back of the window just completed and waits for the
-    /// one before it. Only a performance hint: errors surface at the fsync.
-    fn start_writeback(&self) {
-        use std::os::unix::io::AsRawFd;
-        let end = self.offset / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
-        let fd = self.file.as_raw_fd();
-        // SAFETY: sync_file_range only reads its integer arguments.
-        unsafe {
-            libc::sync_file_range(
-                fd,
-                end.saturating_sub(WRITEBACK_WINDOW) as libc::off64_t,
-                WRITEBACK_WINDOW as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-            if end >= 2 * WRITEBACK_WINDOW {
-                libc::sync_file_range(
-                    fd,
-                    (end - 2 * WRITEBACK_WINDOW) as libc::off64_t,
-                    WRITEBACK_WINDOW as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
+    /// Stops the writer thread and returns its file, or its error.
+    fn join(&mut self) -> Result<File> {
+        self.to_writer = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the writer of {} panicked", self.path.display()))?,
+            None => bail!("the writer of {} stopped already", self.path.display()),
         }
     }
 
     fn finish(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            self.flush_block()?;
+            self.send_block()?;
         }
-        self.file
-            .sync_all()
+        let file = self.join()?;
+        file.sync_all()
             .with_context(|| format!("flushing {}", self.path.display()))
+    }
+}
+
+impl Drop for PartitionWriter {
+    /// An abandoned download: let the thread finish its queue (at most
+    /// [`QUEUED_BLOCKS`]) rather than write behind our back later.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+/// The writer thread: writes each block at its offset, starts write-back
+/// every [`WRITEBACK_WINDOW`] and waits for the window before it.
+fn write_blocks(
+    file: File,
+    path: &Path,
+    blocks: std::sync::mpsc::Receiver<Vec<u8>>,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<File> {
+    let mut offset = 0u64;
+    for mut block in blocks {
+        file.write_all_at(&block, offset)
+            .with_context(|| format!("writing {} at offset {offset}", path.display()))?;
+        let before = offset;
+        offset += block.len() as u64;
+        if before / WRITEBACK_WINDOW != offset / WRITEBACK_WINDOW {
+            start_writeback(&file, offset);
+        }
+        crash::point(crash::Point::Chunk);
+        block.clear();
+        let _ = give_back.send(block);
+    }
+    Ok(file)
+}
+
+/// Starts write-back of the window just completed and waits for the one
+/// before it. Only a performance hint: errors surface at the fsync.
+fn start_writeback(file: &File, offset: u64) {
+    use std::os::unix::io::AsRawFd;
+    let end = offset / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
+    let fd = file.as_raw_fd();
+    // SAFETY: sync_file_range only reads its integer arguments.
+    unsafe {
+        libc::sync_file_range(
+            fd,
+            end.saturating_sub(WRITEBACK_WINDOW) as libc::off64_t,
+            WRITEBACK_WINDOW as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+        if end >= 2 * WRITEBACK_WINDOW {
+            libc::sync_file_range(
+                fd,
+                (end - 2 * WRITEBACK_WINDOW) as libc::off64_t,
+                WRITEBACK_WINDOW as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+        }
     }
 }
