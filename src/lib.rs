@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod bootenv;
 pub mod cli;
 pub mod config;
+pub mod control_map;
 pub mod crash;
 pub mod daemon;
 pub mod deployment_log;

@@ -8,6 +8,7 @@ mod artifact;
 #[cfg(feature = "writer")]
 mod artifact_write;
 mod bootenv;
+mod control;
 mod progress;
 mod standalone;
 
@@ -89,6 +90,10 @@ pub enum Command {
     CheckUpdate,
     /// Make the running daemon send its inventory now.
     SendInventory,
+    /// Set, show or clear update control maps (pause or fail a deployment
+    /// before install, reboot or commit), as D-Bus's SetUpdateControlMap.
+    #[command(subcommand)]
+    Control(control::ControlCommand),
 }
 
 /// Parses the process arguments, runs the command and returns the exit code.
@@ -157,6 +162,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Command::Daemon => daemon(&global),
         Command::CheckUpdate => wake_daemon(&global, libc::SIGUSR1, "update check"),
         Command::SendInventory => wake_daemon(&global, libc::SIGUSR2, "inventory update"),
+        Command::Control(command) => control::run(&load_config(&global)?, command),
     }
 }
 
