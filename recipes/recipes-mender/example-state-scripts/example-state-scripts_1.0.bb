@@ -12,8 +12,8 @@ S = "${UNPACKDIR}"
 
 inherit mender-state-scripts
 
-# ArtifactReboot and ArtifactRollbackReboot run only Leave scripts (their
-# Enter runs before the reboot, from the old rootfs).
+# One script per state; for the two reboot states the Leave scripts, which
+# run once the device is back up.
 EXAMPLE_STATE_SCRIPTS = "Idle_Enter_10_log \
     Sync_Enter_10_log \
     Download_Enter_10_log \
