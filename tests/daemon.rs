@@ -1444,3 +1444,115 @@ fn a_server_that_never_takes_the_pre_commit_report_gets_a_rollback() {
     let log = fs::read_to_string(&m.daemon_log).unwrap();
     assert!(log.contains("before the commit"), "{}", m.log_tail());
 }
+
+// ---------------------------------------------------------------------------
+// Update control maps set on the device (`mender-rs control`)
+
+const MAP_ID: &str = "01234567-89ab-4def-8123-456789abcdef";
+
+/// Sets a device map (with a lifetime long enough for the test: by
+/// default maps live twice the 1 s poll interval of these tests).
+fn control_set(m: &Managed, map: &Value) {
+    m.dev
+        .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(120));
+    let file = m.dev.path("map.json");
+    fs::write(&file, map.to_string()).unwrap();
+    m.dev.ok(&["control", "set", &file.display().to_string()]);
+}
+
+#[test]
+fn a_device_map_pauses_before_installing_until_the_application_continues() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    control_set(
+        &m,
+        &serde_json::json!({"id": MAP_ID, "priority": 1,
+            "states": {"ArtifactInstall_Enter": {"action": "pause"}}}),
+    );
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-ucm", 1 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-ucm", &[DEVICE_TYPE]);
+    m.start();
+    let paused = server.wait_until(Duration::from_secs(30), |s| {
+        s.device_ids().iter().any(|d| {
+            s.statuses(d, &dep)
+                .iter()
+                .any(|x| x == "pause_before_installing")
+        })
+    });
+    assert!(paused, "{}", m.log_tail());
+    // Still paused a while later: nothing installed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(m.dev.env()["upgrade_available"], "0");
+    assert_eq!(m.dev.env()["mender_boot_part"], "2");
+    // "Start update": the application replaces its map with a continue.
+    control_set(
+        &m,
+        &serde_json::json!({"id": MAP_ID, "priority": 1,
+            "states": {"ArtifactInstall_Enter": {"action": "force_continue"}}}),
+    );
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.statuses(&dev_id, &dep),
+        [
+            "downloading",
+            "pause_before_installing",
+            "installing",
+            "rebooting",
+            "installing",
+            "success"
+        ],
+        "{}",
+        m.log_tail()
+    );
+    server.assert_no_violations();
+}
+
+#[test]
+fn a_device_map_that_fails_the_commit_rolls_back() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    control_set(
+        &m,
+        &serde_json::json!({"id": MAP_ID, "priority": 0,
+            "states": {"ArtifactCommit_Enter": {"action": "fail"}}}),
+    );
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-ucm-fail", 1 << 20, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-ucm-fail", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("failure")
+    );
+    let env = m.dev.env();
+    assert_eq!(env["mender_boot_part"], "2");
+    assert_eq!(env["upgrade_available"], "0");
+    assert_ne!(m.dev.show_artifact(), "release-ucm-fail");
+    let logs = server.logs(&dev_id, &dep);
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("update control map")),
+        "{logs:#?}"
+    );
+}

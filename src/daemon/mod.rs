@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
+use crate::control_map::{Action, BootTime, ControlMapSet, StateKey};
 use crate::device_key::DeviceKey;
 use crate::engine::{DeploymentHooks, Engine, managed::Aborted};
 use crate::identity::{self, AttributeValue, Attributes};
@@ -82,6 +83,8 @@ fn poll_jitter(interval: Duration) -> Duration {
 struct Daemon<'c> {
     config: &'c Config,
     client: ServerClient,
+    /// The update control maps (None when their file cannot be read).
+    maps: Option<ControlMapSet>,
     scripts: ScriptRunner,
     signals: Signals,
     next_update: Instant,
@@ -125,9 +128,17 @@ pub fn run(config: &Config) -> Result<()> {
         + jitter(Duration::from_millis(
             (config.update_poll_interval.as_millis() / 10).min(30_000) as u64,
         ));
+    let maps = match ControlMapSet::load(config) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::error!("update control maps: {e}; deployments proceed without them");
+            None
+        }
+    };
     let mut daemon = Daemon {
         config,
         client,
+        maps,
         scripts,
         signals,
         next_update: start,
@@ -378,6 +389,8 @@ impl Daemon<'_> {
         let mut hooks = ServerHooks {
             client: &mut self.client,
             config: self.config,
+            maps: self.maps.as_mut(),
+            signals: &mut self.signals,
         };
         if let Err(e) = hooks.final_status(id, false, &[]) {
             log::error!("{e:#}");
@@ -402,6 +415,8 @@ impl Daemon<'_> {
         let mut hooks = ServerHooks {
             client: &mut self.client,
             config: self.config,
+            maps: self.maps.as_mut(),
+            signals: &mut self.signals,
         };
         signals::set_busy(true);
         let result = engine.resume_deployment(&mut hooks);
@@ -423,6 +438,8 @@ impl Daemon<'_> {
         let mut hooks = ServerHooks {
             client: &mut self.client,
             config,
+            maps: self.maps.as_mut(),
+            signals: &mut self.signals,
         };
         signals::set_busy(true);
         if let Err(e) = engine.deploy(d, &mut hooks) {
@@ -432,11 +449,24 @@ impl Daemon<'_> {
     }
 }
 
-/// The state machine's view of the server.
+fn save_maps(maps: &mut ControlMapSet) {
+    if let Err(e) = maps.save() {
+        log::error!("saving the update control maps: {e}");
+    }
+}
+
+/// The state machine's view of the server (and of the update control
+/// maps).
 struct ServerHooks<'a> {
     client: &'a mut ServerClient,
     config: &'a Config,
+    maps: Option<&'a mut ControlMapSet>,
+    signals: &'a mut Signals,
 }
+
+/// Longest wait between two looks at the maps while paused (a change by
+/// `mender-rs control` wakes the daemon at once anyway).
+const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl ServerHooks<'_> {
     /// Sends a status with the retries of spec §5.9; 409 ends at once.
@@ -488,6 +518,70 @@ impl DeploymentHooks for ServerHooks<'_> {
         self.client.drop_token();
         self.report_with_retries(id, Status::Installing)
             .map_err(|e| anyhow::anyhow!("reporting to the server before the commit: {e}"))
+    }
+
+    fn checkpoint(&mut self, id: &str, state: StateKey) -> Result<()> {
+        let Some(maps) = self.maps.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut paused = false;
+        // Each round waits for a signal or a map's timer; a stop request
+        // during a deployment ends the process (signals.rs).
+        loop {
+            let now = BootTime::now();
+            for gone in maps.expire(now) {
+                log::info!("update control map {} expired", gone.map.id);
+            }
+            let decision = maps.decision(state, now);
+            match decision.action {
+                Action::Continue | Action::ForceContinue => {
+                    maps.after_action(state, now);
+                    save_maps(maps);
+                    if paused {
+                        log::info!("deployment {id}: {state}: continuing");
+                    }
+                    return Ok(());
+                }
+                Action::Fail => {
+                    maps.after_action(state, now);
+                    save_maps(maps);
+                    bail!(
+                        "update control map {} says fail at {state}",
+                        decision.ids.join(", ")
+                    );
+                }
+                Action::Pause => {
+                    if !paused {
+                        paused = true;
+                        log::info!(
+                            "deployment {id}: paused at {state} by update control map {}",
+                            decision.ids.join(", ")
+                        );
+                        maps.after_action(state, now);
+                        save_maps(maps);
+                        let status = match state {
+                            StateKey::ArtifactInstallEnter => Status::PauseBeforeInstalling,
+                            StateKey::ArtifactRebootEnter => Status::PauseBeforeRebooting,
+                            StateKey::ArtifactCommitEnter => Status::PauseBeforeCommitting,
+                        };
+                        if let Err(ApiError::Aborted) = self.client.report_status(id, status, None)
+                        {
+                            bail!("deployment {id} was aborted on the server while paused");
+                        }
+                    }
+                    let mut wait = PAUSE_RECHECK;
+                    for t in [maps.next_expiry(now), maps.earliest_halfway(now, None)]
+                        .into_iter()
+                        .flatten()
+                    {
+                        wait = wait.min(t.since(now).max(std::time::Duration::from_millis(100)));
+                    }
+                    self.signals.wait(wait);
+                    // Reads what `mender-rs control` changed meanwhile.
+                    save_maps(maps);
+                }
+            }
+        }
     }
 
     fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>> {

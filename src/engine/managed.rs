@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use super::{Engine, MAX_STEPS, Phase, UpdateState};
+use crate::control_map::StateKey;
 use crate::deployment_log::DeploymentLog;
 use crate::installer::{Installer, Reboot};
 use crate::scripts::{ScriptAction, ScriptState};
@@ -32,6 +33,13 @@ pub trait DeploymentHooks {
     fn pre_commit(&mut self, deployment_id: &str) -> Result<()>;
     /// Opens the artifact stream.
     fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>>;
+    /// An update control checkpoint (`ArtifactInstall_Enter`,
+    /// `ArtifactReboot_Enter`, `ArtifactCommit_Enter`): returns when the
+    /// maps let the deployment go on (after a pause if they say so); an
+    /// error fails the deployment there.
+    fn checkpoint(&mut self, _deployment_id: &str, _state: StateKey) -> Result<()> {
+        Ok(())
+    }
     /// The final status, with the deployment log on failure. Returns when
     /// the server has it, refused it for good, or the retries ran out.
     fn final_status(
@@ -194,6 +202,14 @@ impl Engine<'_> {
             }
         };
 
+        if let Err(e) = hooks.checkpoint(&id, StateKey::ArtifactInstallEnter) {
+            // Downloaded, nothing installed yet: no rollback needed.
+            log::error!("{e:#}");
+            state.failed = true;
+            let mut installer = installer;
+            self.cleanup(state, Some(installer.as_mut()))?;
+            return Err(e);
+        }
         let (reboot, mut installer) = self.install_state(state, installer, &mut || {
             if hooks.status(&id, Status::Installing).is_err() {
                 bail!("the deployment was aborted on the server");
@@ -204,9 +220,14 @@ impl Engine<'_> {
         let rollback = installer.supports_rollback()?;
         state.supports_rollback = Some(rollback);
         if reboot == Reboot::No {
-            return self.commit_installed(state, installer, Some(hooks));
+            return self.checkpoint_commit(state, installer, hooks);
         }
 
+        if let Err(e) = hooks.checkpoint(&id, StateKey::ArtifactRebootEnter) {
+            log::error!("{e:#}");
+            self.error_path(state, installer)?;
+            return Err(e);
+        }
         self.persist(state, Phase::ArtifactReboot)?;
         let rebooted = (|| -> Result<()> {
             if hooks.status(&id, Status::Rebooting).is_err() {
@@ -245,6 +266,22 @@ impl Engine<'_> {
             self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
             self.error_path(state, installer)?;
             return Err(e.context("the update failed after the reboot"));
+        }
+        self.checkpoint_commit(state, installer, hooks)
+    }
+
+    /// The commit checkpoint, then the commit.
+    fn checkpoint_commit(
+        &mut self,
+        state: &mut UpdateState,
+        installer: Box<dyn Installer>,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        let id = state.deployment_id.clone().unwrap_or_default();
+        if let Err(e) = hooks.checkpoint(&id, StateKey::ArtifactCommitEnter) {
+            log::error!("{e:#}");
+            self.error_path(state, installer)?;
+            return Err(e);
         }
         self.commit_installed(state, installer, Some(hooks))
     }
