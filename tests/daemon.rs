@@ -1482,10 +1482,15 @@ fn a_device_map_pauses_before_installing_until_the_application_continues() {
         })
     });
     assert!(paused, "{}", m.log_tail());
-    // Still paused a while later: nothing installed.
+    // Still paused a while later, also across a restart of the daemon:
+    // nothing installed, nothing downloaded again.
+    std::thread::sleep(Duration::from_secs(1));
+    m.stop();
+    m.start();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(m.dev.env()["upgrade_available"], "0");
     assert_eq!(m.dev.env()["mender_boot_part"], "2");
+    assert_eq!(server.downloads().len(), 1);
     // "Start update": the application replaces its map with a continue.
     control_set(
         &m,
@@ -1502,8 +1507,11 @@ fn a_device_map_pauses_before_installing_until_the_application_continues() {
         m.log_tail()
     );
     let dev_id = m.device_id(&server);
+    let mut statuses = server.statuses(&dev_id, &dep);
+    // The restart reports the pause again.
+    statuses.dedup();
     assert_eq!(
-        server.statuses(&dev_id, &dep),
+        statuses,
         [
             "downloading",
             "pause_before_installing",

@@ -105,9 +105,9 @@ impl Engine<'_> {
                 state.failed = true;
                 self.cleanup(state, installer.as_deref_mut())
             }
-            // An installed update waiting for a standalone commit is not
-            // the daemon's; cannot be here with a deployment id.
-            Phase::Installed | Phase::ArtifactInstall | Phase::ArtifactCommit => {
+            Phase::Downloaded => self.install_downloaded(state, installer.ok_or_else(need)?, hooks),
+            Phase::Installed => self.reboot_installed(state, installer.ok_or_else(need)?, hooks),
+            Phase::ArtifactInstall | Phase::ArtifactCommit => {
                 self.error_path(state, installer.ok_or_else(need)?)
             }
             Phase::ArtifactReboot => self.after_reboot(state, installer.ok_or_else(need)?, hooks),
@@ -202,11 +202,24 @@ impl Engine<'_> {
             }
         };
 
+        // Verified and complete: a restart from here (say, during a pause)
+        // goes on with the install instead of downloading again.
+        self.persist(state, Phase::Downloaded)?;
+        self.install_downloaded(state, installer, hooks)
+    }
+
+    /// The install checkpoint and the install.
+    fn install_downloaded(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        let id = state.deployment_id.clone().unwrap_or_default();
         if let Err(e) = hooks.checkpoint(&id, StateKey::ArtifactInstallEnter) {
             // Downloaded, nothing installed yet: no rollback needed.
             log::error!("{e:#}");
             state.failed = true;
-            let mut installer = installer;
             self.cleanup(state, Some(installer.as_mut()))?;
             return Err(e);
         }
@@ -219,10 +232,24 @@ impl Engine<'_> {
         state.reboot = Some(reboot);
         let rollback = installer.supports_rollback()?;
         state.supports_rollback = Some(rollback);
+        // Installed: a restart from here (a pause before the reboot) goes
+        // on with the reboot.
+        self.persist(state, Phase::Installed)?;
+        self.reboot_installed(state, installer, hooks)
+    }
+
+    /// The reboot checkpoint and the reboot (or, without one, the commit).
+    fn reboot_installed(
+        &mut self,
+        state: &mut UpdateState,
+        mut installer: Box<dyn Installer>,
+        hooks: &mut dyn DeploymentHooks,
+    ) -> Result<()> {
+        let id = state.deployment_id.clone().unwrap_or_default();
+        let reboot = state.reboot.unwrap_or(Reboot::Automatic);
         if reboot == Reboot::No {
             return self.checkpoint_commit(state, installer, hooks);
         }
-
         if let Err(e) = hooks.checkpoint(&id, StateKey::ArtifactRebootEnter) {
             log::error!("{e:#}");
             self.error_path(state, installer)?;

@@ -56,6 +56,8 @@ pub enum Phase {
     ArtifactRollback,
     ArtifactFailure,
     Cleanup,
+    /// Managed: downloaded and verified, not installed yet.
+    Downloaded,
     /// Managed: rebooting into the update (a restart here is the reboot).
     ArtifactReboot,
     /// Managed: rebooting back into the previous software.
@@ -434,7 +436,10 @@ impl<'c> Engine<'c> {
             Phase::Cleanup => self.cleanup(&mut state, installer.as_deref_mut()),
             // Managed phases; a standalone resume never sees them (see
             // `resume_interrupted`), the daemon resumes them itself.
-            Phase::ArtifactReboot | Phase::ArtifactRollbackReboot | Phase::StatusReport => {
+            Phase::Downloaded
+            | Phase::ArtifactReboot
+            | Phase::ArtifactRollbackReboot
+            | Phase::StatusReport => {
                 bail!(
                     "the update was left in {:?}, which only the daemon resumes",
                     state.phase
