@@ -1564,3 +1564,122 @@ fn a_device_map_that_fails_the_commit_rolls_back() {
         "{logs:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Update control maps from the server (v2 `next` and the map endpoint)
+
+/// Runs `n` devices against `server` with a deployment whose map pauses
+/// before the commit; releases them all at once and returns the spread
+/// between the first and the last `success`.
+fn synchronized_commit(n: usize) -> Duration {
+    let server = MenderServer::start();
+    server.enable_next_v2(true);
+    let mut devices: Vec<Managed> = (0..n).map(|_| Managed::new(&server)).collect();
+    for m in &devices {
+        // Maps live 4 s: the daemons fetch them again every 2 s.
+        m.dev
+            .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(4));
+    }
+    let artifact = devices[0]
+        .dev
+        .write_rootfs_artifact("release-sync", 256 << 10, &[], &[]);
+    let pause = serde_json::json!({"id": "{id}", "priority": 0,
+        "states": {"ArtifactCommit_Enter": {"action": "pause", "on_map_expire": "fail"}}});
+    let dep = server.create_deployment(NewDeployment::from_file(
+        &artifact,
+        "release-sync",
+        &[DEVICE_TYPE],
+    ));
+    server.set_control_map(&dep, Some(pause));
+    for m in devices.iter_mut() {
+        m.start();
+    }
+    // Each device reboots into the update and pauses before the commit;
+    // the reboots are simulated by hand here (several daemons at once).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "not all devices paused");
+        for m in devices.iter_mut() {
+            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                m.child = None;
+                if m.reboot_marker.exists() {
+                    fs::remove_file(&m.reboot_marker).unwrap();
+                    m.dev.reboot();
+                }
+                m.start();
+            }
+        }
+        let paused = server
+            .device_ids()
+            .iter()
+            .filter(|d| {
+                server
+                    .statuses(d, &dep)
+                    .iter()
+                    .any(|s| s == "pause_before_committing")
+            })
+            .count();
+        if paused == n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Release them all.
+    server.set_control_map(
+        &dep,
+        Some(serde_json::json!({"id": "{id}", "priority": 0,
+            "states": {"ArtifactCommit_Enter": {"action": "continue"}}})),
+    );
+    let released = Instant::now();
+    assert!(
+        server.wait_until(Duration::from_secs(60), |s| {
+            s.device_ids()
+                .iter()
+                .filter(|d| s.deployment_status(d, &dep).as_deref() == Some("success"))
+                .count()
+                == n
+        }),
+        "not all devices committed: {:?}\n{}",
+        server.deployment_summary(&dep),
+        devices[0].log_tail()
+    );
+    let times: Vec<Duration> = server
+        .device_ids()
+        .iter()
+        .map(|d| {
+            server
+                .status_reports(d, &dep)
+                .iter()
+                .find(|r| r.status == "success")
+                .map(|r| r.elapsed)
+                .unwrap()
+        })
+        .collect();
+    let first = times.iter().min().unwrap();
+    let last = times.iter().max().unwrap();
+    eprintln!(
+        "synchronized commit of {n} devices: all committed {:?} after the release, spread between the first and the last commit {:?}",
+        released.elapsed(),
+        *last - *first
+    );
+    for m in devices.iter_mut() {
+        assert_eq!(m.dev.show_artifact(), "release-sync");
+        m.stop();
+    }
+    server.assert_no_violations();
+    *last - *first
+}
+
+#[test]
+fn a_server_map_pauses_before_the_commit_until_released() {
+    let spread = synchronized_commit(1);
+    assert_eq!(spread, Duration::ZERO);
+}
+
+#[test]
+fn ten_devices_commit_together_when_the_server_releases_them() {
+    let spread = synchronized_commit(10);
+    // Each daemon looks at its map again every 2 s (half its 4 s life).
+    assert!(spread < Duration::from_secs(5), "spread {spread:?}");
+}

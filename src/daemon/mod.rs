@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::control_map::{Action, BootTime, ControlMapSet, StateKey};
+use crate::control_map::{Action, BootTime, ControlMap, ControlMapSet, StateKey};
 use crate::device_key::DeviceKey;
 use crate::engine::{DeploymentHooks, Engine, managed::Aborted};
 use crate::identity::{self, AttributeValue, Attributes};
@@ -409,9 +409,9 @@ impl Daemon<'_> {
 
     fn resume_deployment(&mut self) -> Result<()> {
         let mut engine = Engine::open(self.config)?;
-        if engine.interrupted_deployment()?.is_none() {
+        let Some(id) = engine.interrupted_deployment()? else {
             return Ok(());
-        }
+        };
         let mut hooks = ServerHooks {
             client: &mut self.client,
             config: self.config,
@@ -422,6 +422,8 @@ impl Daemon<'_> {
         let result = engine.resume_deployment(&mut hooks);
         signals::set_busy(false);
         result?;
+        drop(engine);
+        self.forget_server_map(&id);
         // The outcome changes the inventory; the next deployment check
         // waits a poll interval, so a deployment whose final status could
         // not be delivered is not retried at once.
@@ -431,6 +433,49 @@ impl Daemon<'_> {
     }
 
     fn deploy(&mut self, d: &crate::server::DeploymentInstruction) {
+        if let Err(e) = self.take_server_map(d) {
+            log::error!("deployment {}: {e:#}", d.id);
+            self.fail_unstarted(&d.id);
+            return;
+        }
+        self.run_deployment(d);
+        self.forget_server_map(&d.id);
+    }
+
+    /// The update control map the server sent with a deployment (or the
+    /// absence of one, which removes an old one with its id).
+    fn take_server_map(&mut self, d: &crate::server::DeploymentInstruction) -> Result<()> {
+        let map = match &d.control_map {
+            None => None,
+            Some(v) => Some(
+                ControlMap::from_value(v)
+                    .map_err(|e| anyhow::anyhow!("invalid update control map: {e}"))?,
+            ),
+        };
+        match self.maps.as_mut() {
+            Some(maps) => {
+                maps.insert_from_server(&d.id, map, BootTime::now())?;
+                save_maps(maps);
+            }
+            None if map.is_some() => {
+                bail!(
+                    "the update control maps cannot be kept (see above): refusing a deployment that comes with one"
+                )
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn forget_server_map(&mut self, id: &str) {
+        if let Some(maps) = self.maps.as_mut()
+            && maps.remove(id, None) > 0
+        {
+            save_maps(maps);
+        }
+    }
+
+    fn run_deployment(&mut self, d: &crate::server::DeploymentInstruction) {
         let config = self.config;
         let Some(mut engine) = Self::engine(config) else {
             return;
@@ -525,10 +570,41 @@ impl DeploymentHooks for ServerHooks<'_> {
             return Ok(());
         };
         let mut paused = false;
+        // After a failed refresh of the server's map, wait before the next.
+        let mut refresh_not_before = BootTime::now();
+        let mut fetched = false;
         // Each round waits for a signal or a map's timer; a stop request
         // during a deployment ends the process (signals.rs).
         loop {
             let now = BootTime::now();
+            // The server's map for this deployment is fetched again from
+            // half its lifetime on (spec: refresh before it expires).
+            // At each checkpoint it is fetched once at once (after a
+            // restart the stored copy only has the boot lifetime).
+            if maps.has_id(id)
+                && now >= refresh_not_before
+                && (!fetched
+                    || maps
+                        .earliest_halfway(now, Some(id))
+                        .is_some_and(|half| now >= half))
+            {
+                fetched = true;
+                match self.client.control_map(id) {
+                    Ok(Some(v)) => {
+                        let map = ControlMap::from_value(&v)
+                            .map_err(|e| anyhow::anyhow!("invalid update control map: {e}"))?;
+                        maps.insert_from_server(id, Some(map), now)?;
+                        save_maps(maps);
+                    }
+                    Ok(None) => bail!(
+                        "the server no longer has deployment {id} (its update control map is gone)"
+                    ),
+                    Err(e) => {
+                        log::warn!("refreshing the update control map: {e}");
+                        refresh_not_before = now.after(self.config.retry_poll_interval);
+                    }
+                }
+            }
             for gone in maps.expire(now) {
                 log::info!("update control map {} expired", gone.map.id);
             }

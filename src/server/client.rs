@@ -17,6 +17,8 @@ use crate::identity::{AttributeValue, Attributes};
 const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
 const INVENTORY_PATH: &str = "/api/devices/v1/inventory/device/attributes";
 const NEXT_V1_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
+const NEXT_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments/next";
+const DEPLOYMENTS_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments";
 const DEPLOYMENTS_PATH: &str = "/api/devices/v1/deployments/device/deployments";
 
 /// The largest API answer read (deployment instructions are small).
@@ -85,12 +87,15 @@ pub struct DeploymentInstruction {
     pub artifact_name: String,
     pub uri: String,
     pub device_types_compatible: Vec<String>,
+    /// The update control map sent with it (v2 `next`), not validated yet.
+    pub control_map: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct RawInstruction {
     id: Option<String>,
     artifact: Option<RawArtifact>,
+    update_control_map: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +150,7 @@ impl DeploymentInstruction {
             artifact_name,
             uri,
             device_types_compatible,
+            control_map: raw.update_control_map.filter(|m| !m.is_null()),
         })
     }
 }
@@ -178,6 +184,9 @@ pub struct ServerClient {
     /// The identity as the `id_data` string of the auth request.
     id_data: String,
     token: Option<Token>,
+    /// The server answered 404 to POST `next` v2 (no update control maps
+    /// there): use v1 from now on.
+    next_v1_only: bool,
     /// The server answered 404 to POST `next` v1: use GET from now on.
     next_get_only: bool,
     /// The server answered 405 to PUT inventory: use PATCH from now on.
@@ -220,6 +229,7 @@ impl ServerClient {
             key,
             id_data,
             token: None,
+            next_v1_only: false,
             next_get_only: false,
             inventory_patch_only: false,
         }
@@ -407,7 +417,25 @@ impl ServerClient {
         device_type: &str,
     ) -> Result<NextDeployment, ApiError> {
         let mut answer = None;
-        if !self.next_get_only {
+        if !self.next_v1_only {
+            // v2 (enterprise servers): the same provides, and the update
+            // control map of the deployment.
+            let mut provides = provides.clone();
+            provides.insert("device_type".into(), device_type.into());
+            let body = serde_json::to_vec(&serde_json::json!({
+                "device_provides": provides,
+                "update_control_map": true,
+            }))
+            .map_err(|e| ApiError::Invalid(format!("encoding the provides: {e}")))?;
+            let a = self.call("POST", NEXT_V2_PATH, Some(&body))?;
+            if a.status == 404 {
+                log::info!("the server has no deployments/next v2; using v1");
+                self.next_v1_only = true;
+            } else {
+                answer = Some(a);
+            }
+        }
+        if answer.is_none() && !self.next_get_only {
             let mut body = provides.clone();
             body.insert("device_type".into(), device_type.into());
             let body = serde_json::to_vec(&body)
@@ -474,6 +502,34 @@ impl ServerClient {
                 s,
                 &answer,
             )),
+        }
+    }
+
+    /// The current update control map of a deployment (spec 5.7): `None`
+    /// when the server has none for it any more (404: the deployment is
+    /// gone or aborted).
+    pub fn control_map(
+        &mut self,
+        deployment_id: &str,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let path = format!(
+            "{DEPLOYMENTS_V2_PATH}/{}/update_control_map",
+            url_encode(deployment_id)
+        );
+        let answer = self.call("GET", &path, None)?;
+        match answer.status {
+            200 => {
+                #[derive(Deserialize)]
+                struct Answer {
+                    update_control_map: Option<serde_json::Value>,
+                }
+                let a: Answer = serde_json::from_slice(&answer.body).map_err(|e| {
+                    ApiError::Invalid(format!("the update control map is not valid JSON: {e}"))
+                })?;
+                Ok(a.update_control_map.filter(|m| !m.is_null()))
+            }
+            404 => Ok(None),
+            s => Err(status_error("update control map", s, &answer)),
         }
     }
 

@@ -183,6 +183,9 @@ pub enum Endpoint {
     Status,
     Log,
     Download,
+    /// `GET /api/devices/v2/deployments/device/deployments/{id}/update_control_map`
+    /// (enterprise; spec 5.7).
+    ControlMap,
     /// Anything else (answered 404/405 and recorded as a violation).
     Other,
 }
@@ -331,6 +334,7 @@ pub struct NewDeployment {
     device_types: Vec<String>,
     devices: Option<Vec<String>>,
     forced: bool,
+    control_map: Option<Value>,
 }
 
 impl NewDeployment {
@@ -353,7 +357,17 @@ impl NewDeployment {
             device_types: device_types.iter().map(|s| s.to_string()).collect(),
             devices: None,
             forced: false,
+            control_map: None,
         }
+    }
+
+    /// An update control map sent with the deployment (v2 `next` when the
+    /// device asks for maps, and the map endpoint). Its `id` should be the
+    /// deployment's id: use [`MenderServer::set_control_map`] after
+    /// creating the deployment when the id is needed.
+    pub fn with_control_map(mut self, map: Value) -> Self {
+        self.control_map = Some(map);
+        self
     }
 
     /// Only these devices (ids) get the deployment (default: every device).
@@ -387,6 +401,7 @@ struct Deployment {
     devices: Option<Vec<String>>,
     forced: bool,
     aborted: bool,
+    control_map: Option<Value>,
 }
 
 #[derive(Clone, Copy)]
@@ -620,6 +635,7 @@ impl MenderServer {
             artifact: new.artifact,
             devices: new.devices,
             forced: new.forced,
+            control_map: new.control_map,
             aborted: false,
         });
         id
@@ -627,6 +643,20 @@ impl MenderServer {
 
     /// Aborts for every device: unfinished device deployments become
     /// `aborted` (status reports get 409) and `next` no longer offers it.
+    /// Sets (or with None removes) the update control map of a deployment;
+    /// `{id}` in the map's `"id"` string is replaced by the deployment id.
+    pub fn set_control_map(&self, deployment: &str, map: Option<Value>) {
+        let mut st = self.lock();
+        if let Some(dep) = st.deployments.iter_mut().find(|d| d.id == deployment) {
+            dep.control_map = map.map(|mut m| {
+                if m.get("id").and_then(Value::as_str) == Some("{id}") {
+                    m["id"] = Value::String(deployment.to_owned());
+                }
+                m
+            });
+        }
+    }
+
     pub fn abort_deployment(&self, deployment: &str) {
         let mut st = self.lock();
         let State {
@@ -1757,6 +1787,7 @@ enum Route {
     NextV1,
     Status(String),
     Log(String),
+    ControlMap(String),
     Download { artifact: String, device: String },
     Unknown,
 }
@@ -1779,6 +1810,12 @@ fn route(path: &str) -> Route {
             "log" => return Route::Log(id.to_owned()),
             _ => {}
         }
+    }
+    if let Some(rest) = path.strip_prefix("/api/devices/v2/deployments/device/deployments/")
+        && let Some((id, "update_control_map")) = rest.split_once('/')
+        && !id.is_empty()
+    {
+        return Route::ControlMap(id.to_owned());
     }
     if let Some(rest) = path.strip_prefix("/download/")
         && let Some((artifact, device)) = rest.split_once('/')
@@ -1804,6 +1841,7 @@ fn handle(shared: &Shared, req: &Request) -> (Response, Option<String>, Endpoint
         (Route::NextV1, _) => Endpoint::NextV1Post,
         (Route::Status(_), _) => Endpoint::Status,
         (Route::Log(_), _) => Endpoint::Log,
+        (Route::ControlMap(_), _) => Endpoint::ControlMap,
         (Route::Download { .. }, _) => Endpoint::Download,
         (Route::Unknown, _) => Endpoint::Other,
     };
@@ -1852,6 +1890,7 @@ fn handle(shared: &Shared, req: &Request) -> (Response, Option<String>, Endpoint
         Route::NextV1 => handle_next(&mut ctx, endpoint),
         Route::Status(id) => handle_status(&mut ctx, &id),
         Route::Log(id) => handle_log(&mut ctx, &id),
+        Route::ControlMap(id) => handle_control_map(&mut ctx, &id),
         Route::Download { artifact, device } => handle_download(&mut ctx, &artifact, &device),
         Route::Unknown => ctx.refuse_unlocked(404, "unknown path"),
     };
@@ -2144,6 +2183,12 @@ fn handle_next(ctx: &mut Ctx, endpoint: Endpoint) -> Response {
         );
     }
     let [artifact_name, device_type] = fields;
+    let with_map = endpoint == Endpoint::NextV2
+        && ctx.req.method == "POST"
+        && serde_json::from_slice::<Value>(&ctx.req.body)
+            .ok()
+            .and_then(|b| b.get("update_control_map").and_then(Value::as_bool))
+            == Some(true);
     next_for(
         ctx.shared,
         &mut st,
@@ -2151,7 +2196,37 @@ fn handle_next(ctx: &mut Ctx, endpoint: Endpoint) -> Response {
         &artifact_name,
         &device_type,
         provides,
+        with_map,
     )
+}
+
+/// `GET .../v2/.../{id}/update_control_map`: the deployment's map, 404 when
+/// the deployment is unknown to the device, aborted or finished.
+fn handle_control_map(ctx: &mut Ctx, id: &str) -> Response {
+    let mut st = ctx.shared.lock();
+    if ctx.req.method != "GET" {
+        drop(st);
+        return ctx.method_not_allowed("GET");
+    }
+    let device = match ctx.authenticate(&mut st) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let live = st
+        .devices
+        .get(&device)
+        .and_then(|d| d.deployments.iter().find(|x| x.deployment_id == id))
+        .is_some_and(|x| !is_finished(&x.status));
+    match st.deployments.iter().find(|d| d.id == id) {
+        Some(dep) if live && !dep.aborted => match &dep.control_map {
+            Some(map) => Response::new(200).with_body(
+                "application/json",
+                json!({ "update_control_map": map }).to_string(),
+            ),
+            None => error_response(ctx.shared, 404, "no update control map"),
+        },
+        _ => error_response(ctx.shared, 404, "deployment not found"),
+    }
 }
 
 fn next_for(
@@ -2161,6 +2236,7 @@ fn next_for(
     artifact_name: &str,
     device_type: &str,
     provides: Map<String, Value>,
+    with_map: bool,
 ) -> Response {
     let State {
         deployments,
@@ -2205,10 +2281,11 @@ fn next_for(
             return Response::new(204);
         }
         dd.offered += 1;
-        return Response::new(200).with_body(
-            "application/json",
-            instruction(shared, dep, device).to_string(),
-        );
+        let mut body = instruction(shared, dep, device);
+        if with_map && let Some(map) = &dep.control_map {
+            body["update_control_map"] = map.clone();
+        }
+        return Response::new(200).with_body("application/json", body.to_string());
     }
     Response::new(204)
 }
