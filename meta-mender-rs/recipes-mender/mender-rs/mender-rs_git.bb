@@ -27,13 +27,14 @@ SRCREV = "${MENDER_RS_SRCREV}"
 
 require ${BPN}-crates.inc
 
-inherit cargo cargo-update-recipe-crates systemd mender-setup
+inherit cargo cargo-update-recipe-crates pkgconfig systemd mender-setup
 inherit_defer ${@'externalsrc' if d.getVar('MENDER_RS_SRC_DIR') else ''}
 EXTERNALSRC = "${MENDER_RS_SRC_DIR}"
 
 # The device build leaves out the artifact writer and its encoders; the
 # native build keeps it for the image classes (mender-rs artifact write).
 CARGO_BUILD_FLAGS:append:class-target = " --no-default-features"
+CARGO_BUILD_FLAGS:append:class-native = " --no-default-features --features writer"
 # Cargo's release profile strips; OE strips itself and keeps -dbg packages.
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
@@ -43,8 +44,8 @@ PACKAGECONFIG:class-native = ""
 PACKAGECONFIG[compat-links] = ""
 # RootfsPartA/B in /data/mender/mender.conf, outside the updated rootfs.
 PACKAGECONFIG[split-mender-config] = ""
-# D-Bus API (cargo feature `dbus`) and its policy files.
-PACKAGECONFIG[dbus] = "--features dbus,,,dbus"
+# D-Bus API (cargo feature `dbus`, libdbus through pkg-config) and its policy files.
+PACKAGECONFIG[dbus] = "--features dbus,,dbus,dbus"
 
 # Configuration (spec 6.2, 6.4). Empty values are left out of mender.conf.
 MENDER_SERVER_URL ??= "https://docker.mender.io"
