@@ -9,6 +9,7 @@
 //! ignored; a Sync failure runs `Sync_Error` and skips this round.
 
 pub mod signals;
+pub mod token;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -122,6 +123,9 @@ pub fn run(config: &Config) -> Result<()> {
         key,
         id_data,
     );
+    // D-Bus API (DBus.Enabled): shares the token, starts the service thread.
+    #[cfg(feature = "dbus")]
+    let client = crate::dbus_service::start(config, client);
     let scripts = ScriptRunner::new(ScriptConfig::from_config(config));
     let now = Instant::now();
     let start = now
@@ -241,6 +245,7 @@ impl Daemon<'_> {
                 return wake;
             }
             let got = self.signals.wait(due - now);
+            token::serve_fetch_request(&mut self.client); // D-Bus FetchJwtToken
             wake.check_update |= got.check_update;
             wake.send_inventory |= got.send_inventory;
             wake.terminate |= got.terminate;
@@ -653,6 +658,7 @@ impl DeploymentHooks for ServerHooks<'_> {
                         wait = wait.min(t.since(now).max(std::time::Duration::from_millis(100)));
                     }
                     self.signals.wait(wait);
+                    token::serve_fetch_request(self.client); // D-Bus FetchJwtToken
                     // Reads what `mender-rs control` changed meanwhile.
                     save_maps(maps);
                 }

@@ -32,6 +32,20 @@ pub fn set_busy(busy: bool) {
     BUSY.store(busy, Ordering::SeqCst);
 }
 
+/// Wakes the daemon's wait without a request of its own (the D-Bus thread,
+/// `crate::dbus_service`: the update control maps changed, or a token
+/// fetch was asked for). An idle daemon goes on waiting; a paused
+/// deployment looks at the maps again.
+pub fn wake() {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: one byte from a valid buffer; a full pipe drops it (a
+        // wake-up is pending then).
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
 /// What woke the daemon.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Wake {

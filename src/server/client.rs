@@ -191,6 +191,9 @@ pub struct ServerClient {
     next_get_only: bool,
     /// The server answered 405 to PUT inventory: use PATCH from now on.
     inventory_patch_only: bool,
+    /// D-Bus (`GetJwtToken`, the `JwtTokenStateChange` signal): where
+    /// every change of the token is published, when the daemon shares it.
+    shared_token: Option<crate::daemon::token::TokenCell>,
 }
 
 struct Answer {
@@ -232,6 +235,7 @@ impl ServerClient {
             next_v1_only: false,
             next_get_only: false,
             inventory_patch_only: false,
+            shared_token: None,
         }
     }
 
@@ -250,10 +254,35 @@ impl ServerClient {
     /// the commit, so the new software must prove it can authenticate).
     pub fn drop_token(&mut self) {
         self.token = None;
+        self.publish_token(false); // D-Bus
+    }
+
+    /// D-Bus: publishes the token (and each change of it) to `cell`.
+    pub fn share_token(&mut self, cell: crate::daemon::token::TokenCell) {
+        self.shared_token = Some(cell);
+        self.publish_token(false);
+    }
+
+    /// D-Bus: the cell the token is published to, if shared.
+    pub fn token_cell(&self) -> Option<&crate::daemon::token::TokenCell> {
+        self.shared_token.as_ref()
+    }
+
+    /// D-Bus: `announce` also when unchanged (an authentication's result).
+    fn publish_token(&self, announce: bool) {
+        if let Some(cell) = &self.shared_token {
+            cell.publish(self.token(), announce);
+        }
     }
 
     /// Authenticates with the first server that accepts the device.
     pub fn authenticate(&mut self) -> Result<(), ApiError> {
+        let result = self.authenticate_once();
+        self.publish_token(true); // D-Bus: success or failure, announced
+        result
+    }
+
+    fn authenticate_once(&mut self) -> Result<(), ApiError> {
         self.token = None;
         #[derive(Serialize)]
         struct AuthRequest<'a> {
@@ -339,6 +368,7 @@ impl ServerClient {
                     && answer.status == 401
                 {
                     self.token = None;
+                    self.publish_token(false); // D-Bus
                 }
                 return result;
             }

@@ -1,0 +1,471 @@
+//! The D-Bus API of the Mender client (spec §4.8, `update-control-maps.md`
+//! §3.1 and §8), on the system bus, for device applications and add-ons
+//! written for Mender:
+//!
+//! * `io.mender.UpdateManager`, object `/io/mender/UpdateManager`,
+//!   interface `io.mender.Update1`: `SetUpdateControlMap(s map_json) → (i
+//!   refresh_timeout)` does what `mender-rs control set` does (same
+//!   validation, same insert-or-remove rule, same answer: half the maps'
+//!   lifetime in seconds), then wakes the daemon so that a paused
+//!   deployment looks at the maps at once. A refused map changes nothing;
+//!   the error is `io.mender.Failed`, as Mender's, but its message names
+//!   the field (`states.ArtifactReboot_Enter.action: unknown action ...`)
+//!   where Mender only says to look at its log.
+//! * `io.mender.AuthenticationManager`, object
+//!   `/io/mender/AuthenticationManager`, interface
+//!   `io.mender.Authentication1`: `GetJwtToken() → (s token, s
+//!   server_url)` (empty strings without a token), `FetchJwtToken() → (b
+//!   success)` (true once the request is queued; the daemon authenticates
+//!   when it is idle or paused) and the signal `JwtTokenStateChange(s
+//!   token, s server_url)`, sent after every authentication (empty strings
+//!   when it failed) and when the token is lost. Unlike Mender 3.x there is
+//!   no local HTTP proxy: `server_url` is the server that issued the token.
+//! * `org.freedesktop.DBus.Introspectable` on both objects and their parent
+//!   paths, `org.freedesktop.DBus.Peer` (libdbus's default answers).
+//!
+//! One thread (started by the daemon when `DBus.Enabled`, the default)
+//! owns a private connection to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`
+//! when set, else the standard socket) and both names; it sleeps in `poll`
+//! on the connection and on the [`TokenCell`]'s pipe. The token comes from
+//! the daemon's [`ServerClient`] through that cell. When the bus is not
+//! there (yet), or goes away, the thread connects again later (5 s, then
+//! doubling up to 5 min); the daemon goes on without it meanwhile.
+//!
+//! Who may call: the policy files `support/dbus/*.conf` (root only).
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use dbus::channel::{BusType, Channel};
+use dbus::message::{Message, MessageType};
+
+use crate::config::Config;
+use crate::control_map::{BootTime, ControlMap, ControlMapSet, DeviceChange};
+use crate::daemon::signals;
+use crate::daemon::token::TokenCell;
+use crate::server::ServerClient;
+
+pub const UPDATE_NAME: &str = "io.mender.UpdateManager";
+pub const UPDATE_PATH: &str = "/io/mender/UpdateManager";
+pub const UPDATE_INTERFACE: &str = "io.mender.Update1";
+pub const AUTH_NAME: &str = "io.mender.AuthenticationManager";
+pub const AUTH_PATH: &str = "/io/mender/AuthenticationManager";
+pub const AUTH_INTERFACE: &str = "io.mender.Authentication1";
+/// The error name of a refused call (Mender's).
+pub const FAILED: &str = "io.mender.Failed";
+const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
+
+/// First and longest wait before connecting to the bus again.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Longest wait for the bus daemon's answer to `RequestName`.
+const BUS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `RequestName` flags: take the name from an owner that allows it
+/// (Mender does), never wait in the queue for it.
+const REPLACE_EXISTING: u32 = 0x2;
+const DO_NOT_QUEUE: u32 = 0x4;
+
+const DOCTYPE: &str = "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n";
+
+const STANDARD_INTERFACES: &str = r#"  <interface name="org.freedesktop.DBus.Introspectable">
+    <method name="Introspect">
+      <arg name="xml_data" type="s" direction="out"/>
+    </method>
+  </interface>
+  <interface name="org.freedesktop.DBus.Peer">
+    <method name="Ping"/>
+    <method name="GetMachineId">
+      <arg name="machine_uuid" type="s" direction="out"/>
+    </method>
+  </interface>
+"#;
+
+const UPDATE_INTROSPECTION: &str = r#"  <interface name="io.mender.Update1">
+    <method name="SetUpdateControlMap">
+      <arg name="update_control_map" type="s" direction="in"/>
+      <arg name="refresh_timeout" type="i" direction="out"/>
+    </method>
+  </interface>
+"#;
+
+const AUTH_INTROSPECTION: &str = r#"  <interface name="io.mender.Authentication1">
+    <method name="GetJwtToken">
+      <arg name="token" type="s" direction="out"/>
+      <arg name="server_url" type="s" direction="out"/>
+    </method>
+    <method name="FetchJwtToken">
+      <arg name="success" type="b" direction="out"/>
+    </method>
+    <signal name="JwtTokenStateChange">
+      <arg name="token" type="s"/>
+      <arg name="server_url" type="s"/>
+    </signal>
+  </interface>
+"#;
+
+/// Starts the D-Bus thread when `DBus.Enabled`; returns the client, which
+/// then publishes its token to the thread.
+pub fn start(config: &Config, mut client: ServerClient) -> ServerClient {
+    if !config.dbus_enabled {
+        log::info!("D-Bus API disabled (DBus.Enabled is false)");
+        return client;
+    }
+    let tokens = match TokenCell::new() {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("D-Bus API not started: {e}");
+            return client;
+        }
+    };
+    client.share_token(tokens.clone());
+    let config = config.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dbus".into())
+        .spawn(move || run(&config, &tokens));
+    if let Err(e) = spawned {
+        log::error!("D-Bus API not started: {e}");
+    }
+    client
+}
+
+/// The thread: connect, serve until the connection ends, connect again.
+fn run(config: &Config, tokens: &TokenCell) {
+    let mut retry = RETRY_FIRST;
+    let mut failures = 0u32;
+    loop {
+        match connect() {
+            Ok(channel) => {
+                retry = RETRY_FIRST;
+                failures = 0;
+                log::info!(
+                    "D-Bus API on the system bus ({UPDATE_NAME}, {AUTH_NAME}; connection {})",
+                    channel.unique_name().unwrap_or("?")
+                );
+                let e = serve(config, tokens, &channel);
+                log::warn!("D-Bus API: {e}; connecting again in {} s", retry.as_secs());
+            }
+            Err(e) => {
+                // Said once at error level; a device without a bus keeps
+                // quiet afterwards.
+                if failures == 0 {
+                    log::error!(
+                        "D-Bus API: connecting to the system bus: {e}; trying again in the background"
+                    );
+                } else {
+                    log::debug!("D-Bus API: connecting to the system bus: {e}");
+                }
+                failures += 1;
+            }
+        }
+        std::thread::sleep(retry);
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+fn connect() -> Result<Channel, String> {
+    let mut channel = match std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
+        Ok(address) if !address.is_empty() => {
+            let mut c = Channel::open_private(&address).map_err(|e| format!("{address}: {e}"))?;
+            c.register().map_err(|e| format!("{address}: {e}"))?;
+            c
+        }
+        _ => Channel::get_private(BusType::System).map_err(|e| e.to_string())?,
+    };
+    channel.set_watch_enabled(true);
+    let mut owned = 0;
+    for name in [UPDATE_NAME, AUTH_NAME] {
+        match request_name(&channel, name) {
+            Ok(()) => owned += 1,
+            Err(e) => log::error!("D-Bus API: {name}: {e}"),
+        }
+    }
+    if owned == 0 {
+        return Err("neither bus name could be owned".into());
+    }
+    Ok(channel)
+}
+
+fn request_name(channel: &Channel, name: &str) -> Result<(), String> {
+    let call = Message::new_method_call(
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "RequestName",
+    )?
+    .append2(name, REPLACE_EXISTING | DO_NOT_QUEUE);
+    let reply = channel
+        .send_with_reply_and_block(call, BUS_CALL_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    match reply.read1::<u32>().map_err(|e| e.to_string())? {
+        // Primary owner, or already the owner.
+        1 | 4 => Ok(()),
+        3 => Err("owned by another process".into()),
+        n => Err(format!("RequestName answered {n}")),
+    }
+}
+
+/// Serves until the connection breaks; returns why.
+fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
+    // The token in force when the connection comes up is announced too.
+    let mut seen = 0u64;
+    loop {
+        // Emptied before the cell is read: a change after the read leaves
+        // a byte for the poll below.
+        tokens.drain();
+        if channel.read_write(Some(Duration::ZERO)).is_err() {
+            return "the connection to the system bus broke".into();
+        }
+        while let Some(message) = channel.pop_message() {
+            if let Some(reply) = handle(config, tokens, &message) {
+                let _ = channel.send(reply);
+            }
+        }
+        if let Some(token) = tokens.announced_since(&mut seen) {
+            let (jwt, url) = token.unwrap_or_default();
+            log::debug!(
+                "D-Bus: JwtTokenStateChange ({})",
+                if jwt.is_empty() { "no token" } else { &url }
+            );
+            match Message::new_signal(AUTH_PATH, AUTH_INTERFACE, "JwtTokenStateChange") {
+                Ok(signal) => {
+                    let _ = channel.send(signal.append2(jwt, url));
+                }
+                Err(e) => log::error!("D-Bus: {e}"),
+            }
+        }
+        if channel.read_write(Some(Duration::ZERO)).is_err() || !channel.is_connected() {
+            return "the system bus closed the connection".into();
+        }
+        let mut events = libc::POLLIN;
+        if channel.has_messages_to_send() {
+            events |= libc::POLLOUT;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: channel.watch().fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: tokens.watch_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds; EINTR (a signal to the daemon) just
+        // goes round the loop.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    }
+}
+
+fn error_reply(call: &Message, name: &str, text: &str) -> Message {
+    let text = CString::new(text.replace('\0', "")).unwrap_or_default();
+    call.error(&name.into(), &text)
+}
+
+/// The answer to one incoming message (None for signals and replies).
+pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<Message> {
+    if message.msg_type() != MessageType::MethodCall {
+        if message.member().as_deref() == Some("NameLost") {
+            let lost: Option<&str> = message.get1();
+            log::warn!("D-Bus: lost the name {}", lost.unwrap_or("?"));
+        }
+        return None;
+    }
+    let path = message.path();
+    let path = path.as_deref().unwrap_or("");
+    let interface = message.interface();
+    let interface = interface.as_deref();
+    let member = message.member();
+    let member = member.as_deref().unwrap_or("");
+    // A call without an interface goes by its member name (D-Bus allows it).
+    let on = |i: &str| interface.is_none_or(|x| x == i);
+    let reply = match (path, member) {
+        (UPDATE_PATH, "SetUpdateControlMap") if on(UPDATE_INTERFACE) => {
+            match message.read1::<&str>() {
+                Ok(json) => match set_update_control_map(config, json) {
+                    Ok(timeout) => message.method_return().append1(timeout),
+                    Err(e) => {
+                        log::warn!("D-Bus: SetUpdateControlMap refused: {e}");
+                        error_reply(message, FAILED, &e)
+                    }
+                },
+                Err(e) => error_reply(
+                    message,
+                    "org.freedesktop.DBus.Error.InvalidArgs",
+                    &format!("SetUpdateControlMap takes one string (the map as JSON): {e}"),
+                ),
+            }
+        }
+        (AUTH_PATH, "GetJwtToken") if on(AUTH_INTERFACE) => {
+            let (jwt, url) = tokens.get().unwrap_or_default();
+            message.method_return().append2(jwt, url)
+        }
+        (AUTH_PATH, "FetchJwtToken") if on(AUTH_INTERFACE) => {
+            log::debug!("D-Bus: FetchJwtToken");
+            tokens.request_fetch();
+            message.method_return().append1(true)
+        }
+        (p, "Introspect") if on(INTROSPECTABLE) && introspection(p).is_some() => message
+            .method_return()
+            .append1(introspection(p).unwrap_or_default()),
+        _ => return dbus::channel::default_reply(message),
+    };
+    Some(reply)
+}
+
+/// What `mender-rs control set` does (`crate::cli::control`), then wakes
+/// the daemon.
+fn set_update_control_map(config: &Config, json: &str) -> Result<i32, String> {
+    let map = ControlMap::parse(json.as_bytes()).map_err(|e| e.to_string())?;
+    let (id, priority) = (map.id.clone(), map.priority);
+    let now = BootTime::now();
+    let mut maps = ControlMapSet::open_at(config, now).map_err(|e| e.to_string())?;
+    maps.expire(now);
+    let change = maps
+        .insert_from_device(map, now)
+        .map_err(|e| e.to_string())?;
+    maps.save().map_err(|e| e.to_string())?;
+    signals::wake();
+    match change {
+        DeviceChange::Inserted { .. } => {
+            log::info!("update control map {id} (priority {priority}) set over D-Bus")
+        }
+        DeviceChange::Removed { existed } => log::info!(
+            "update control map {id} (priority {priority}) {} over D-Bus: no state left after the defaults",
+            if existed {
+                "removed"
+            } else {
+                "not there to remove"
+            }
+        ),
+    }
+    Ok(maps.refresh_timeout())
+}
+
+/// The introspection XML of our object paths and their parents.
+fn introspection(path: &str) -> Option<String> {
+    let body = match path {
+        "/" => "  <node name=\"io\"/>\n".to_string(),
+        "/io" => "  <node name=\"mender\"/>\n".to_string(),
+        "/io/mender" => {
+            "  <node name=\"UpdateManager\"/>\n  <node name=\"AuthenticationManager\"/>\n"
+                .to_string()
+        }
+        UPDATE_PATH => format!("{STANDARD_INTERFACES}{UPDATE_INTROSPECTION}"),
+        AUTH_PATH => format!("{STANDARD_INTERFACES}{AUTH_INTROSPECTION}"),
+        _ => return None,
+    };
+    Some(format!("{DOCTYPE}<node>\n{body}</node>\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(path: &str, interface: &str, member: &str) -> Message {
+        let mut m =
+            Message::new_method_call("io.mender.UpdateManager", path, interface, member).unwrap();
+        // As the bus would (replies refer to it).
+        m.set_serial(7);
+        m
+    }
+
+    fn error_name(m: &mut Message) -> Option<String> {
+        m.as_result().err().and_then(|e| e.name().map(String::from))
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        let text = r#"{"UpdateControlMapExpirationTimeSeconds": 120}"#;
+        Config::from_str("test.conf", text, false, dir).unwrap()
+    }
+
+    #[test]
+    fn calls_are_dispatched_by_path_and_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let tokens = TokenCell::new().unwrap();
+        // Tokens.
+        let reply = handle(
+            &config,
+            &tokens,
+            &call(AUTH_PATH, AUTH_INTERFACE, "GetJwtToken"),
+        )
+        .unwrap();
+        assert_eq!(reply.get2::<&str, &str>(), (Some(""), Some("")));
+        tokens.publish(Some(("jwt", "https://server")), true);
+        let reply = handle(
+            &config,
+            &tokens,
+            &call(AUTH_PATH, AUTH_INTERFACE, "GetJwtToken"),
+        )
+        .unwrap();
+        assert_eq!(
+            reply.get2::<&str, &str>(),
+            (Some("jwt"), Some("https://server"))
+        );
+        let reply = handle(
+            &config,
+            &tokens,
+            &call(AUTH_PATH, AUTH_INTERFACE, "FetchJwtToken"),
+        )
+        .unwrap();
+        assert_eq!(reply.get1::<bool>(), Some(true));
+        assert!(tokens.take_fetch_request());
+        // Maps: a bad one names the field; a good one answers the timeout.
+        let bad = call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap").append1(
+            r#"{"id":"01234567-89ab-4def-8123-456789abcdef","states":{"ArtifactInstall_Enter":{"action":"stop"}}}"#,
+        );
+        let mut reply = handle(&config, &tokens, &bad).unwrap();
+        assert_eq!(reply.msg_type(), MessageType::Error);
+        assert_eq!(error_name(&mut reply).as_deref(), Some(FAILED));
+        let text: &str = reply.get1().unwrap();
+        assert!(
+            text.contains("states.ArtifactInstall_Enter.action"),
+            "{text}"
+        );
+        let good = call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap").append1(
+            r#"{"id":"01234567-89ab-4def-8123-456789abcdef","states":{"ArtifactInstall_Enter":{"action":"pause"}}}"#,
+        );
+        let reply = handle(&config, &tokens, &good).unwrap();
+        assert_eq!(reply.msg_type(), MessageType::MethodReturn, "{reply:?}");
+        assert!(reply.get1::<i32>().is_some());
+        // No argument.
+        let mut reply = handle(
+            &config,
+            &tokens,
+            &call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap"),
+        )
+        .unwrap();
+        assert_eq!(
+            error_name(&mut reply).as_deref(),
+            Some("org.freedesktop.DBus.Error.InvalidArgs")
+        );
+        // Introspection and unknown calls.
+        let reply = handle(
+            &config,
+            &tokens,
+            &call(AUTH_PATH, INTROSPECTABLE, "Introspect"),
+        )
+        .unwrap();
+        let xml: &str = reply.get1().unwrap();
+        assert!(xml.contains("JwtTokenStateChange"), "{xml}");
+        let reply = handle(&config, &tokens, &call("/", INTROSPECTABLE, "Introspect")).unwrap();
+        assert!(
+            reply
+                .get1::<&str>()
+                .unwrap()
+                .contains("<node name=\"io\"/>")
+        );
+        let reply = handle(&config, &tokens, &call(AUTH_PATH, AUTH_INTERFACE, "Nope")).unwrap();
+        assert_eq!(reply.msg_type(), MessageType::Error);
+        let reply = handle(
+            &config,
+            &tokens,
+            &call(UPDATE_PATH, AUTH_INTERFACE, "GetJwtToken"),
+        )
+        .unwrap();
+        assert_eq!(reply.msg_type(), MessageType::Error);
+    }
+}
