@@ -213,14 +213,6 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
         // Emptied before the cell is read: a change after the read leaves
         // a byte for the poll below.
         tokens.drain();
-        if channel.read_write(Some(Duration::ZERO)).is_err() {
-            return "the connection to the system bus broke".into();
-        }
-        while let Some(message) = channel.pop_message() {
-            if let Some(reply) = handle(config, tokens, &message) {
-                let _ = channel.send(reply);
-            }
-        }
         if let Some(token) = tokens.announced_since(&mut seen) {
             let (jwt, url) = token.unwrap_or_default();
             log::debug!(
@@ -234,8 +226,22 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
                 Err(e) => log::error!("D-Bus: {e}"),
             }
         }
-        if channel.read_write(Some(Duration::ZERO)).is_err() || !channel.is_connected() {
-            return "the system bus closed the connection".into();
+        // Every read may take in more than one message (and libdbus keeps
+        // what it read): the poll waits only once nothing is left.
+        loop {
+            if channel.read_write(Some(Duration::ZERO)).is_err() || !channel.is_connected() {
+                return "the connection to the system bus broke".into();
+            }
+            let mut handled = false;
+            while let Some(message) = channel.pop_message() {
+                handled = true;
+                if let Some(reply) = handle(config, tokens, &message) {
+                    let _ = channel.send(reply);
+                }
+            }
+            if !handled {
+                break;
+            }
         }
         let mut events = libc::POLLIN;
         if channel.has_messages_to_send() {

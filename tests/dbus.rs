@@ -30,7 +30,7 @@ const MAP_ID: &str = "0b5c56a2-7e43-4a1e-9d3f-2c9a1f6e8d10";
 
 /// A private bus: `dbus-daemon` on a socket in a temporary directory.
 struct Bus {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
     address: String,
 }
@@ -90,7 +90,7 @@ impl Bus {
             .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(fs::File::create(dir.path().join("dbus-daemon.log")).unwrap())
             .process_group(0)
             .spawn()
             .expect("starting dbus-daemon");
@@ -101,7 +101,7 @@ impl Bus {
         let address = line.trim().to_string();
         assert!(address.starts_with("unix:"), "dbus-daemon said {line:?}");
         Bus {
-            _dir: dir,
+            dir,
             child,
             address,
         }
@@ -600,5 +600,66 @@ fn the_jwt_over_dbus_and_fetch_with_its_signal() {
     let signal = next_token_signal(&watcher, Duration::from_secs(20));
     assert_eq!(signal, Some((String::new(), String::new())));
     assert_eq!(get(), (String::new(), String::new()));
+    d.stop();
+}
+
+#[test]
+fn the_policy_files_let_only_root_call() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to call as another user");
+        return;
+    }
+    let server = MenderServer::start();
+    let bus = Bus::start();
+    // The socket's directory, open to the unprivileged caller.
+    let dir = bus.dir.path();
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut d = Daemon::new(&server, &bus);
+    d.start();
+    assert!(
+        bus.wait_for_names(Duration::from_secs(20)),
+        "{}",
+        d.log_tail()
+    );
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"])
+            .arg(format!("--address={}", bus.address))
+            .args(args);
+        run_bounded(&mut cmd, Duration::from_secs(20))
+    };
+    let map = json!({"id": MAP_ID, "states": {"ArtifactInstall_Enter": {"action": "pause"}}});
+    let map = map.to_string();
+    for args in [
+        &[
+            "call",
+            "io.mender.UpdateManager",
+            "/io/mender/UpdateManager",
+            "io.mender.Update1",
+            "SetUpdateControlMap",
+            "s",
+            &map,
+        ][..],
+        &[
+            "call",
+            "io.mender.AuthenticationManager",
+            "/io/mender/AuthenticationManager",
+            "io.mender.Authentication1",
+            "GetJwtToken",
+        ][..],
+    ] {
+        let out = as_nobody(args);
+        assert!(!out.status.success(), "{args:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            err.contains("access denied") || err.contains("rejected"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(d.maps(), json!([]));
+    // Root may.
+    assert!(bus.set_map(&map).status.success());
     d.stop();
 }
