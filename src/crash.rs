@@ -2,7 +2,10 @@
 //!
 //! `MENDER_RS_CRASH_AT=step:K` aborts the process right after the K-th
 //! persisted step of this process; `chunk:K` right after the K-th payload
-//! chunk written to an installer. Without the feature both are no-ops.
+//! chunk written to an installer; `envwrite:pause` stops in the middle of
+//! the next boot-environment write (part of it on disk), says so on
+//! stderr and waits, for a test that cuts the power there (the QEMU
+//! end-to-end test). Without the feature all are no-ops.
 
 #[derive(Clone, Copy)]
 pub enum Point {
@@ -36,3 +39,21 @@ pub fn point(kind: Point) {
 #[cfg(not(feature = "crash-injection"))]
 #[inline(always)]
 pub fn point(_kind: Point) {}
+
+/// Whether the next boot-environment write should stop half-way.
+#[cfg(feature = "crash-injection")]
+pub fn pause_env_write() -> bool {
+    std::env::var("MENDER_RS_CRASH_AT").is_ok_and(|v| v == "envwrite:pause")
+}
+
+#[cfg(not(feature = "crash-injection"))]
+#[inline(always)]
+pub fn pause_env_write() -> bool {
+    false
+}
+
+/// Announces the half-written environment and waits for the power cut.
+pub fn env_write_paused(what: &str) {
+    eprintln!("crash injection: environment write paused half-way ({what})");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}

@@ -487,7 +487,11 @@ impl GrubEnv {
     /// Makes the replacements in order, each crash-safely, creating a
     /// missing copy directory.
     fn apply(&self, steps: &[Replacement]) -> Result<(), BootEnvError> {
-        for (path, bytes) in steps {
+        for (i, (path, bytes)) in steps.iter().enumerate() {
+            if i == steps.len() / 2 && i > 0 && crate::crash::pause_env_write() {
+                // Test hook: half of the files replaced, then the power cut.
+                crate::crash::env_write_paused(&self.describe());
+            }
             let dir = fsutil::parent_dir(path);
             if !dir.is_dir() {
                 std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create", e))?;

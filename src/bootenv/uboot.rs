@@ -358,6 +358,19 @@ impl UBootEnv {
             .write(true)
             .open(&area.device)
             .map_err(|e| io_err(&area.device, "open for writing", e))?;
+        if crate::crash::pause_env_write() {
+            // Test hook: the CRC and half of the variables on disk (the
+            // rest of the area is padding), then the power cut.
+            let used = buf
+                .windows(2)
+                .skip(header)
+                .position(|w| w == [0, 0])
+                .map_or(buf.len(), |p| header + p + 2);
+            let half = header + (used - header) / 2;
+            let _ = file.write_all_at(&buf[..half], area.offset);
+            let _ = file.sync_all();
+            crate::crash::env_write_paused(&area.device.display().to_string());
+        }
         file.write_all_at(&buf, area.offset).map_err(|e| {
             io_err(
                 &area.device,
