@@ -1683,3 +1683,138 @@ fn ten_devices_commit_together_when_the_server_releases_them() {
     // Each daemon looks at its map again every 2 s (half its 4 s life).
     assert!(spread < Duration::from_secs(5), "spread {spread:?}");
 }
+
+#[test]
+fn devices_reboot_only_when_the_server_releases_them() {
+    let server = MenderServer::start();
+    server.enable_next_v2(true);
+    let n = 3;
+    let mut devices: Vec<Managed> = (0..n).map(|_| Managed::new(&server)).collect();
+    for m in &devices {
+        m.dev
+            .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(4));
+    }
+    let artifact = devices[0]
+        .dev
+        .write_rootfs_artifact("release-reboot", 256 << 10, &[], &[]);
+    let dep = server.create_deployment(NewDeployment::from_file(
+        &artifact,
+        "release-reboot",
+        &[DEVICE_TYPE],
+    ));
+    server.set_control_map(
+        &dep,
+        Some(serde_json::json!({"id": "{id}", "priority": 0,
+            "states": {"ArtifactReboot_Enter": {"action": "pause", "on_map_expire": "fail"}}})),
+    );
+    let paused = |s: &MenderServer| {
+        s.device_ids()
+            .iter()
+            .filter(|d| {
+                s.statuses(d, &dep)
+                    .iter()
+                    .any(|x| x == "pause_before_rebooting")
+            })
+            .count()
+    };
+    // The devices come online (and download) one after the other.
+    for (i, m) in devices.iter_mut().enumerate() {
+        m.start();
+        assert!(
+            server.wait_until(Duration::from_secs(30), |s| paused(s) == i + 1),
+            "{}",
+            m.log_tail()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for m in &devices {
+        assert!(!m.reboot_marker.exists(), "rebooted before the release");
+        assert_eq!(m.dev.env()["upgrade_available"], "1", "installed, waiting");
+    }
+    server.set_control_map(
+        &dep,
+        Some(serde_json::json!({"id": "{id}", "priority": 0,
+            "states": {"ArtifactReboot_Enter": {"action": "continue"}}})),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server
+        .device_ids()
+        .iter()
+        .filter(|d| server.deployment_status(d, &dep).as_deref() == Some("success"))
+        .count()
+        < n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            server.deployment_summary(&dep)
+        );
+        for m in devices.iter_mut() {
+            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                m.child = None;
+                if m.reboot_marker.exists() {
+                    fs::remove_file(&m.reboot_marker).unwrap();
+                    m.dev.reboot();
+                }
+                m.start();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for m in devices.iter_mut() {
+        m.stop();
+        assert_eq!(m.dev.show_artifact(), "release-reboot");
+    }
+    server.assert_no_violations();
+}
+
+#[test]
+fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
+    let server = MenderServer::start();
+    let mut m = Managed::new(&server);
+    // Set like `control set` would, then left to expire: the application
+    // that owned it is gone.
+    m.dev
+        .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(3));
+    // The daemon's start gives stored maps the boot lifetime.
+    m.dev
+        .set_config("UpdateControlMapBootExpirationTimeSeconds", Value::from(3));
+    let file = m.dev.path("map.json");
+    fs::write(
+        &file,
+        serde_json::json!({"id": MAP_ID, "priority": 2,
+            "states": {"ArtifactInstall_Enter": {"action": "pause", "on_map_expire": "fail"}}})
+        .to_string(),
+    )
+    .unwrap();
+    m.dev.ok(&["control", "set", &file.display().to_string()]);
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-expire", 256 << 10, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-expire", &[DEVICE_TYPE]);
+    assert!(
+        m.run_until(
+            &server,
+            Duration::from_secs(60),
+            final_status_of(dep.clone())
+        ),
+        "{}",
+        m.log_tail()
+    );
+    let dev_id = m.device_id(&server);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("failure")
+    );
+    assert!(
+        server
+            .statuses(&dev_id, &dep)
+            .iter()
+            .any(|s| s == "pause_before_installing")
+    );
+    assert_eq!(m.dev.env()["upgrade_available"], "0");
+    assert_eq!(m.dev.env()["mender_boot_part"], "2");
+    let log = fs::read_to_string(&m.daemon_log).unwrap();
+    assert!(log.contains("expired"), "{}", m.log_tail());
+}
