@@ -146,16 +146,7 @@ impl Managed {
                 self.stop();
                 return true;
             }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() {
-                self.child = None;
-                if self.reboot_marker.exists() {
-                    fs::remove_file(&self.reboot_marker).unwrap();
-                    self.dev.reboot();
-                }
+            if self.tend() {
                 restarts += 1;
                 assert!(
                     restarts <= 30,
@@ -168,6 +159,25 @@ impl Managed {
         }
         self.stop();
         false
+    }
+
+    /// Starts the daemon again if it ended, after the simulated reboot it
+    /// asked for (if it did); true when it had ended.
+    fn tend(&mut self) -> bool {
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if exited.is_none() {
+            return false;
+        }
+        self.child = None;
+        if self.reboot_marker.exists() {
+            fs::remove_file(&self.reboot_marker).unwrap();
+            self.dev.reboot();
+        }
+        self.start();
+        true
     }
 
     /// SIGTERM, then SIGKILL after 5 s.
@@ -1600,15 +1610,7 @@ fn synchronized_commit(n: usize) -> Duration {
     loop {
         assert!(Instant::now() < deadline, "not all devices paused");
         for m in devices.iter_mut() {
-            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() {
-                m.child = None;
-                if m.reboot_marker.exists() {
-                    fs::remove_file(&m.reboot_marker).unwrap();
-                    m.dev.reboot();
-                }
-                m.start();
-            }
+            m.tend();
         }
         let paused = server
             .device_ids()
@@ -1750,15 +1752,7 @@ fn devices_reboot_only_when_the_server_releases_them() {
             server.deployment_summary(&dep)
         );
         for m in devices.iter_mut() {
-            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() {
-                m.child = None;
-                if m.reboot_marker.exists() {
-                    fs::remove_file(&m.reboot_marker).unwrap();
-                    m.dev.reboot();
-                }
-                m.start();
-            }
+            m.tend();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
