@@ -162,6 +162,8 @@ pub fn pid_file_path(data_dir: &Path) -> PathBuf {
 
 impl PidFile {
     pub fn acquire(data_dir: &Path) -> anyhow::Result<PidFile> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| anyhow::anyhow!("data directory {}: {e}", data_dir.display()))?;
         let path = pid_file_path(data_dir);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
