@@ -180,6 +180,21 @@ impl Managed {
         true
     }
 
+    /// Runs the daemon until deployment `dep` has its final status (see
+    /// [`final_status_of`]), within `seconds`; returns the device's id.
+    fn run_to_final(&mut self, server: &MenderServer, dep: &str, seconds: u64) -> String {
+        assert!(
+            self.run_until(
+                server,
+                Duration::from_secs(seconds),
+                final_status_of(dep.to_string())
+            ),
+            "no final status for {dep}:\n{}",
+            self.log_tail()
+        );
+        self.device_id(server)
+    }
+
     /// SIGTERM, then SIGKILL after 5 s.
     fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -699,16 +714,7 @@ fn rootfs_update_reboots_commits_and_reports() {
     let mut m = Managed::new(&server);
     let artifact = m.dev.write_rootfs_artifact("release-2", 3 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(120),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 120);
     assert_eq!(
         server.statuses(&dev_id, &dep),
         [
@@ -782,16 +788,7 @@ fn a_download_cut_twenty_times_resumes_and_installs() {
     offsets.sort();
     server.cut_downloads_at(&offsets);
     let dep = server.add_deployment(&artifact, "release-cut", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(180),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 180);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("success"),
@@ -831,16 +828,7 @@ fn a_server_that_ignores_the_range_fails_the_download_cleanly() {
     server.cut_downloads_at(&[300_000]);
     server.ignore_range(true);
     let dep = server.add_deployment(&artifact, "release-norange", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("failure")
@@ -942,16 +930,7 @@ fn inventory_falls_back_to_patch_and_next_to_get() {
     let mut m = Managed::new(&server);
     let artifact = m.dev.write_rootfs_artifact("release-4", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-4", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.inventory_value(&dev_id, "hostname"),
         Some(Value::from("simulated"))
@@ -1135,16 +1114,7 @@ fn servers_fail_over_to_the_next_one() {
     );
     let artifact = m.dev.write_rootfs_artifact("release-fo", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-fo", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("success")
@@ -1300,16 +1270,7 @@ fn tls_with_server_certificate_and_client_certificate() {
         .dev
         .write_rootfs_artifact("release-tls", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-tls", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("success")
@@ -1396,16 +1357,7 @@ fn server_errors_on_status_reports_are_retried_before_the_commit() {
     // The intermediate reports are best effort; the one before the commit
     // and the final one are retried.
     server.fail_next(Endpoint::Status, 503, 5);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(90),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 90);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("success"),
@@ -1507,16 +1459,7 @@ fn a_device_map_pauses_before_installing_until_the_application_continues() {
         &serde_json::json!({"id": MAP_ID, "priority": 1,
             "states": {"ArtifactInstall_Enter": {"action": "force_continue"}}}),
     );
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     let mut statuses = server.statuses(&dev_id, &dep);
     // The restart reports the pause again.
     statuses.dedup();
@@ -1549,16 +1492,7 @@ fn a_device_map_that_fails_the_commit_rolls_back() {
         .dev
         .write_rootfs_artifact("release-ucm-fail", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-ucm-fail", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("failure")
@@ -1787,16 +1721,7 @@ fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
         .dev
         .write_rootfs_artifact("release-expire", 256 << 10, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-expire", &[DEVICE_TYPE]);
-    assert!(
-        m.run_until(
-            &server,
-            Duration::from_secs(60),
-            final_status_of(dep.clone())
-        ),
-        "{}",
-        m.log_tail()
-    );
-    let dev_id = m.device_id(&server);
+    let dev_id = m.run_to_final(&server, &dep, 60);
     assert_eq!(
         server.deployment_status(&dev_id, &dep).as_deref(),
         Some("failure")
