@@ -609,22 +609,28 @@ fn s8_failure_in_artifact_install_enter() {
     );
 }
 
+/// S9 and S12 (spec 3.9.4): the commit fails after the Enter scripts and
+/// the update is rolled back.
+fn commit_failure_sequence() -> Vec<String> {
+    seq(&[
+        DOWNLOAD_OK,
+        INSTALL_OK,
+        REBOOT_OK,
+        &[
+            "ArtifactCommit_Enter_01",
+            "ArtifactCommit_Enter_05",
+            "ArtifactCommit_Error_91",
+        ],
+        ROLLBACK,
+    ])
+}
+
 #[test]
 fn s9_failure_in_artifact_commit_enter() {
     canonical(
         Some("ArtifactCommit_Enter_05"),
         &[],
-        seq(&[
-            DOWNLOAD_OK,
-            INSTALL_OK,
-            REBOOT_OK,
-            &[
-                "ArtifactCommit_Enter_01",
-                "ArtifactCommit_Enter_05",
-                "ArtifactCommit_Error_91",
-            ],
-            ROLLBACK,
-        ]),
+        commit_failure_sequence(),
         "failure",
     );
 }
@@ -690,17 +696,7 @@ fn s12_corrupted_script_version_in_etc() {
                 ),
             ]
         },
-        seq(&[
-            DOWNLOAD_OK,
-            INSTALL_OK,
-            REBOOT_OK,
-            &[
-                "ArtifactCommit_Enter_01",
-                "ArtifactCommit_Enter_05",
-                "ArtifactCommit_Error_91",
-            ],
-            ROLLBACK,
-        ]),
+        commit_failure_sequence(),
         "failure",
     );
 }

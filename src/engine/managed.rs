@@ -267,10 +267,7 @@ impl Engine<'_> {
             }
         })();
         if let Err(e) = rebooted {
-            log::error!("rebooting failed: {e:#}");
-            self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
-            self.error_path(state, installer)?;
-            return Err(e.context("rebooting into the update failed"));
+            return self.reboot_failed(state, installer, e, "rebooting into the update failed");
         }
         // The installer's reboot returned (an Update Module that restarts
         // services rather than the device): continue as after a reboot.
@@ -289,12 +286,24 @@ impl Engine<'_> {
             self.run_scripts(ScriptState::ArtifactReboot, ScriptAction::Leave)
         })();
         if let Err(e) = verified {
-            log::error!("the update did not come up after the reboot: {e:#}");
-            self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
-            self.error_path(state, installer)?;
-            return Err(e.context("the update failed after the reboot"));
+            return self.reboot_failed(state, installer, e, "the update failed after the reboot");
         }
         self.checkpoint_commit(state, installer, hooks)
+    }
+
+    /// A failure in the ArtifactReboot state: its Error scripts, then the
+    /// rollback path; returns the error with `what` as context.
+    fn reboot_failed(
+        &mut self,
+        state: &mut UpdateState,
+        installer: Box<dyn Installer>,
+        e: anyhow::Error,
+        what: &'static str,
+    ) -> Result<()> {
+        log::error!("{what}: {e:#}");
+        self.run_scripts_ignoring(ScriptState::ArtifactReboot, ScriptAction::Error);
+        self.error_path(state, installer)?;
+        Err(e.context(what))
     }
 
     /// The commit checkpoint, then the commit.
