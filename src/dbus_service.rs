@@ -29,7 +29,9 @@
 //! on the connection and on the [`TokenCell`]'s pipe. The token comes from
 //! the daemon's [`ServerClient`] through that cell. When the bus is not
 //! there (yet), or goes away, the thread connects again later (5 s, then
-//! doubling up to 5 min); the daemon goes on without it meanwhile.
+//! doubling up to 5 min); the daemon goes on without it meanwhile. A
+//! missing bus (many devices, containers) is said once at info level; a
+//! bus that refuses the connection or the names is an error.
 //!
 //! Who may call: the policy files `support/dbus/*.conf` (root only).
 
@@ -132,12 +134,14 @@ pub fn start(config: &Config, mut client: ServerClient) -> ServerClient {
 /// The thread: connect, serve until the connection ends, connect again.
 fn run(config: &Config, tokens: &TokenCell) {
     let mut retry = RETRY_FIRST;
-    let mut failures = 0u32;
+    // The kind of the last failure said at info/error level: each kind is
+    // said once, then only at debug level until something changes.
+    let mut said: Option<bool> = None;
     loop {
         match connect() {
             Ok(channel) => {
                 retry = RETRY_FIRST;
-                failures = 0;
+                said = None;
                 log::info!(
                     "D-Bus API on the system bus ({UPDATE_NAME}, {AUTH_NAME}; connection {})",
                     channel.unique_name().unwrap_or("?")
@@ -146,16 +150,22 @@ fn run(config: &Config, tokens: &TokenCell) {
                 log::warn!("D-Bus API: {e}; connecting again in {} s", retry.as_secs());
             }
             Err(e) => {
-                // Said once at error level; a device without a bus keeps
-                // quiet afterwards.
-                if failures == 0 {
-                    log::error!(
-                        "D-Bus API: connecting to the system bus: {e}; trying again in the background"
-                    );
-                } else {
+                let no_bus = matches!(e, ConnectError::NoBus(_));
+                if said == Some(no_bus) {
                     log::debug!("D-Bus API: connecting to the system bus: {e}");
+                } else {
+                    match &e {
+                        // Normal on devices and in containers without a
+                        // bus: said once, the API comes up when one does.
+                        ConnectError::NoBus(why) => log::info!(
+                            "D-Bus API off: no system bus ({why}); connecting when one appears"
+                        ),
+                        ConnectError::Failed(_) => log::error!(
+                            "D-Bus API: connecting to the system bus: {e}; trying again in the background"
+                        ),
+                    }
+                    said = Some(no_bus);
                 }
-                failures += 1;
             }
         }
         std::thread::sleep(retry);
@@ -163,14 +173,48 @@ fn run(config: &Config, tokens: &TokenCell) {
     }
 }
 
-fn connect() -> Result<Channel, String> {
+/// Why [`connect`] failed.
+#[derive(Debug)]
+enum ConnectError {
+    /// Nothing listens where the system bus would be (no socket, or a
+    /// socket nobody serves): no bus on this system, or not yet.
+    NoBus(String),
+    /// A bus is there but refused us, or the address is wrong.
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoBus(s) | Self::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+impl ConnectError {
+    /// Sorts libdbus's error: a missing socket (ENOENT) or one nobody
+    /// listens on (ECONNREFUSED) means no bus; anything else is a failure.
+    fn of(e: &dbus::Error, text: String) -> ConnectError {
+        match e.name() {
+            Some(
+                "org.freedesktop.DBus.Error.FileNotFound" | "org.freedesktop.DBus.Error.NoServer",
+            ) => Self::NoBus(text),
+            _ => Self::Failed(text),
+        }
+    }
+}
+
+fn connect() -> Result<Channel, ConnectError> {
     let mut channel = match std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
         Ok(address) if !address.is_empty() => {
-            let mut c = Channel::open_private(&address).map_err(|e| format!("{address}: {e}"))?;
-            c.register().map_err(|e| format!("{address}: {e}"))?;
+            let mut c = Channel::open_private(&address)
+                .map_err(|e| ConnectError::of(&e, format!("{address}: {e}")))?;
+            c.register()
+                .map_err(|e| ConnectError::Failed(format!("{address}: {e}")))?;
             c
         }
-        _ => Channel::get_private(BusType::System).map_err(|e| e.to_string())?,
+        _ => Channel::get_private(BusType::System)
+            .map_err(|e| ConnectError::of(&e, e.to_string()))?,
     };
     channel.set_watch_enabled(true);
     let mut owned = 0;
@@ -181,7 +225,9 @@ fn connect() -> Result<Channel, String> {
         }
     }
     if owned == 0 {
-        return Err("neither bus name could be owned".into());
+        return Err(ConnectError::Failed(
+            "neither bus name could be owned".into(),
+        ));
     }
     Ok(channel)
 }
@@ -385,6 +431,21 @@ mod tests {
     fn config(dir: &std::path::Path) -> Config {
         let text = r#"{"UpdateControlMapExpirationTimeSeconds": 120}"#;
         Config::from_str("test.conf", text, false, dir).unwrap()
+    }
+
+    #[test]
+    fn a_missing_bus_is_not_a_failure() {
+        for (name, no_bus) in [
+            ("org.freedesktop.DBus.Error.FileNotFound", true),
+            ("org.freedesktop.DBus.Error.NoServer", true),
+            ("org.freedesktop.DBus.Error.AccessDenied", false),
+            ("org.freedesktop.DBus.Error.BadAddress", false),
+        ] {
+            let e = dbus::Error::new_custom(name, "text");
+            let sorted = ConnectError::of(&e, "text".into());
+            assert_eq!(matches!(sorted, ConnectError::NoBus(_)), no_bus, "{name}");
+            assert_eq!(sorted.to_string(), "text");
+        }
     }
 
     #[test]

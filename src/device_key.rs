@@ -11,6 +11,9 @@
 //! P-256 over SHA-256 as an ASN.1 DER `SEQUENCE { r, s }` (unlike artifact
 //! signatures, which use raw `r || s`), Ed25519 over the message itself.
 //!
+//! The PEM reading is the artifact keys' ([`crate::artifact::signature`]);
+//! this module builds ring's key pairs from what it reads.
+//!
 //! A key that exists is never replaced implicitly: the server knows the
 //! device by it, so an unreadable or empty file is an error, and only
 //! [`DeviceKey::generate_replacing`] overwrites one.
@@ -30,22 +33,19 @@ use ring::signature::{
     RsaKeyPair,
 };
 
+use crate::artifact::signature::{
+    OID_EC, OID_ED25519, OID_P256, OID_RSA, PemKey, SignatureError, Wanted, parse_pem_key,
+    pem_encode,
+};
 use crate::fsutil;
 
-const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-
-/// Smallest RSA modulus accepted for a device key.
-pub const RSA_MIN_BITS: usize = 2048;
+/// Smallest RSA modulus accepted for a device key (that of artifact keys).
+pub const RSA_MIN_BITS: usize = crate::artifact::signature::RSA_MIN_BITS;
 /// Size of generated RSA keys (what Mender 3.x generates).
 pub const RSA_GENERATED_BITS: usize = 3072;
 /// Mode of the key file.
 pub const KEY_FILE_MODE: u32 = 0o600;
 
-const P256_SCALAR_LEN: usize = 32;
-const P256_POINT_LEN: usize = 65;
 /// Key files are a few kilobytes; anything much larger is not a key.
 const MAX_KEY_FILE_LEN: u64 = 1 << 20;
 
@@ -225,77 +225,27 @@ impl DeviceKey {
 
     /// Parses PEM text; the error is a reason without the file name.
     fn from_pem(pem: &[u8]) -> std::result::Result<DeviceKey, String> {
-        let blocks = pem_blocks(pem)?;
-        // `openssl ecparam -genkey` writes the curve in a block of its own.
-        let mut params = None;
-        let mut keys = Vec::new();
-        for block in blocks {
-            if block.label == "EC PARAMETERS" {
-                params = Some(block.der);
-            } else {
-                keys.push(block);
-            }
-        }
-        let block = match keys.as_mut_slice() {
-            [] => {
-                return Err(
-                    "no PEM private key found (expected \"-----BEGIN RSA PRIVATE KEY-----\", \"-----BEGIN PRIVATE KEY-----\" or \"-----BEGIN EC PRIVATE KEY-----\")".to_owned(),
-                );
-            }
-            [block] => block,
-            _ => {
-                return Err(
-                    "more than one PEM block; the file must hold exactly one key".to_owned(),
-                );
-            }
-        };
-        let der = block.der.as_slice();
-        let pair = match block.label.as_str() {
-            "RSA PRIVATE KEY" => rsa_pair(der, RsaKeyPair::from_der)?,
-            "EC PRIVATE KEY" => {
-                let curve = match params {
-                    Some(p) => Some(
-                        sec1::EcParameters::from_der(&p)
-                            .ok()
-                            .and_then(|p| p.named_curve())
-                            .ok_or("the EC PARAMETERS block does not name a curve")?,
-                    ),
-                    None => None,
-                };
-                ec_pair(der, curve, None)?
-            }
-            "PRIVATE KEY" => {
-                let info = pkcs8::PrivateKeyInfo::from_der(der)
-                    .map_err(|e| format!("malformed PKCS#8 private key: {e}"))?;
-                match info.algorithm.oid {
-                    OID_RSA => rsa_pair(info.private_key, |_| RsaKeyPair::from_pkcs8(der))?,
-                    OID_EC => {
-                        let curve = info
-                            .algorithm
-                            .parameters_oid()
-                            .map_err(|e| format!("malformed EC curve parameters: {e}"))?;
-                        ec_pair(info.private_key, Some(curve), info.public_key)?
-                    }
-                    OID_ED25519 => Pair::Ed25519(
-                        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-                            .map_err(|e| format!("Ed25519 key rejected: {e}"))?,
-                    ),
-                    other => {
-                        return Err(format!(
-                            "unsupported key algorithm {other}; device keys must be RSA, ECDSA P-256 or Ed25519"
-                        ));
-                    }
-                }
-            }
-            "ENCRYPTED PRIVATE KEY" => return Err(encrypted()),
-            "PUBLIC KEY" | "RSA PUBLIC KEY" => {
-                return Err("this is a public key; the device key must be a private key".to_owned());
-            }
-            other => {
-                return Err(format!(
-                    "PEM block \"{other}\" is not a supported private key (expected RSA PRIVATE KEY, PRIVATE KEY or EC PRIVATE KEY)"
-                ));
-            }
+        let pair = match parse_pem_key(pem, Wanted::PrivateKey).map_err(reason)? {
+            PemKey::RsaPrivate { pkcs1, bits, .. } => Pair::Rsa {
+                pair: RsaKeyPair::from_der(&pkcs1)
+                    .map_err(|e| format!("RSA {bits} key rejected: {e}"))?,
+                bits,
+            },
+            PemKey::EcPrivate { scalar, point } => Pair::EcdsaP256(
+                EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_ASN1_SIGNING,
+                    &scalar,
+                    &point,
+                    &SystemRandom::new(),
+                )
+                .map_err(|e| format!("ECDSA P-256 key rejected: {e}"))?,
+            ),
+            PemKey::Ed25519Private { pkcs8 } => Pair::Ed25519(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+                    .map_err(|e| format!("Ed25519 key rejected: {e}"))?,
+            ),
+            // Not asked for (Wanted::PrivateKey).
+            PemKey::Public(_) => return Err(reason(SignatureError::NotPrivateKey)),
         };
         let spki = spki_der(&pair)?;
         Ok(DeviceKey { pair, spki })
@@ -424,84 +374,22 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
-fn encrypted() -> String {
-    "encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out PLAIN)"
-        .to_owned()
-}
-
-/// `pkcs1` is the PKCS#1 `RSAPrivateKey` (for the size check); `make` builds
-/// ring's key pair from whichever encoding the file used.
-fn rsa_pair(
-    pkcs1: &[u8],
-    make: impl FnOnce(&[u8]) -> std::result::Result<RsaKeyPair, ring::error::KeyRejected>,
-) -> std::result::Result<Pair, String> {
-    let key = pkcs1::RsaPrivateKey::from_der(pkcs1)
-        .map_err(|e| format!("malformed PKCS#1 RSA private key: {e}"))?;
-    let n = key.modulus.as_bytes();
-    let bits = match n.first() {
-        Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
-        None => 0,
-    };
-    if bits < RSA_MIN_BITS {
-        return Err(format!(
-            "RSA key is {bits} bits; at least {RSA_MIN_BITS} bits are required"
-        ));
-    }
-    let pair = make(pkcs1).map_err(|e| format!("RSA {bits} key rejected: {e}"))?;
-    Ok(Pair::Rsa { pair, bits })
-}
-
-/// A SEC1 `ECPrivateKey`; `curve` from the enclosing PKCS#8 or an `EC
-/// PARAMETERS` block, `outer_public` from a PKCS#8 v2 wrapper.
-fn ec_pair(
-    der: &[u8],
-    curve: Option<ObjectIdentifier>,
-    outer_public: Option<&[u8]>,
-) -> std::result::Result<Pair, String> {
-    let key = sec1::EcPrivateKey::from_der(der)
-        .map_err(|e| format!("malformed SEC1 EC private key: {e}"))?;
-    let inner = match key.parameters {
-        Some(p) => Some(
-            p.named_curve()
-                .ok_or("explicit EC curve parameters are not supported; use a named curve")?,
-        ),
-        None => None,
-    };
-    let curve = match (curve, inner) {
-        (Some(a), Some(b)) if a != b => {
-            return Err("the key's curve contradicts its EC parameters".to_owned());
+/// The reader's error as said of a device key: the same words, except
+/// where they would describe artifact keys.
+fn reason(e: SignatureError) -> String {
+    match e {
+        SignatureError::NoPem => "no PEM private key found (expected \"-----BEGIN RSA PRIVATE KEY-----\", \"-----BEGIN PRIVATE KEY-----\" or \"-----BEGIN EC PRIVATE KEY-----\")".to_owned(),
+        SignatureError::MultipleKeys => {
+            "more than one PEM block; the file must hold exactly one key".to_owned()
         }
-        (a, b) => a
-            .or(b)
-            .ok_or("the EC private key does not name its curve")?,
-    };
-    if curve != OID_P256 {
-        return Err(format!(
-            "unsupported elliptic curve {curve}; only P-256 (prime256v1) is supported"
-        ));
+        SignatureError::NotPrivateKey => {
+            "this is a public key; the device key must be a private key".to_owned()
+        }
+        SignatureError::UnsupportedAlgorithm { algorithm } => format!(
+            "unsupported key algorithm {algorithm}; device keys must be RSA, ECDSA P-256 or Ed25519"
+        ),
+        other => other.to_string(),
     }
-    // ring wants the scalar at full width; some encoders drop leading zeros.
-    let mut scalar = [0u8; P256_SCALAR_LEN];
-    let offset = P256_SCALAR_LEN
-        .checked_sub(key.private_key.len())
-        .filter(|_| !key.private_key.is_empty())
-        .ok_or("the EC private scalar has the wrong length for P-256")?;
-    scalar[offset..].copy_from_slice(key.private_key);
-    // ring cannot derive the public point, so the file must contain it.
-    let point = key.public_key.or(outer_public).ok_or(
-        "the EC private key does not include its public key; re-export it with `openssl ec`",
-    )?;
-    if point.len() != P256_POINT_LEN || point[0] != 0x04 {
-        return Err("the EC public key is not an uncompressed P-256 point".to_owned());
-    }
-    let pair = EcdsaKeyPair::from_private_key_and_public_key(
-        &ECDSA_P256_SHA256_ASN1_SIGNING,
-        &scalar,
-        point,
-        &SystemRandom::new(),
-    )
-    .map_err(|e| format!("ECDSA P-256 key rejected: {e}"))?;
-    Ok(Pair::EcdsaP256(pair))
 }
 
 /// DER SubjectPublicKeyInfo: rsaEncryption with NULL parameters, id-ecPublicKey
@@ -528,80 +416,10 @@ fn spki_der(pair: &Pair) -> std::result::Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot encode the public key: {e}"))
 }
 
-/// PEM text: base64 in 64-character lines, trailing newline.
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // Base64 output is ASCII.
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-struct PemBlock {
-    label: String,
-    der: Vec<u8>,
-}
-
-/// Splits PEM text into blocks, as leniently as Go's encoding/pem: any line
-/// width, CRLF, text around blocks, RFC 1421 headers skipped (an
-/// `ENCRYPTED` Proc-Type is refused).
-fn pem_blocks(pem: &[u8]) -> std::result::Result<Vec<PemBlock>, String> {
-    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM text file".to_owned())?;
-    let mut lines = text.lines();
-    let mut blocks = Vec::new();
-    while let Some(line) = lines.next() {
-        let Some(label) = line
-            .trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|rest| rest.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let end = format!("-----END {label}-----");
-        let (mut body, mut closed, mut is_encrypted) = (String::new(), false, false);
-        for line in lines.by_ref() {
-            let line = line.trim();
-            if line == end {
-                closed = true;
-                break;
-            }
-            if line.starts_with("-----") {
-                return Err(format!(
-                    "malformed PEM block \"{label}\": unexpected boundary line inside it"
-                ));
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                is_encrypted |= name.trim() == "Proc-Type" && value.contains("ENCRYPTED");
-                continue;
-            }
-            body.push_str(line);
-        }
-        if !closed {
-            return Err(format!(
-                "malformed PEM block \"{label}\": missing \"{end}\" line (truncated file?)"
-            ));
-        }
-        if is_encrypted {
-            return Err(encrypted());
-        }
-        let der = BASE64
-            .decode(body.as_bytes())
-            .map_err(|e| format!("malformed PEM block \"{label}\": invalid base64: {e}"))?;
-        blocks.push(PemBlock {
-            label: label.to_owned(),
-            der,
-        });
-    }
-    Ok(blocks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::signature::pem_blocks;
     use ring::signature::{
         ECDSA_P256_SHA256_ASN1, ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
         VerificationAlgorithm,
@@ -701,14 +519,18 @@ mod tests {
     }
 
     #[test]
-    fn pem_encode_wraps_at_64() {
-        let pem = pem_encode("X", &[0u8; 100]);
-        let lines: Vec<&str> = pem.lines().collect();
-        assert_eq!(lines[0], "-----BEGIN X-----");
-        assert_eq!(lines[1].len(), 64);
-        assert_eq!(lines[2].len(), 64);
-        assert_eq!(lines[3].len(), 136 - 128);
-        assert_eq!(lines[4], "-----END X-----");
-        assert_eq!(pem_blocks(pem.as_bytes()).unwrap()[0].der, vec![0u8; 100]);
+    fn public_keys_and_other_algorithms_are_named() {
+        let (key, _) = DeviceKey::generate(DeviceKeyType::Ed25519).unwrap();
+        let err = DeviceKey::from_pem(key.public_key_pem().as_bytes()).unwrap_err();
+        assert!(err.contains("public key"), "{err}");
+        let (key, _) = DeviceKey::generate(DeviceKeyType::EcdsaP256).unwrap();
+        let err = DeviceKey::from_pem(key.public_key_pem().as_bytes()).unwrap_err();
+        assert!(err.contains("public key"), "{err}");
+        // PKCS#8 with an X25519 key (RFC 8410 example).
+        let x25519 = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+        let err = DeviceKey::from_pem(x25519.as_bytes()).unwrap_err();
+        assert!(err.contains("X25519") && err.contains("Ed25519"), "{err}");
+        let err = DeviceKey::from_pem(b"no key here").unwrap_err();
+        assert!(err.contains("no PEM private key"), "{err}");
     }
 }

@@ -15,46 +15,31 @@
 
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/managed.rs"]
+mod managed;
 #[path = "common/mender_server.rs"]
 mod mender_server;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use device::*;
+use managed::{
+    DaemonChild, DeviceSetup, clock_ticks, daemon_bin, daemon_command, env_u64, median, mib, sample,
+};
 use mender_server::*;
-use serde_json::Value;
 
 // ---------------------------------------------------------------------------
 // A lean launcher: one simulated device and its daemon
-
-/// The daemon binary under measurement.
-fn daemon_bin() -> PathBuf {
-    match std::env::var_os("MENDER_RS_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_mender-rs")),
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        _ => default,
-    }
-}
 
 struct Daemon {
     dev: SimDevice,
     mac: String,
     log: PathBuf,
-    child: Option<Child>,
+    child: Option<DaemonChild>,
 }
 
 impl Daemon {
@@ -69,35 +54,17 @@ impl Daemon {
     ) -> Daemon {
         let dev = SimDevice::with_partition_size(partition_size);
         let mac = format!("02:00:00:01:{:02x}:{:02x}", (n >> 8) & 0xff, n & 0xff);
-        let identity = dev.path("identity/mender-device-identity");
-        fs::create_dir_all(identity.parent().unwrap()).unwrap();
-        write_executable(&identity, &format!("#!/bin/sh\necho mac={mac}\n"));
-        let inventory_dir = dev.path("inventory");
-        fs::create_dir_all(&inventory_dir).unwrap();
-        write_executable(
-            &inventory_dir.join("mender-inventory-bench"),
-            "#!/bin/sh\necho hostname=bench\n",
-        );
         // A reboot stops the daemon (nothing restarts it here).
-        let reboot = dev.path("reboot");
-        write_executable(&reboot, "#!/bin/sh\nkill -KILL $PPID\nsleep 5\n");
-        let set = |k: &str, v: Value| dev.set_config(k, v);
-        set("ServerURL", Value::from(server.url()));
-        set("UpdatePollIntervalSeconds", Value::from(poll));
-        if let Some(i) = inventory {
-            set("InventoryPollIntervalSeconds", Value::from(i));
+        DeviceSetup {
+            server_url: Some(&server.url()),
+            mac: &mac,
+            inventory_script: Some(("mender-inventory-bench", "hostname=bench")),
+            reboot_marker: None,
+            update_poll: poll,
+            inventory_poll: inventory,
+            retry_poll: poll.max(1),
         }
-        set("RetryPollIntervalSeconds", Value::from(poll.max(1)));
-        set(
-            "IdentityScript",
-            Value::from(identity.display().to_string()),
-        );
-        set(
-            "InventoryScriptsPath",
-            Value::from(inventory_dir.display().to_string()),
-        );
-        set("RebootCommand", Value::from(reboot.display().to_string()));
-        set("DeviceKeyType", Value::from("ed25519"));
+        .apply(&dev);
         let log = dev.path("daemon.log");
         Daemon {
             dev,
@@ -108,23 +75,17 @@ impl Daemon {
     }
 
     fn start(&mut self, bin: &Path) {
-        let mut cmd = self.dev.command_as(bin);
-        cmd.args(["--no-syslog", "--log-level", "info", "--log-file"])
-            .arg(&self.log)
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dev.path("daemon.stderr")).expect("daemon stderr file"))
-            .process_group(0);
-        self.child = Some(cmd.spawn().expect("starting the daemon"));
+        let mut cmd = daemon_command(&self.dev, bin, "info", &self.log);
+        cmd.stderr(fs::File::create(self.dev.path("daemon.stderr")).expect("daemon stderr file"));
+        self.child = Some(DaemonChild::spawn(&mut cmd));
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().expect("daemon running").id()
+        self.child.as_ref().expect("daemon running").pid()
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.as_mut().is_some_and(|c| c.running())
     }
 
     fn device_id(&self, server: &MenderServer) -> Option<String> {
@@ -133,27 +94,13 @@ impl Daemon {
 
     /// SIGTERM, then SIGKILL of the process group after 5 s.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id() as i32;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            child.stop(Duration::from_secs(5));
         }
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        managed::log_tail(&self.log, 40)
     }
 }
 
@@ -161,68 +108,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// From /proc/<pid>/status and /proc/<pid>/stat.
-#[derive(Clone, Copy, Debug, Default)]
-struct ProcSample {
-    rss_kib: u64,
-    hwm_kib: u64,
-    rss_anon_kib: u64,
-    rss_file_kib: u64,
-    threads: u64,
-    /// utime + stime, in clock ticks.
-    cpu_ticks: u64,
-    /// cutime + cstime (waited-for children), in clock ticks.
-    child_ticks: u64,
-}
-
-fn sample(pid: u32) -> Option<ProcSample> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut s = ProcSample::default();
-    for line in status.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let n = || {
-            v.split_whitespace()
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0)
-        };
-        match k {
-            "VmRSS" => s.rss_kib = n(),
-            "VmHWM" => s.hwm_kib = n(),
-            "RssAnon" => s.rss_anon_kib = n(),
-            "RssFile" => s.rss_file_kib = n(),
-            "Threads" => s.threads = n(),
-            _ => {}
-        }
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name: state is field 3; utime 14, stime 15,
-    // cutime 16, cstime 17.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    s.cpu_ticks = f.get(11)? + f.get(12)?;
-    s.child_ticks = f.get(13)? + f.get(14)?;
-    Some(s)
-}
-
-fn clock_ticks() -> f64 {
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
 // ---------------------------------------------------------------------------

@@ -12,22 +12,23 @@
 mod canonical_scripts;
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/managed.rs"]
+mod managed;
 #[path = "common/mender_server.rs"]
 mod mender_server;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
 use device::*;
+use managed::{DaemonChild, DeviceSetup, daemon_command, log_tail, rebooted};
 use mender_server::*;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mender-rs");
 const MODULE: &str = "module-state-scripts-test";
 static MACS: AtomicU32 = AtomicU32::new(1);
 
@@ -37,7 +38,7 @@ struct Managed {
     dev: SimDevice,
     daemon_log: PathBuf,
     reboot_marker: PathBuf,
-    child: Option<Child>,
+    child: Option<DaemonChild>,
     /// Daemon starts so far.
     starts: u32,
     /// Crash injection: (start number, `MENDER_RS_CRASH_AT` value) for
@@ -53,46 +54,20 @@ impl Managed {
     fn with_partition_size(server: &MenderServer, size: u64) -> Managed {
         let dev = SimDevice::with_partition_size(size);
         let n = MACS.fetch_add(1, Ordering::SeqCst);
-        let identity = dev.path("identity/mender-device-identity");
-        fs::create_dir_all(identity.parent().unwrap()).unwrap();
-        write_executable(
-            &identity,
-            &format!(
-                "#!/bin/sh\necho mac=02:00:00:00:{:02x}:{:02x}\n",
-                n >> 8,
-                n & 0xff
-            ),
-        );
-        let inventory = dev.path("inventory");
-        fs::create_dir_all(&inventory).unwrap();
-        write_executable(
-            &inventory.join("mender-inventory-test"),
-            "#!/bin/sh\necho test_attr=one\necho test_attr=two\necho hostname=simulated\n",
-        );
         let reboot_marker = dev.path("rebooted");
-        let reboot = dev.path("reboot");
-        write_executable(
-            &reboot,
-            &format!(
-                "#!/bin/sh\necho reboot >> '{}'\nkill -KILL $PPID\nsleep 5\n",
-                reboot_marker.display()
-            ),
-        );
-        let set = |k: &str, v: Value| dev.set_config(k, v);
-        set("ServerURL", Value::from(server.url()));
-        set("UpdatePollIntervalSeconds", Value::from(1));
-        set("InventoryPollIntervalSeconds", Value::from(60));
-        set("RetryPollIntervalSeconds", Value::from(1));
-        set(
-            "IdentityScript",
-            Value::from(identity.display().to_string()),
-        );
-        set(
-            "InventoryScriptsPath",
-            Value::from(inventory.display().to_string()),
-        );
-        set("RebootCommand", Value::from(reboot.display().to_string()));
-        set("DeviceKeyType", Value::from("ed25519"));
+        DeviceSetup {
+            server_url: Some(&server.url()),
+            mac: &format!("02:00:00:00:{:02x}:{:02x}", n >> 8, n & 0xff),
+            inventory_script: Some((
+                "mender-inventory-test",
+                "test_attr=one\ntest_attr=two\nhostname=simulated",
+            )),
+            reboot_marker: Some(&reboot_marker),
+            update_poll: 1,
+            inventory_poll: Some(60),
+            retry_poll: 1,
+        }
+        .apply(&dev);
         let daemon_log = dev.path("daemon.log");
         Managed {
             dev,
@@ -105,26 +80,20 @@ impl Managed {
     }
 
     fn start(&mut self) {
-        let mut cmd = self.dev.command();
-        cmd.args(["--no-syslog", "--log-level", "debug", "--log-file"])
-            .arg(&self.daemon_log)
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dev.path("daemon.stderr"))
-                    .expect("daemon stderr file"),
-            )
-            .process_group(0);
+        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.daemon_log);
+        cmd.stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dev.path("daemon.stderr"))
+                .expect("daemon stderr file"),
+        );
         if let Some((start, spec)) = &self.crash_at
             && *start == self.starts + 1
         {
             cmd.env("MENDER_RS_CRASH_AT", spec);
         }
-        self.child = Some(cmd.spawn().expect("starting the daemon"));
+        self.child = Some(DaemonChild::spawn(&mut cmd));
         self.starts += 1;
     }
 
@@ -164,18 +133,11 @@ impl Managed {
     /// Starts the daemon again if it ended, after the simulated reboot it
     /// asked for (if it did); true when it had ended.
     fn tend(&mut self) -> bool {
-        let exited = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_none() {
+        if self.child.as_mut().is_none_or(|c| c.running()) {
             return false;
         }
         self.child = None;
-        if self.reboot_marker.exists() {
-            fs::remove_file(&self.reboot_marker).unwrap();
-            self.dev.reboot();
-        }
+        rebooted(&self.dev, &self.reboot_marker);
         self.start();
         true
     }
@@ -197,26 +159,13 @@ impl Managed {
 
     /// SIGTERM, then SIGKILL after 5 s.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            child.stop(Duration::from_secs(5));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.daemon_log).unwrap_or_default();
-        // The HTTP client's debug records drown the daemon's own.
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" debug: ")).collect();
-        lines[lines.len().saturating_sub(80)..].join("\n")
+        log_tail(&self.daemon_log, 80)
     }
 
     fn device_id(&self, server: &MenderServer) -> String {

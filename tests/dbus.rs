@@ -8,13 +8,15 @@
 
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/managed.rs"]
+mod managed;
 #[path = "common/mender_server.rs"]
 mod mender_server;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use dbus::channel::Channel;
 use dbus::message::{Message, MessageType};
 use device::*;
+use managed::{DaemonChild, DeviceSetup, daemon_command, log_tail, rebooted};
 use mender_server::*;
 use serde_json::{Value, json};
 
@@ -171,46 +174,25 @@ struct Daemon {
     bus_address: String,
     log: PathBuf,
     reboot_marker: PathBuf,
-    child: Option<Child>,
+    child: Option<DaemonChild>,
 }
 
 impl Daemon {
     fn new(server: &MenderServer, bus: &Bus) -> Daemon {
         let dev = SimDevice::with_partition_size(8 << 20);
         let n = MACS.fetch_add(1, Ordering::SeqCst);
-        let identity = dev.path("identity/mender-device-identity");
-        fs::create_dir_all(identity.parent().unwrap()).unwrap();
-        write_executable(
-            &identity,
-            &format!("#!/bin/sh\necho mac=02:00:00:db:05:{n:02x}\n"),
-        );
-        let inventory = dev.path("inventory");
-        fs::create_dir_all(&inventory).unwrap();
         let reboot_marker = dev.path("rebooted");
-        let reboot = dev.path("reboot");
-        write_executable(
-            &reboot,
-            &format!(
-                "#!/bin/sh\necho reboot >> '{}'\nkill -KILL $PPID\nsleep 5\n",
-                reboot_marker.display()
-            ),
-        );
-        let set = |k: &str, v: Value| dev.set_config(k, v);
-        set("ServerURL", Value::from(server.url()));
-        set("UpdatePollIntervalSeconds", Value::from(1));
-        set("InventoryPollIntervalSeconds", Value::from(60));
-        set("RetryPollIntervalSeconds", Value::from(1));
-        set("UpdateControlMapExpirationTimeSeconds", Value::from(120));
-        set(
-            "IdentityScript",
-            Value::from(identity.display().to_string()),
-        );
-        set(
-            "InventoryScriptsPath",
-            Value::from(inventory.display().to_string()),
-        );
-        set("RebootCommand", Value::from(reboot.display().to_string()));
-        set("DeviceKeyType", Value::from("ed25519"));
+        DeviceSetup {
+            server_url: Some(&server.url()),
+            mac: &format!("02:00:00:db:05:{n:02x}"),
+            inventory_script: None,
+            reboot_marker: Some(&reboot_marker),
+            update_poll: 1,
+            inventory_poll: Some(60),
+            retry_poll: 1,
+        }
+        .apply(&dev);
+        dev.set_config("UpdateControlMapExpirationTimeSeconds", Value::from(120));
         let log = dev.path("daemon.log");
         Daemon {
             dev,
@@ -222,16 +204,9 @@ impl Daemon {
     }
 
     fn start(&mut self) {
-        let mut cmd = self.dev.command();
-        cmd.args(["--no-syslog", "--log-level", "debug", "--log-file"])
-            .arg(&self.log)
-            .arg("daemon")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        self.child = Some(cmd.spawn().expect("starting the daemon"));
+        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address);
+        self.child = Some(DaemonChild::spawn(&mut cmd));
     }
 
     /// Runs the daemon (restarted after simulated reboots) until `done`.
@@ -251,13 +226,10 @@ impl Daemon {
                 return true;
             }
             if let Some(child) = self.child.as_mut()
-                && child.try_wait().ok().flatten().is_some()
+                && !child.running()
             {
                 self.child = None;
-                if self.reboot_marker.exists() {
-                    fs::remove_file(&self.reboot_marker).unwrap();
-                    self.dev.reboot();
-                }
+                rebooted(&self.dev, &self.reboot_marker);
                 restarts += 1;
                 assert!(
                     restarts <= 10,
@@ -271,17 +243,13 @@ impl Daemon {
         false
     }
 
+    /// SIGKILL (dropping the child does it).
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None;
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" debug: ")).collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        log_tail(&self.log, 60)
     }
 
     /// `mender-rs control show` without the seconds left (they tick).
@@ -296,6 +264,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Before the device's directory goes.
         self.stop();
     }
 }

@@ -14,40 +14,27 @@
 
 #[path = "common/device.rs"]
 mod device;
+#[path = "common/managed.rs"]
+mod managed;
 #[path = "common/mender_server.rs"]
 mod mender_server;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use device::*;
+use managed::{
+    DaemonChild, DeviceSetup, ProcSample, clock_ticks, daemon_bin, daemon_command, env_u64, mib,
+    sample, spread,
+};
 use mender_server::*;
 use serde_json::Value;
 
 const MODULE: &str = "fleet-module";
 /// Bound of every wait for the whole fleet to stop.
 const STOP_WAIT: Duration = Duration::from_secs(5);
-
-fn daemon_bin() -> PathBuf {
-    match std::env::var_os("MENDER_RS_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_mender-rs")),
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        _ => default,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The fleet
@@ -56,14 +43,12 @@ struct Member {
     dev: SimDevice,
     mac: String,
     log: PathBuf,
-    child: Option<Child>,
+    child: Option<DaemonChild>,
 }
 
 impl Member {
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        managed::log_tail(&self.log, 30)
     }
 }
 
@@ -81,37 +66,25 @@ impl Fleet {
         for i in 0..n {
             let dev = SimDevice::new();
             let mac = format!("02:00:00:02:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff);
-            let identity = dev.path("identity/mender-device-identity");
-            fs::create_dir_all(identity.parent().unwrap()).unwrap();
-            write_executable(&identity, &format!("#!/bin/sh\necho mac={mac}\n"));
-            let inventory_dir = dev.path("inventory");
-            fs::create_dir_all(&inventory_dir).unwrap();
-            write_executable(
-                &inventory_dir.join("mender-inventory-fleet"),
-                &format!("#!/bin/sh\necho hostname=fleet-{i}\necho fleet=yes\n"),
-            );
             // No reboot is expected: a reboot stops the daemon (and shows
             // up as a dead daemon).
-            let reboot = dev.path("reboot");
-            write_executable(&reboot, "#!/bin/sh\nkill -KILL $PPID\nsleep 5\n");
+            DeviceSetup {
+                server_url: None,
+                mac: &mac,
+                inventory_script: Some((
+                    "mender-inventory-fleet",
+                    &format!("hostname=fleet-{i}\nfleet=yes"),
+                )),
+                reboot_marker: None,
+                update_poll: poll,
+                inventory_poll: Some(inventory),
+                retry_poll: poll,
+            }
+            .apply(&dev);
             write_executable(
                 &dev.modules.join(MODULE),
                 "#!/bin/sh\ncase \"$1\" in\n  NeedsArtifactReboot) echo No ;;\n  SupportsRollback) echo No ;;\nesac\nexit 0\n",
             );
-            let set = |k: &str, v: Value| dev.set_config(k, v);
-            set("UpdatePollIntervalSeconds", Value::from(poll));
-            set("InventoryPollIntervalSeconds", Value::from(inventory));
-            set("RetryPollIntervalSeconds", Value::from(poll));
-            set(
-                "IdentityScript",
-                Value::from(identity.display().to_string()),
-            );
-            set(
-                "InventoryScriptsPath",
-                Value::from(inventory_dir.display().to_string()),
-            );
-            set("RebootCommand", Value::from(reboot.display().to_string()));
-            set("DeviceKeyType", Value::from("ed25519"));
             let log = dev.path("daemon.log");
             members.push(Member {
                 dev,
@@ -130,15 +103,9 @@ impl Fleet {
     fn start(&mut self, server: &MenderServer) {
         for m in &mut self.members {
             m.dev.set_config("ServerURL", Value::from(server.url()));
-            let mut cmd = m.dev.command_as(&self.bin);
-            cmd.args(["--no-syslog", "--log-level", "info", "--log-file"])
-                .arg(&m.log)
-                .arg("daemon")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(m.dev.path("daemon.stderr")).expect("daemon stderr file"))
-                .process_group(0);
-            m.child = Some(cmd.spawn().expect("starting a daemon"));
+            let mut cmd = daemon_command(&m.dev, &self.bin, "info", &m.log);
+            cmd.stderr(fs::File::create(m.dev.path("daemon.stderr")).expect("daemon stderr file"));
+            m.child = Some(DaemonChild::spawn(&mut cmd));
         }
     }
 
@@ -147,7 +114,7 @@ impl Fleet {
         let mut out = Vec::new();
         for (i, m) in self.members.iter_mut().enumerate() {
             if let Some(c) = m.child.as_mut()
-                && !matches!(c.try_wait(), Ok(None))
+                && !c.running()
             {
                 out.push(i);
             }
@@ -158,7 +125,7 @@ impl Fleet {
     fn pids(&self) -> Vec<u32> {
         self.members
             .iter()
-            .filter_map(|m| m.child.as_ref().map(|c| c.id()))
+            .filter_map(|m| m.child.as_ref().map(|c| c.pid()))
             .collect()
     }
 
@@ -173,34 +140,22 @@ impl Fleet {
     /// SIGTERM to all, SIGKILL (process groups) to what is left after
     /// [`STOP_WAIT`].
     fn stop(&mut self) {
-        for m in &self.members {
-            if let Some(c) = &m.child {
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            }
+        for c in self.members.iter().filter_map(|m| m.child.as_ref()) {
+            c.terminate();
         }
         let deadline = Instant::now() + STOP_WAIT;
-        loop {
-            let mut running = 0;
-            for m in &mut self.members {
-                if let Some(c) = m.child.as_mut() {
-                    if matches!(c.try_wait(), Ok(None)) {
-                        running += 1;
-                    } else {
-                        m.child = None;
-                    }
-                }
-            }
-            if running == 0 || Instant::now() >= deadline {
-                break;
-            }
+        while Instant::now() < deadline
+            && self
+                .members
+                .iter_mut()
+                .filter_map(|m| m.child.as_mut())
+                .any(|c| c.running())
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Dropping the children kills what is left.
         for m in &mut self.members {
-            if let Some(mut c) = m.child.take() {
-                unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            m.child = None;
         }
     }
 }
@@ -220,59 +175,11 @@ fn fleet_artifact(dev: &SimDevice) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// /proc
-
-#[derive(Clone, Copy, Debug, Default)]
-struct ProcSample {
-    rss_kib: u64,
-    hwm_kib: u64,
-    threads: u64,
-    cpu_ticks: u64,
-}
-
-fn sample(pid: u32) -> Option<ProcSample> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut s = ProcSample::default();
-    for line in status.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let n = || {
-            v.split_whitespace()
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0)
-        };
-        match k {
-            "VmRSS" => s.rss_kib = n(),
-            "VmHWM" => s.hwm_kib = n(),
-            "Threads" => s.threads = n(),
-            _ => {}
-        }
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    s.cpu_ticks = f.get(11)? + f.get(12)?;
-    Some(s)
-}
-
-/// (min, median, max) of a non-empty list.
-fn spread<T: Copy + Ord + Default>(mut v: Vec<T>) -> (T, T, T) {
-    if v.is_empty() {
-        return (T::default(), T::default(), T::default());
-    }
-    v.sort();
-    (v[0], v[v.len() / 2], v[v.len() - 1])
-}
+// Figures
 
 fn kib_spread(v: Vec<u64>) -> String {
     let (a, b, c) = spread(v);
-    let m = |k: u64| k as f64 / 1024.0;
-    format!("{:.2}/{:.2}/{:.2} MiB", m(a), m(b), m(c))
+    format!("{:.2}/{:.2}/{:.2} MiB", mib(a), mib(b), mib(c))
 }
 
 /// Next-poll requests per device in the request log.
@@ -520,7 +427,7 @@ fn fleet_100() {
         end_samples.iter().map(|s| s.rss_kib).sum::<u64>() as f64 / 1024.0
     );
     let (tmin, tmed, tmax) = spread(end_samples.iter().map(|s| s.threads).collect());
-    let ticks = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64;
+    let ticks = clock_ticks();
     let cpu: u64 = end_samples.iter().map(|s| s.cpu_ticks).sum::<u64>()
         - start_samples.iter().map(|s| s.cpu_ticks).sum::<u64>();
     println!(

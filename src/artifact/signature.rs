@@ -5,6 +5,9 @@
 //! RSASSA-PKCS1-v1_5 for RSA keys (2048 to 8192 bits) and ECDSA for P-256
 //! keys. Like mender-artifact we write ECDSA signatures as the raw 64-byte
 //! `r || s`; when verifying we also accept ASN.1 DER, which other tools emit.
+//!
+//! The PEM key reader at the end of this file ([`parse_pem_key`]) is also
+//! the one of the device key (`crate::device_key`), which adds Ed25519.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,17 +23,20 @@ use ring::signature::{
     VerificationAlgorithm,
 };
 
-const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+pub(crate) const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+pub(crate) const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+pub(crate) const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+pub(crate) const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// The limits of ring's RSA_PKCS1_2048_8192 algorithms.
-const RSA_MIN_BITS: usize = 2048;
+pub(crate) const RSA_MIN_BITS: usize = 2048;
 const RSA_MAX_BITS: usize = 8192;
-const P256_SCALAR_LEN: usize = 32;
+pub(crate) const P256_SCALAR_LEN: usize = 32;
 const P256_POINT_LEN: usize = 65;
 
 const PRIVATE_LABELS: &str = "RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY";
+const ALL_LABELS: &str =
+    "PUBLIC KEY, RSA PUBLIC KEY, RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY";
 
 /// Why a key could not be used or a signature did not verify. Messages are
 /// single lines and never include key material.
@@ -109,10 +115,11 @@ impl VerifyKey {
     /// PEM forms accepted: "PUBLIC KEY" (SPKI with RSA or EC P-256), "RSA PUBLIC KEY" (PKCS#1),
     /// and, for convenience, private keys ("RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY") whose public half is used.
     pub fn from_pem(pem: &[u8]) -> Result<VerifyKey> {
-        Ok(match parse_pem_key(pem)? {
-            ParsedKey::Public(key) => key,
-            ParsedKey::RsaPrivate { public, .. } => public,
-            ParsedKey::EcPrivate { point, .. } => VerifyKey(Public::P256 { point }),
+        Ok(match parse_pem_key(pem, Wanted::AnyKey)? {
+            PemKey::Public(key) => key,
+            PemKey::RsaPrivate { public, .. } => public,
+            PemKey::EcPrivate { point, .. } => VerifyKey(Public::P256 { point }),
+            PemKey::Ed25519Private { .. } => return Err(unsupported_algorithm(OID_ED25519)),
         })
     }
 
@@ -212,13 +219,14 @@ enum KeyPair {
 impl SigningKey {
     /// RSA in PKCS#1 ("RSA PRIVATE KEY") or PKCS#8 ("PRIVATE KEY"); EC P-256 in SEC1 ("EC PRIVATE KEY", possibly preceded by an "EC PARAMETERS" block as `openssl ecparam -genkey` writes without -noout) or PKCS#8.
     pub fn from_pem(pem: &[u8]) -> Result<SigningKey> {
-        let (pair, public) = match parse_pem_key(pem)? {
-            ParsedKey::Public(_) => return Err(SignatureError::NotPrivateKey),
-            ParsedKey::RsaPrivate { pkcs1, public } => {
+        let (pair, public) = match parse_pem_key(pem, Wanted::AnyKey)? {
+            PemKey::Public(_) => return Err(SignatureError::NotPrivateKey),
+            PemKey::Ed25519Private { .. } => return Err(unsupported_algorithm(OID_ED25519)),
+            PemKey::RsaPrivate { pkcs1, public, .. } => {
                 let pair = RsaKeyPair::from_der(&pkcs1).map_err(|e| rejected(&public, e))?;
                 (KeyPair::Rsa(pair), public)
             }
-            ParsedKey::EcPrivate { scalar, point } => {
+            PemKey::EcPrivate { scalar, point } => {
                 let pair = EcdsaKeyPair::from_private_key_and_public_key(
                     &ECDSA_P256_SHA256_FIXED_SIGNING,
                     &scalar,
@@ -335,17 +343,31 @@ fn is_der_signature(sig: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// PEM and DER key parsing
+// PEM and DER key parsing (artifact keys and the device key)
 
-struct PemBlock {
-    label: String,
-    der: Vec<u8>,
+pub(crate) struct PemBlock {
+    pub(crate) label: String,
+    pub(crate) der: Vec<u8>,
+}
+
+/// PEM text: base64 in 64-character lines, trailing newline.
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // Base64 output is ASCII.
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// Splits PEM text into its blocks. Deliberately as lenient as Go's
 /// encoding/pem (which the Mender client uses): any line width, CRLF, text
-/// around the blocks, RFC 1421 headers skipped.
-fn pem_blocks(pem: &[u8]) -> Result<Vec<PemBlock>> {
+/// around the blocks, RFC 1421 headers skipped (an `ENCRYPTED` Proc-Type,
+/// like an `ENCRYPTED PRIVATE KEY` block, is refused).
+pub(crate) fn pem_blocks(pem: &[u8]) -> Result<Vec<PemBlock>> {
     let text = String::from_utf8_lossy(pem);
     let mut lines = text.lines();
     let mut blocks = Vec::new();
@@ -379,7 +401,7 @@ fn pem_blocks(pem: &[u8]) -> Result<Vec<PemBlock>> {
             body.push_str(line);
         }
         if !closed {
-            return Err(bad(&format!("missing \"{end}\" line")));
+            return Err(bad(&format!("missing \"{end}\" line (truncated file?)")));
         }
         if encrypted || label == "ENCRYPTED PRIVATE KEY" {
             return Err(SignatureError::EncryptedKey);
@@ -395,20 +417,45 @@ fn pem_blocks(pem: &[u8]) -> Result<Vec<PemBlock>> {
     Ok(blocks)
 }
 
-enum ParsedKey {
+/// A key read by [`parse_pem_key`], checked as far as possible without
+/// building ring's key pair (which each user does for its algorithms).
+pub(crate) enum PemKey {
     Public(VerifyKey),
+    /// RSA (PKCS#1, or PKCS#8 unwrapped) of [`RSA_MIN_BITS`] to 8192 bits.
     RsaPrivate {
+        /// The PKCS#1 `RSAPrivateKey` DER.
         pkcs1: Vec<u8>,
+        bits: usize,
         public: VerifyKey,
     },
-    /// Scalar left-padded to full width, and the uncompressed public point.
+    /// P-256: the scalar left-padded to full width, and the uncompressed
+    /// public point.
     EcPrivate {
         scalar: [u8; P256_SCALAR_LEN],
         point: Vec<u8>,
     },
+    /// Ed25519 in PKCS#8 (v1 or v2): the whole PKCS#8 DER, as ring reads it.
+    Ed25519Private {
+        pkcs8: Vec<u8>,
+    },
 }
 
-fn parse_pem_key(pem: &[u8]) -> Result<ParsedKey> {
+/// Which keys [`parse_pem_key`] is after.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// Public keys ("PUBLIC KEY", "RSA PUBLIC KEY") and private keys.
+    AnyKey,
+    /// Private keys only: a public key is [`SignatureError::NotPrivateKey`]
+    /// without being parsed.
+    PrivateKey,
+}
+
+/// Reads the one key of PEM text: "PUBLIC KEY" (SPKI with RSA or EC
+/// P-256), "RSA PUBLIC KEY" (PKCS#1), "RSA PRIVATE KEY" (PKCS#1), "EC
+/// PRIVATE KEY" (SEC1, possibly with an "EC PARAMETERS" block) and
+/// "PRIVATE KEY" (PKCS#8 with RSA, EC P-256 or Ed25519, v1 or v2).
+/// Encrypted keys are refused. Errors never include key material.
+pub(crate) fn parse_pem_key(pem: &[u8], wanted: Wanted) -> Result<PemKey> {
     let blocks = pem_blocks(pem)?;
     // `openssl ecparam -genkey` without -noout writes the curve in its own block first.
     let (params, keys): (Vec<_>, Vec<_>) =
@@ -420,11 +467,14 @@ fn parse_pem_key(pem: &[u8]) -> Result<ParsedKey> {
     };
     let der = block.der.as_slice();
     match block.label.as_str() {
-        "PUBLIC KEY" => parse_spki(der).map(ParsedKey::Public),
+        "PUBLIC KEY" | "RSA PUBLIC KEY" if wanted == Wanted::PrivateKey => {
+            Err(SignatureError::NotPrivateKey)
+        }
+        "PUBLIC KEY" => parse_spki(der).map(PemKey::Public),
         "RSA PUBLIC KEY" => {
             let key = pkcs1::RsaPublicKey::from_der(der)
                 .map_err(|e| malformed("PKCS#1 RSA public key", e))?;
-            rsa_public(key.modulus, key.public_exponent).map(ParsedKey::Public)
+            rsa_public(key.modulus, key.public_exponent).map(PemKey::Public)
         }
         "RSA PRIVATE KEY" => parse_rsa_private(der),
         "EC PRIVATE KEY" => {
@@ -444,7 +494,10 @@ fn parse_pem_key(pem: &[u8]) -> Result<ParsedKey> {
         "PRIVATE KEY" => parse_pkcs8(der),
         other => Err(SignatureError::UnexpectedLabel {
             label: other.to_owned(),
-            expected: "PUBLIC KEY, RSA PUBLIC KEY, RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY",
+            expected: match wanted {
+                Wanted::AnyKey => ALL_LABELS,
+                Wanted::PrivateKey => PRIVATE_LABELS,
+            },
         }),
     }
 }
@@ -483,7 +536,7 @@ fn parse_spki(der: &[u8]) -> Result<VerifyKey> {
     }
 }
 
-fn parse_pkcs8(der: &[u8]) -> Result<ParsedKey> {
+fn parse_pkcs8(der: &[u8]) -> Result<PemKey> {
     let info =
         pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| malformed("PKCS#8 private key", e))?;
     match info.algorithm.oid {
@@ -495,16 +548,20 @@ fn parse_pkcs8(der: &[u8]) -> Result<ParsedKey> {
                 .map_err(|e| malformed("EC curve parameters", e))?;
             parse_ec_private(info.private_key, Some(curve), info.public_key)
         }
+        OID_ED25519 => Ok(PemKey::Ed25519Private {
+            pkcs8: der.to_vec(),
+        }),
         other => Err(unsupported_algorithm(other)),
     }
 }
 
-fn parse_rsa_private(der: &[u8]) -> Result<ParsedKey> {
+fn parse_rsa_private(der: &[u8]) -> Result<PemKey> {
     let key =
         pkcs1::RsaPrivateKey::from_der(der).map_err(|e| malformed("PKCS#1 RSA private key", e))?;
     let public = rsa_public(key.modulus, key.public_exponent)?;
-    Ok(ParsedKey::RsaPrivate {
+    Ok(PemKey::RsaPrivate {
         pkcs1: der.to_vec(),
+        bits: rsa_bits(key.modulus),
         public,
     })
 }
@@ -515,7 +572,7 @@ fn parse_ec_private(
     der: &[u8],
     curve: Option<ObjectIdentifier>,
     outer_public: Option<&[u8]>,
-) -> Result<ParsedKey> {
+) -> Result<PemKey> {
     let key = sec1::EcPrivateKey::from_der(der).map_err(|e| malformed("SEC1 EC private key", e))?;
     let inner_curve = match key.parameters {
         Some(params) => Some(params.named_curve().ok_or(SignatureError::UnusableEcKey {
@@ -550,18 +607,23 @@ fn parse_ec_private(
         .ok_or(SignatureError::UnusableEcKey {
             reason: "the private key does not include its public key; re-export it with `openssl ec`",
         })?;
-    Ok(ParsedKey::EcPrivate {
+    Ok(PemKey::EcPrivate {
         scalar,
         point: p256_point(point)?,
     })
 }
 
-fn rsa_public(modulus: UintRef<'_>, exponent: UintRef<'_>) -> Result<VerifyKey> {
+/// The size of an RSA key: the bit length of its modulus.
+fn rsa_bits(modulus: UintRef<'_>) -> usize {
     let n = modulus.as_bytes();
-    let bits = match n.first() {
+    match n.first() {
         Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
         None => 0,
-    };
+    }
+}
+
+fn rsa_public(modulus: UintRef<'_>, exponent: UintRef<'_>) -> Result<VerifyKey> {
+    let bits = rsa_bits(modulus);
     if bits < RSA_MIN_BITS {
         return Err(SignatureError::RsaKeyTooSmall { bits });
     }
@@ -888,5 +950,17 @@ eGo3za0MwY39wcRUIs76u+/kwBIN21BL+9LRIOjET4NrgZ2O02n6olYxmQ==
             .to_string();
         assert!(!err.contains("MAMCAQE"), "{err}");
         assert!(!format!("{:?}", fresh_p256()).contains("BEGIN"));
+    }
+
+    #[test]
+    fn pem_encode_wraps_at_64() {
+        let pem = pem_encode("X", &[0u8; 100]);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN X-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2].len(), 64);
+        assert_eq!(lines[3].len(), 136 - 128);
+        assert_eq!(lines[4], "-----END X-----");
+        assert_eq!(pem_blocks(pem.as_bytes()).unwrap()[0].der, vec![0u8; 100]);
     }
 }
