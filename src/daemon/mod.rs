@@ -8,6 +8,7 @@
 //! `Sync_Leave`, and the deployment if one came. Idle script failures are
 //! ignored; a Sync failure runs `Sync_Error` and skips this round.
 
+pub mod memory;
 pub mod signals;
 pub mod token;
 
@@ -236,6 +237,8 @@ impl Daemon<'_> {
     /// Waits for the next due poll or a signal.
     fn idle_wait(&mut self) -> signals::Wake {
         let mut wake = signals::Wake::default();
+        let released = memory::release_idle_pages();
+        log::trace!("idle: released {} KiB of code mappings", released >> 10);
         // Bounded: every round either times out (a poll is due) or handles
         // a signal.
         loop {
