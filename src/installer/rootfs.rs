@@ -337,9 +337,11 @@ impl Installer for RootfsInstaller {
     }
 }
 
-/// Blocks queued for the writer thread: enough to keep decompressing while
-/// the disk catches up, little enough for small devices (2 MiB).
-const QUEUED_BLOCKS: usize = 8;
+/// Blocks queued for the writer thread (besides the one it writes and the
+/// one being filled): with direct writes the thread keeps up with any
+/// decompressor, so a short queue only evens out the disk's pauses; each
+/// block more costs 256 KiB on devices with little RAM.
+const QUEUED_BLOCKS: usize = 2;
 
 /// What `O_DIRECT` asks of buffer addresses, lengths and offsets: 4 KiB
 /// covers the logical block sizes in use (512 B and 4 KiB).
