@@ -188,15 +188,20 @@ pub fn init_stderr(level: log::LevelFilter) {
 /// Sends the records to syslog (facility daemon) from now on; stays with
 /// the current sink when syslog cannot be reached.
 pub fn use_syslog(process: &str) -> std::io::Result<()> {
-    let formatter = syslog::Formatter3164 {
+    let logger =
+        syslog::unix(syslog_format(process)).map_err(|e| std::io::Error::other(e.to_string()))?;
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Syslog(Box::new(logger));
+    Ok(())
+}
+
+/// RFC 3164 lines, `<PRI>timestamp process[pid]: message`, facility daemon.
+fn syslog_format(process: &str) -> syslog::Formatter3164 {
+    syslog::Formatter3164 {
         facility: syslog::Facility::LOG_DAEMON,
         hostname: None,
         process: process.to_string(),
         pid: std::process::id(),
-    };
-    let logger = syslog::unix(formatter).map_err(|e| std::io::Error::other(e.to_string()))?;
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Syslog(Box::new(logger));
-    Ok(())
+    }
 }
 
 /// Changes the level of the installed logger.
@@ -208,5 +213,64 @@ pub fn set_level(level: log::LevelFilter) {
 fn install(level: log::LevelFilter) {
     if log::set_logger(&Logger).is_ok() {
         set_level(level);
+    }
+}
+
+#[cfg(test)]
+mod syslog_tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn records_reach_syslog_with_the_daemon_facility_and_their_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let server = UnixDatagram::bind(&socket).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        init_stderr(log::LevelFilter::Info);
+        set_level(log::LevelFilter::Info); // no other unit test sets a level
+        let logger = syslog::unix_custom(syslog_format("mender-rs-test"), &socket).unwrap();
+        *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Syslog(Box::new(logger));
+        let tag = format!("syslog check {}", std::process::id());
+        log::error!("{tag} error");
+        log::warn!("{tag} warning");
+        log::info!("{tag} info");
+        log::debug!("{tag} debug (below the level)");
+        *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Stderr;
+
+        // Other tests of this process may log meanwhile: keep only ours.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < 3 {
+            let n = server.recv(&mut buf).expect("a syslog datagram within 5 s");
+            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if line.contains(&tag) {
+                got.push(line);
+            }
+        }
+        // daemon = 3, severities error 3, warning 4, info 6: PRI = 8 * 3 + s.
+        let pid = std::process::id();
+        for (line, (pri, what)) in got
+            .iter()
+            .zip([(27, "error"), (28, "warning"), (30, "info")])
+        {
+            assert!(line.starts_with(&format!("<{pri}>")), "{line}");
+            assert!(
+                line.contains(&format!("mender-rs-test[{pid}]: {tag} {what}")),
+                "{line}"
+            );
+        }
+        server
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        while let Ok(n) = server.recv(&mut buf) {
+            let line = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                !line.contains(&tag),
+                "a record below the level was sent: {line}"
+            );
+        }
     }
 }
