@@ -206,5 +206,37 @@ class MenderConf(unittest.TestCase):
             menderconf.generate({"MENDER_RETRY_POLL_INTERVAL_SECONDS": "5m"}.get)
 
 
+class Appends(unittest.TestCase):
+    def test_appends_change_nothing_without_mender_features(self):
+        """yocto-check-layer's test_signatures adds each layer to a build that
+        does not enable mender-rs: no task signature may change. Every
+        assignment in the two layers' .bbappend files must carry a mender
+        feature override (:mender-grub, :mender-client-install ...), and
+        inherits must be conditional."""
+        import re
+        assign = re.compile(r"^([A-Za-z_][\w\-${}@.]*(?::[\w\-${}]+)*)(?:\[[\w\-]+\])?\s*(\?\?=|\?=|:=|\+=|=\+|\.=|=\.|=)")
+        func = re.compile(r"^(?:python\s+)?([\w\-]+(?::[\w\-]+)*)\s*\(\)\s*\{")
+        feature = re.compile(r":(?:%s)(?::|$)" % "|".join(re.escape(f) for f in features.IMPLEMENTED))
+        found = 0
+        for layer in ("meta-mender-rs", "recipes"):
+            for top, _, files in os.walk(os.path.join(ROOT, layer)):
+                for name in sorted(files):
+                    if not name.endswith(".bbappend"):
+                        continue
+                    path = os.path.join(top, name)
+                    with open(path) as f:
+                        lines = f.read().replace("\\\n", " ").splitlines()
+                    for line in lines:
+                        line = line.strip()
+                        m = assign.match(line) or func.match(line)
+                        if m:
+                            found += 1
+                            self.assertTrue(feature.search(m.group(1)),
+                                            "%s: '%s' applies without a mender feature" % (path, line))
+                        elif line.startswith(("inherit ", "inherit_defer ", "require ", "include ")):
+                            self.assertIn("${@", line, "%s: unconditional %s" % (path, line))
+        self.assertGreater(found, 5)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=1)
