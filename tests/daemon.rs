@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
 use device::*;
-use managed::{DaemonChild, DeviceSetup, daemon_command, log_tail, rebooted};
+use managed::{DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail};
 use mender_server::*;
 use serde_json::Value;
 
@@ -33,7 +33,7 @@ const MODULE: &str = "module-state-scripts-test";
 static MACS: AtomicU32 = AtomicU32::new(1);
 
 /// A simulated device run by the daemon, with a supervisor that restarts
-/// the daemon after a (simulated) reboot.
+/// the daemon after a (simulated) reboot ([`Supervised`]).
 struct Managed {
     dev: SimDevice,
     daemon_log: PathBuf,
@@ -79,67 +79,18 @@ impl Managed {
         }
     }
 
-    fn start(&mut self) {
-        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.daemon_log);
-        cmd.stderr(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dev.path("daemon.stderr"))
-                .expect("daemon stderr file"),
-        );
-        if let Some((start, spec)) = &self.crash_at
-            && *start == self.starts + 1
-        {
-            cmd.env("MENDER_RS_CRASH_AT", spec);
-        }
-        self.child = Some(DaemonChild::spawn(&mut cmd));
-        self.starts += 1;
-    }
-
     /// Runs the daemon (restarting it after each simulated reboot or
-    /// crash, at most 30 times) until `done` holds; false on timeout.
+    /// crash, at most 30 times: [`managed::run_until`]) until `done`
+    /// holds, then stops it; false on timeout.
     fn run_until(
         &mut self,
         server: &MenderServer,
         timeout: Duration,
         done: impl Fn(&MenderServer) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut restarts = 0;
-        while Instant::now() < deadline {
-            if self.child.is_none() {
-                self.start();
-            }
-            if done(server) {
-                self.stop();
-                return true;
-            }
-            if self.tend() {
-                restarts += 1;
-                assert!(
-                    restarts <= 30,
-                    "the daemon keeps stopping:\n{}",
-                    self.log_tail()
-                );
-                continue;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let done = managed::run_until(self, timeout, || done(server));
         self.stop();
-        false
-    }
-
-    /// Starts the daemon again if it ended, after the simulated reboot it
-    /// asked for (if it did); true when it had ended.
-    fn tend(&mut self) -> bool {
-        if self.child.as_mut().is_none_or(|c| c.running()) {
-            return false;
-        }
-        self.child = None;
-        rebooted(&self.dev, &self.reboot_marker);
-        self.start();
-        true
+        done
     }
 
     /// Runs the daemon until deployment `dep` has its final status (see
@@ -164,10 +115,6 @@ impl Managed {
         }
     }
 
-    fn log_tail(&self) -> String {
-        log_tail(&self.daemon_log, 80)
-    }
-
     fn device_id(&self, server: &MenderServer) -> String {
         let mac = fs::read_to_string(self.dev.path("identity/mender-device-identity")).unwrap();
         let mac = mac
@@ -178,6 +125,46 @@ impl Managed {
         server
             .device_with_identity("mac", &mac)
             .unwrap_or_else(|| panic!("the server does not know {mac}:\n{}", self.log_tail()))
+    }
+}
+
+impl Supervised for Managed {
+    const MAX_RESTARTS: u32 = 30;
+
+    fn device(&self) -> &SimDevice {
+        &self.dev
+    }
+
+    fn reboot_marker(&self) -> &Path {
+        &self.reboot_marker
+    }
+
+    fn daemon(&mut self) -> &mut Option<DaemonChild> {
+        &mut self.child
+    }
+
+    /// With its stderr appended to daemon.stderr, and the crash injection
+    /// of [`Managed::crash_at`] when this is that start.
+    fn start(&mut self) {
+        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.daemon_log);
+        cmd.stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dev.path("daemon.stderr"))
+                .expect("daemon stderr file"),
+        );
+        if let Some((start, spec)) = &self.crash_at
+            && *start == self.starts + 1
+        {
+            cmd.env("MENDER_RS_CRASH_AT", spec);
+        }
+        self.child = Some(DaemonChild::spawn(&mut cmd));
+        self.starts += 1;
+    }
+
+    fn log_tail(&self) -> String {
+        log_tail(&self.daemon_log, 80)
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use dbus::channel::Channel;
 use dbus::message::{Message, MessageType};
 use device::*;
-use managed::{DaemonChild, DeviceSetup, daemon_command, log_tail, rebooted};
+use managed::{DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail, run_until};
 use mender_server::*;
 use serde_json::{Value, json};
 
@@ -168,7 +168,7 @@ impl Drop for Bus {
 }
 
 /// A simulated device run by the daemon on the private bus, restarted
-/// after each simulated reboot.
+/// after each simulated reboot ([`Supervised`]).
 struct Daemon {
     dev: SimDevice,
     bus_address: String,
@@ -203,53 +203,9 @@ impl Daemon {
         }
     }
 
-    fn start(&mut self) {
-        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
-        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address);
-        self.child = Some(DaemonChild::spawn(&mut cmd));
-    }
-
-    /// Runs the daemon (restarted after simulated reboots) until `done`.
-    fn run_until(
-        &mut self,
-        server: &MenderServer,
-        timeout: Duration,
-        done: impl Fn(&MenderServer) -> bool,
-    ) -> bool {
-        let end = Instant::now() + timeout;
-        let mut restarts = 0;
-        while Instant::now() < end {
-            if self.child.is_none() {
-                self.start();
-            }
-            if done(server) {
-                return true;
-            }
-            if let Some(child) = self.child.as_mut()
-                && !child.running()
-            {
-                self.child = None;
-                rebooted(&self.dev, &self.reboot_marker);
-                restarts += 1;
-                assert!(
-                    restarts <= 10,
-                    "the daemon keeps stopping:\n{}",
-                    self.log_tail()
-                );
-                continue;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
     /// SIGKILL (dropping the child does it).
     fn stop(&mut self) {
         self.child = None;
-    }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.log, 60)
     }
 
     /// `mender-rs control show` without the seconds left (they tick).
@@ -262,11 +218,47 @@ impl Daemon {
     }
 }
 
+impl Supervised for Daemon {
+    const MAX_RESTARTS: u32 = 10;
+
+    fn device(&self) -> &SimDevice {
+        &self.dev
+    }
+
+    fn reboot_marker(&self) -> &Path {
+        &self.reboot_marker
+    }
+
+    fn daemon(&mut self) -> &mut Option<DaemonChild> {
+        &mut self.child
+    }
+
+    /// On the private bus.
+    fn start(&mut self) {
+        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address);
+        self.child = Some(DaemonChild::spawn(&mut cmd));
+    }
+
+    fn log_tail(&self) -> String {
+        log_tail(&self.log, 60)
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // Before the device's directory goes.
         self.stop();
     }
+}
+
+/// Sets `map` with `SetUpdateControlMap` over D-Bus, which must succeed;
+/// returns busctl's answer and the maps in force then ([`Daemon::maps`]).
+fn set_map_ok(bus: &Bus, d: &Daemon, map: &Value) -> (String, Value) {
+    let out = bus.set_map(&map.to_string());
+    assert!(out.status.success(), "{}", describe(&out));
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (answer, d.maps())
 }
 
 fn statuses_of(server: &MenderServer, dep: &str) -> Vec<String> {
@@ -297,11 +289,10 @@ fn start_update_set_over_dbus_pauses_then_continues() {
     assert!(intro.contains("SetUpdateControlMap"), "{intro}");
     let pause = json!({"id": MAP_ID, "priority": 1,
         "states": {"ArtifactInstall_Enter": {"action": "pause"}}});
-    let out = bus.set_map(&pause.to_string());
-    assert!(out.status.success(), "{}", describe(&out));
+    let (answer, maps) = set_map_ok(&bus, &d, &pause);
     // Half the 120 s lifetime, as `mender-rs control set` prints it.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "i 60");
-    assert_eq!(d.maps()[0]["id"], MAP_ID);
+    assert_eq!(answer, "i 60");
+    assert_eq!(maps[0]["id"], MAP_ID);
 
     let artifact = d
         .dev
@@ -325,19 +316,19 @@ fn start_update_set_over_dbus_pauses_then_continues() {
     let started = Instant::now();
     let go = json!({"id": MAP_ID, "priority": 1,
         "states": {"ArtifactInstall_Enter": {"action": "continue"}}});
-    let out = bus.set_map(&go.to_string());
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(d.maps(), json!([]));
+    let (_, maps) = set_map_ok(&bus, &d, &go);
+    assert_eq!(maps, json!([]));
     let installing = server.wait_until(Duration::from_secs(10), |s| {
         statuses_of(s, &dep).iter().any(|x| x == "installing")
     });
     assert!(installing, "{}", d.log_tail());
     // Woken, not found by the 60 s re-check of a pause.
     assert!(started.elapsed() < Duration::from_secs(10));
-    let done = d.run_until(&server, Duration::from_secs(60), |s| {
-        s.device_ids()
+    let done = run_until(&mut d, Duration::from_secs(60), || {
+        server
+            .device_ids()
             .iter()
-            .any(|id| s.deployment_status(id, &dep).as_deref() == Some("success"))
+            .any(|id| server.deployment_status(id, &dep).as_deref() == Some("success"))
     });
     assert!(done, "{}", d.log_tail());
     let mut statuses = statuses_of(&server, &dep);
@@ -371,9 +362,7 @@ fn bad_maps_are_refused_over_dbus_and_change_nothing() {
     );
     let good = json!({"id": MAP_ID, "priority": 2,
         "states": {"ArtifactReboot_Enter": {"action": "pause"}}});
-    let out = bus.set_map(&good.to_string());
-    assert!(out.status.success(), "{}", describe(&out));
-    let before = d.maps();
+    let (_, before) = set_map_ok(&bus, &d, &good);
     assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
 
     let cases = [

@@ -9,6 +9,9 @@
 //! * [`daemon_command`] and [`DaemonChild`]: the daemon's command line, and
 //!   the running daemon, killed (with its process group) when dropped.
 //! * [`log_tail`], [`rebooted`]: what a supervisor looks at.
+//! * [`Supervised`] and [`run_until`]: the supervisor of tests/daemon.rs
+//!   and tests/dbus.rs, which starts the daemon again after each
+//!   simulated reboot, as systemd would after a real one.
 //! * [`ProcSample`], [`sample`], [`clock_ticks`], [`mib`], [`spread`],
 //!   [`median`]: /proc figures of a daemon and their summaries.
 //!
@@ -219,6 +222,79 @@ pub fn log_tail(log: &Path, n: usize) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" debug: ")).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor
+
+/// A device whose daemon a test runs as systemd would: started again
+/// after each (simulated) reboot or crash. What differs between the
+/// implementations is how the daemon starts (its environment, where its
+/// stderr goes), how many restarts [`run_until`] allows and how much of
+/// the log a failure shows.
+pub trait Supervised {
+    /// Restarts [`run_until`] allows before it panics (the daemon keeps
+    /// stopping).
+    const MAX_RESTARTS: u32;
+
+    /// The simulated device.
+    fn device(&self) -> &SimDevice;
+
+    /// The marker its reboot command writes ([`DeviceSetup::reboot_marker`]).
+    fn reboot_marker(&self) -> &Path;
+
+    /// The daemon; None while none was started.
+    fn daemon(&mut self) -> &mut Option<DaemonChild>;
+
+    /// Starts the daemon into [`Supervised::daemon`].
+    fn start(&mut self);
+
+    /// The end of the daemon's log, for failure messages.
+    fn log_tail(&self) -> String;
+
+    /// Starts the daemon again if it ended, after the simulated reboot it
+    /// asked for (if it did); true when it had ended.
+    fn tend(&mut self) -> bool {
+        if self.daemon().as_mut().is_none_or(|c| c.running()) {
+            return false;
+        }
+        *self.daemon() = None;
+        rebooted(self.device(), self.reboot_marker());
+        self.start();
+        true
+    }
+}
+
+/// Runs the daemon of `s` (started if none runs, started again after each
+/// simulated reboot or crash, at most `S::MAX_RESTARTS` times) until `done`
+/// holds, asking every 50 ms; false when `timeout` passes first. The
+/// daemon is left running either way.
+pub fn run_until<S: Supervised>(
+    s: &mut S,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut restarts = 0;
+    while Instant::now() < deadline {
+        if s.daemon().is_none() {
+            s.start();
+        }
+        if done() {
+            return true;
+        }
+        if s.tend() {
+            restarts += 1;
+            assert!(
+                restarts <= S::MAX_RESTARTS,
+                "the daemon keeps stopping:\n{}",
+                s.log_tail()
+            );
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 // ---------------------------------------------------------------------------
