@@ -91,6 +91,7 @@ pub fn agent_with(options: &HttpOptions) -> Result<ureq::Agent> {
         Some((cert, key)) => Some(client_certificate(cert, key)?),
     };
     let tls = TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(Arc::new(crypto_provider()))
         .root_certs(RootCerts::Specific(Arc::new(roots)))
         .disable_verification(options.skip_verify)
         .client_cert(client_cert)
@@ -106,6 +107,108 @@ pub fn agent_with(options: &HttpOptions) -> Result<ureq::Agent> {
         .user_agent(concat!("mender-rs/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(config.into())
+}
+
+/// rustls with ring, AES-GCM cipher suites only (TLS 1.3, and TLS 1.2 with
+/// ECDHE): what every Mender server offers. Leaving ChaCha20-Poly1305 out
+/// keeps its code (ring's and rustls's, some 55 KiB) out of the device's
+/// flash.
+///
+/// Built field by field: `rustls::crypto::ring::default_provider()`, even
+/// with its cipher suites replaced, would still link all of them. Key
+/// exchange groups and signature algorithms are those of that provider (the
+/// tests check it).
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as suite;
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        kx_groups: rustls::crypto::ring::DEFAULT_KX_GROUPS.to_vec(),
+        signature_verification_algorithms: SIGNATURE_ALGORITHMS,
+        secure_random: &RingKeys,
+        key_provider: &RingKeys,
+    }
+}
+
+/// Certificate and handshake signatures the server may use: ECDSA (P-256,
+/// P-384), Ed25519, RSA-PSS and RSA PKCS#1 v1.5 (2048 to 8192 bits).
+static SIGNATURE_ALGORITHMS: rustls::crypto::WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as S;
+    use webpki::ring as alg;
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::ED25519,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        // Our preference order, as sent to the server. TLS 1.2 does not tie
+        // ECDSA schemes to a curve: both curves are tried.
+        mapping: &[
+            (
+                S::ECDSA_NISTP384_SHA384,
+                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+            ),
+            (
+                S::ECDSA_NISTP256_SHA256,
+                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+            ),
+            (S::ED25519, &[alg::ED25519]),
+            (
+                S::RSA_PSS_SHA512,
+                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA384,
+                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+            ),
+            (
+                S::RSA_PSS_SHA256,
+                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+            ),
+            (S::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+            (S::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+            (S::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
+
+/// Random numbers and client keys (`HttpsClient.Key`) for rustls, from ring.
+#[derive(Debug)]
+struct RingKeys;
+
+impl rustls::crypto::SecureRandom for RingKeys {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+impl rustls::crypto::KeyProvider for RingKeys {
+    fn load_private_key(
+        &self,
+        key_der: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        rustls::crypto::ring::sign::any_supported_type(&key_der)
+    }
 }
 
 /// The client certificate chain and key of `HttpsClient`.
@@ -133,4 +236,64 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::
         bail!("GET {url}: HTTP {}", response.status());
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crypto_provider_is_rings_default_without_chacha20() {
+        let ours = crypto_provider();
+        let ring = rustls::crypto::ring::default_provider();
+        let names = |suites: &[rustls::SupportedCipherSuite]| -> Vec<String> {
+            suites.iter().map(|s| format!("{:?}", s.suite())).collect()
+        };
+        let mut expected = names(&ring.cipher_suites);
+        expected.retain(|name| !name.contains("CHACHA20"));
+        assert_eq!(names(&ours.cipher_suites), expected);
+        assert!(
+            names(&ours.cipher_suites)
+                .iter()
+                .all(|name| name.contains("_GCM_")),
+            "{:?}",
+            names(&ours.cipher_suites)
+        );
+        let groups = |p: &rustls::crypto::CryptoProvider| -> Vec<String> {
+            p.kx_groups
+                .iter()
+                .map(|g| format!("{:?}", g.name()))
+                .collect()
+        };
+        assert_eq!(groups(&ours), groups(&ring));
+        // The same signature algorithms, in the same order.
+        assert_eq!(
+            format!("{:?}", ours.signature_verification_algorithms.all),
+            format!("{:?}", ring.signature_verification_algorithms.all)
+        );
+        assert_eq!(
+            format!("{:?}", ours.signature_verification_algorithms.mapping),
+            format!("{:?}", ring.signature_verification_algorithms.mapping)
+        );
+        let mut random = [0u8; 32];
+        ours.secure_random.fill(&mut random).unwrap();
+        assert_ne!(random, [0u8; 32]);
+        assert!(ours.fips() == ring.fips());
+    }
+
+    #[test]
+    fn client_keys_load_through_the_crypto_provider() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
+        let key = crypto_provider()
+            .key_provider
+            .load_private_key(der.into())
+            .unwrap();
+        assert_eq!(key.algorithm(), rustls::SignatureAlgorithm::ECDSA);
+    }
 }
