@@ -18,6 +18,9 @@ pub enum Compression {
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// The zstd window of the artifacts we write: 2^20 bytes.
+#[cfg(feature = "writer")]
+const ZSTD_WINDOW_LOG: u32 = 20;
 
 impl Compression {
     /// Parses the names the command line accepts (`lzma` is mender-artifact's
@@ -146,6 +149,11 @@ impl Compression {
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, 3)?;
                 e.include_checksum(true)?;
+                // A 1 MiB window (level 3 alone would pick 2 MiB for a
+                // large image) is what the device must hold while it
+                // decodes; it costs about 0.6 % of size on a root file
+                // system and saves the device 1 MiB of RAM.
+                e.window_log(ZSTD_WINDOW_LOG)?;
                 Encoder::Zstd(e)
             }
         })

@@ -337,11 +337,15 @@ impl Installer for RootfsInstaller {
     }
 }
 
-/// Blocks queued for the writer thread (besides the one it writes and the
-/// one being filled): with direct writes the thread keeps up with any
-/// decompressor, so a short queue only evens out the disk's pauses; each
-/// block more costs 256 KiB on devices with little RAM.
-const QUEUED_BLOCKS: usize = 2;
+/// All the blocks there are, filled, queued or being written: each costs
+/// 256 KiB on devices with little RAM.
+const BLOCKS: usize = 6;
+
+/// Most blocks in one write request. A disk's cost per request is what
+/// holds back small direct writes (on a virtio disk 256 KiB requests reach
+/// 1.1 GB/s, 1 MiB ones 1.6); half of all blocks keeps the other half
+/// filling while a request is under way.
+const MAX_BATCH: usize = BLOCKS / 2;
 
 /// What `O_DIRECT` asks of buffer addresses, lengths and offsets: 4 KiB
 /// covers the logical block sizes in use (512 B and 4 KiB).
@@ -363,6 +367,15 @@ impl Block {
         Block {
             storage,
             start: (DIRECT_ALIGN - misalign) % DIRECT_ALIGN,
+            len: 0,
+        }
+    }
+
+    /// A placeholder that holds no memory.
+    fn empty() -> Self {
+        Block {
+            storage: Vec::new(),
+            start: 0,
             len: 0,
         }
     }
@@ -400,7 +413,9 @@ struct PartitionWriter {
     to_writer: Option<std::sync::mpsc::SyncSender<Block>>,
     /// Written blocks back, for reuse.
     spare: std::sync::mpsc::Receiver<Block>,
-    thread: Option<std::thread::JoinHandle<Result<File>>>,
+    /// Blocks made so far, at most [`BLOCKS`].
+    allocated: usize,
+    thread: Option<std::thread::JoinHandle<Result<Written>>>,
 }
 
 impl PartitionWriter {
@@ -419,12 +434,13 @@ impl PartitionWriter {
             );
         }
         let direct = open_direct(path);
-        let (to_writer, blocks) = std::sync::mpsc::sync_channel::<Block>(QUEUED_BLOCKS);
+        let (to_writer, blocks) = std::sync::mpsc::sync_channel::<Block>(BLOCKS);
         let (give_back, spare) = std::sync::mpsc::channel();
         let target = Target {
             path: path.to_path_buf(),
             buffered: file,
             direct,
+            direct_failure: None,
         };
         let thread = std::thread::Builder::new()
             .name("partition-writer".into())
@@ -435,6 +451,7 @@ impl PartitionWriter {
             block: Block::new(),
             to_writer: Some(to_writer),
             spare,
+            allocated: 1,
             thread: Some(thread),
         })
     }
@@ -450,20 +467,45 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Hands the current block to the writer thread and takes an empty one:
+    /// a returned one, a new one while fewer than [`BLOCKS`] exist, or else
+    /// the next one the writer gives back.
     fn send_block(&mut self) -> Result<()> {
-        let mut next = self.spare.try_recv().unwrap_or_else(|_| Block::new());
-        next.len = 0;
-        let block = std::mem::replace(&mut self.block, next);
-        let sent = self.to_writer.as_ref().map(|tx| tx.send(block));
+        let next = match self.spare.try_recv() {
+            Ok(block) => Some(block),
+            Err(_) if self.allocated < BLOCKS => {
+                self.allocated += 1;
+                Some(Block::new())
+            }
+            Err(_) => None,
+        };
+        // The placeholder is never filled: it is replaced right below.
+        let full = std::mem::replace(&mut self.block, next.unwrap_or_else(Block::empty));
+        let sent = self.to_writer.as_ref().map(|tx| tx.send(full));
         if !matches!(sent, Some(Ok(()))) {
-            // The writer stopped on an error: finish() reports it.
-            return self.join().map(|_| ());
+            return Err(self.writer_gone());
         }
+        if self.block.storage.is_empty() {
+            match self.spare.recv() {
+                Ok(block) => self.block = block,
+                Err(_) => return Err(self.writer_gone()),
+            }
+        }
+        self.block.len = 0;
         Ok(())
     }
 
-    /// Stops the writer thread and returns its file, or its error.
-    fn join(&mut self) -> Result<File> {
+    /// The writer thread ended before the image did: its error.
+    fn writer_gone(&mut self) -> anyhow::Error {
+        match self.join() {
+            Err(e) => e,
+            Ok(_) => anyhow!("the writer of {} stopped early", self.path.display()),
+        }
+    }
+
+    /// Stops the writer thread and returns its file and why direct writes
+    /// stopped (if they did), or its error.
+    fn join(&mut self) -> Result<Written> {
         self.to_writer = None;
         match self.thread.take() {
             Some(t) => t
@@ -479,15 +521,20 @@ impl PartitionWriter {
         }
         // fsync covers the direct writes too: it flushes the inode's
         // metadata and the disk's own write cache.
-        let file = self.join()?;
-        file.sync_all()
-            .with_context(|| format!("flushing {}", self.path.display()))
+        let written = self.join()?;
+        written
+            .file
+            .sync_all()
+            .with_context(|| match written.direct_failure {
+                Some(first) => format!("flushing {} (after a failed {first})", self.path.display()),
+                None => format!("flushing {}", self.path.display()),
+            })
     }
 }
 
 impl Drop for PartitionWriter {
     /// An abandoned download: let the thread finish its queue (at most
-    /// [`QUEUED_BLOCKS`]) rather than write behind our back later.
+    /// [`BLOCKS`]) rather than write behind our back later.
     fn drop(&mut self) {
         if self.thread.is_some() {
             let _ = self.join();
@@ -512,52 +559,84 @@ fn open_direct(path: &Path) -> Option<File> {
     }
 }
 
+/// What the writer thread leaves: the buffered descriptor for the final
+/// fsync, and why direct writes stopped if they did.
+struct Written {
+    file: File,
+    direct_failure: Option<String>,
+}
+
 /// The writer thread's side: the partition, opened once through the page
 /// cache and, where possible, once around it.
 struct Target {
     path: PathBuf,
     buffered: File,
     direct: Option<File>,
+    /// Why direct writes stopped, if they did: a disk error that the
+    /// buffered rewrite hides until the final fsync is reported with it.
+    direct_failure: Option<String>,
 }
 
 impl Target {
     /// Writes each block at its offset and returns the buffered descriptor
-    /// for the final fsync.
+    /// for the final fsync. Blocks that are waiting together go down in one
+    /// vectored write: the disk sees requests of up to [`MAX_BATCH`] blocks
+    /// (its per-request cost is what limits small direct writes) without
+    /// buffers of that size.
     fn write_blocks(
         mut self,
         blocks: std::sync::mpsc::Receiver<Block>,
         give_back: std::sync::mpsc::Sender<Block>,
-    ) -> Result<File> {
+    ) -> Result<Written> {
         let mut offset = 0u64;
-        for block in blocks {
-            let bytes = block.bytes();
-            if !self.write_direct(bytes, offset) {
-                self.buffered.write_all_at(bytes, offset).with_context(|| {
-                    format!("writing {} at offset {offset}", self.path.display())
-                })?;
-                let end = offset + bytes.len() as u64;
-                if offset / WRITEBACK_WINDOW != end / WRITEBACK_WINDOW {
-                    start_writeback(&self.buffered, end);
+        let mut batch: Vec<Block> = Vec::with_capacity(MAX_BATCH);
+        while let Ok(first) = blocks.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match blocks.try_recv() {
+                    Ok(block) => batch.push(block),
+                    Err(_) => break,
                 }
             }
-            offset += bytes.len() as u64;
-            crash::point(crash::Point::Chunk);
-            let _ = give_back.send(block);
+            // Only whole blocks (multiples of the alignment) go direct; a
+            // tail, always last, goes through the cache.
+            let direct_count = batch
+                .iter()
+                .take_while(|b| b.len.is_multiple_of(DIRECT_ALIGN))
+                .count();
+            let direct_done = direct_count > 0 && self.write_direct(&batch[..direct_count], offset);
+            for (i, block) in batch.drain(..).enumerate() {
+                let bytes = block.bytes();
+                if !(direct_done && i < direct_count) {
+                    self.buffered.write_all_at(bytes, offset).with_context(|| {
+                        format!("writing {} at offset {offset}", self.path.display())
+                    })?;
+                    let end = offset + bytes.len() as u64;
+                    if offset / WRITEBACK_WINDOW != end / WRITEBACK_WINDOW {
+                        start_writeback(&self.buffered, end);
+                    }
+                }
+                offset += bytes.len() as u64;
+                crash::point(crash::Point::Chunk);
+                let _ = give_back.send(block);
+            }
         }
-        Ok(self.buffered)
+        Ok(Written {
+            file: self.buffered,
+            direct_failure: self.direct_failure,
+        })
     }
 
-    /// Writes `bytes` around the page cache if it can; false means the
-    /// caller writes them through it (a partial block, or a file system
-    /// that turned `O_DIRECT` down, after which it is not tried again).
-    fn write_direct(&mut self, bytes: &[u8], offset: u64) -> bool {
+    /// Writes `blocks` (contiguous from `offset`) around the page cache if
+    /// it can; false means the caller writes them through it, after which
+    /// direct writes are not tried again (a file system that turned
+    /// `O_DIRECT` down, or a disk error that the final fsync will meet).
+    fn write_direct(&mut self, blocks: &[Block], offset: u64) -> bool {
         let Some(direct) = &self.direct else {
             return false;
         };
-        if !bytes.len().is_multiple_of(DIRECT_ALIGN) {
-            return false;
-        }
-        match direct.write_all_at(bytes, offset) {
+        let slices: Vec<&[u8]> = blocks.iter().map(Block::bytes).collect();
+        match write_all_vectored_at(direct, &slices, offset) {
             Ok(()) => true,
             Err(e) => {
                 // A short or refused direct write leaves nothing the
@@ -566,11 +645,67 @@ impl Target {
                     "{}: O_DIRECT write at {offset} failed ({e}); writing through the page cache",
                     self.path.display()
                 );
+                self.direct_failure = Some(format!("direct write at offset {offset}: {e}"));
                 self.direct = None;
                 false
             }
         }
     }
+}
+
+/// `pwritev` until every byte of `slices` is written at `offset` onwards.
+/// (std's vectored positional write is not stable yet.)
+fn write_all_vectored_at(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let mut index = 0; // first slice not completely written
+    let mut skip = 0; // bytes of it already written
+    while index < slices.len() {
+        let iov: Vec<libc::iovec> = slices[index..]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = if i == 0 { &s[skip..] } else { s };
+                libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice of the stated length
+        // that the kernel only reads; the count matches the vector.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                offset as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        offset += n as u64;
+        while n > 0 && index < slices.len() {
+            let left = slices[index].len() - skip;
+            if n >= left {
+                n -= left;
+                index += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Starts write-back of the window just completed and waits for the one
@@ -633,10 +768,17 @@ mod tests {
         // Whole blocks (direct where the file system allows), a tail that
         // is not a multiple of 4 KiB (through the page cache), and an
         // image smaller than one block.
-        for len in [3 * WRITE_BLOCK, 2 * WRITE_BLOCK + 4097, 1000] {
+        // More blocks than exist, so that they are reused and batched.
+        for len in [
+            3 * WRITE_BLOCK,
+            2 * WRITE_BLOCK + 4097,
+            1000,
+            (2 * BLOCKS + 1) * WRITE_BLOCK + 8192,
+        ] {
             let img = image(len);
-            let got = write_through_writer(dir.path(), &img, 4 * WRITE_BLOCK);
-            assert_eq!(got.len(), 4 * WRITE_BLOCK);
+            let capacity = (2 * BLOCKS + 3) * WRITE_BLOCK;
+            let got = write_through_writer(dir.path(), &img, capacity);
+            assert_eq!(got.len(), capacity);
             assert!(got[..len] == img[..], "image differs ({len} bytes)");
             assert!(
                 got[len..].iter().all(|&b| b == 0xAA),
@@ -658,6 +800,18 @@ mod tests {
         let got = write_through_writer(dir.path(), &img, 3 * WRITE_BLOCK);
         assert!(got[..len] == img[..]);
         assert!(got[len..].iter().all(|&b| b == 0xAA));
+    }
+
+    #[test]
+    fn a_vectored_write_puts_every_slice_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        std::fs::write(&path, vec![0u8; 64]).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        write_all_vectored_at(&file, &[b"abc", b"", b"defgh", b"i"], 10).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(&got[10..19], b"abcdefghi");
+        assert!(got[..10].iter().chain(&got[19..]).all(|&b| b == 0));
     }
 
     #[test]
