@@ -113,7 +113,11 @@ impl Compression {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
             Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(input)
+                // A 32 KiB input buffer instead of the crate's 128 KiB: the
+                // input is already buffered below, and a device's RAM is
+                // better spent on the window.
+                let buffered = io::BufReader::with_capacity(32 << 10, input);
+                let mut d = zstd::stream::read::Decoder::with_buffer(buffered)
                     .map_err(|e| ArtifactError::io(format!("{member}: zstd decoder"), e))?;
                 // Frames made with `zstd --long` may ask for up to 2 GiB of
                 // window; refuse beyond 128 MiB rather than exhaust a device.

