@@ -131,16 +131,8 @@ impl Managed {
 impl Supervised for Managed {
     const MAX_RESTARTS: u32 = 30;
 
-    fn device(&self) -> &SimDevice {
-        &self.dev
-    }
-
-    fn reboot_marker(&self) -> &Path {
-        &self.reboot_marker
-    }
-
-    fn daemon(&mut self) -> &mut Option<DaemonChild> {
-        &mut self.child
+    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>) {
+        (&self.dev, &self.reboot_marker, &mut self.child)
     }
 
     /// With its stderr appended to daemon.stderr, and the crash injection

@@ -221,16 +221,8 @@ impl Daemon {
 impl Supervised for Daemon {
     const MAX_RESTARTS: u32 = 10;
 
-    fn device(&self) -> &SimDevice {
-        &self.dev
-    }
-
-    fn reboot_marker(&self) -> &Path {
-        &self.reboot_marker
-    }
-
-    fn daemon(&mut self) -> &mut Option<DaemonChild> {
-        &mut self.child
+    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>) {
+        (&self.dev, &self.reboot_marker, &mut self.child)
     }
 
     /// On the private bus.

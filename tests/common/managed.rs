@@ -237,16 +237,12 @@ pub trait Supervised {
     /// stopping).
     const MAX_RESTARTS: u32;
 
-    /// The simulated device.
-    fn device(&self) -> &SimDevice;
+    /// The simulated device, the marker its reboot command writes
+    /// ([`DeviceSetup::reboot_marker`]), and the daemon (None while none
+    /// was started).
+    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>);
 
-    /// The marker its reboot command writes ([`DeviceSetup::reboot_marker`]).
-    fn reboot_marker(&self) -> &Path;
-
-    /// The daemon; None while none was started.
-    fn daemon(&mut self) -> &mut Option<DaemonChild>;
-
-    /// Starts the daemon into [`Supervised::daemon`].
+    /// Starts the daemon into the third of [`Supervised::parts`].
     fn start(&mut self);
 
     /// The end of the daemon's log, for failure messages.
@@ -255,11 +251,12 @@ pub trait Supervised {
     /// Starts the daemon again if it ended, after the simulated reboot it
     /// asked for (if it did); true when it had ended.
     fn tend(&mut self) -> bool {
-        if self.daemon().as_mut().is_none_or(|c| c.running()) {
+        let (dev, marker, daemon) = self.parts();
+        if daemon.as_mut().is_none_or(|c| c.running()) {
             return false;
         }
-        *self.daemon() = None;
-        rebooted(self.device(), self.reboot_marker());
+        *daemon = None;
+        rebooted(dev, marker);
         self.start();
         true
     }
@@ -277,7 +274,7 @@ pub fn run_until<S: Supervised>(
     let deadline = Instant::now() + timeout;
     let mut restarts = 0;
     while Instant::now() < deadline {
-        if s.daemon().is_none() {
+        if s.parts().2.is_none() {
             s.start();
         }
         if done() {
