@@ -457,6 +457,13 @@ impl PartitionWriter {
     }
 
     fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.block.storage.is_empty() {
+            // Only after send_block failed: the writer is gone.
+            bail!(
+                "the writer of {} stopped after an error",
+                self.path.display()
+            );
+        }
         while !data.is_empty() {
             let took = self.block.fill(data);
             data = &data[took..];
