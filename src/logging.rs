@@ -207,6 +207,10 @@ struct Syslog {
     send_timeout: Duration,
     /// The record being sent, kept for its capacity.
     buf: Vec<u8>,
+    /// A send timed out: until one goes through again, records are sent
+    /// without waiting (and dropped when the daemon's queue is full), so a
+    /// stalled syslog daemon costs one timeout, not one per record.
+    stalled: bool,
 }
 
 enum SyslogConn {
@@ -228,6 +232,7 @@ impl Syslog {
                         pid: std::process::id(),
                         send_timeout: SYSLOG_SEND_TIMEOUT,
                         buf: Vec::new(),
+                        stalled: false,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -269,8 +274,19 @@ impl Syslog {
                     Err(_) => break,
                 },
             };
+            // Without waiting while stalled; with the send timeout again
+            // once a record got through.
+            if self.stalled {
+                let _ = conn.set_nonblocking(true);
+            }
             match conn.send(&mut buf) {
-                Ok(()) => break,
+                Ok(()) => {
+                    if self.stalled {
+                        let _ = conn.set_nonblocking(false);
+                        self.stalled = false;
+                    }
+                    break;
+                }
                 // Busy, not gone: a new connection would not help.
                 Err(e)
                     if matches!(
@@ -278,6 +294,7 @@ impl Syslog {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
+                    self.stalled = true;
                     // A stream may have taken part of the record: start over.
                     if matches!(conn, SyslogConn::Stream(_)) {
                         self.conn = None;
@@ -303,6 +320,13 @@ impl SyslogConn {
                 connect_stream(path, send_timeout).map(SyslogConn::Stream)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        match self {
+            SyslogConn::Datagram(socket) => socket.set_nonblocking(nonblocking),
+            SyslogConn::Stream(stream) => stream.set_nonblocking(nonblocking),
         }
     }
 
@@ -627,7 +651,7 @@ mod syslog_tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("log");
         // Never reads: its queue fills up.
-        let _server = UnixDatagram::bind(&socket).unwrap();
+        let server = UnixDatagram::bind(&socket).unwrap();
         let mut syslog = Syslog::open("stall-test", &[&socket]).unwrap();
         let timeout = Duration::from_millis(20);
         syslog.send_timeout = timeout;
@@ -643,17 +667,22 @@ mod syslog_tests {
             }
         }
         assert!(full, "the receive queue never filled up");
+        // Stalled now: the next records are dropped without waiting again.
         let start = std::time::Instant::now();
-        for _ in 0..3 {
+        for _ in 0..20 {
             syslog.send(log::Level::Info, &format_args!("dropped"));
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < timeout * 10, "{:?}", start.elapsed());
         // Busy is not gone: the connection stays.
         assert!(matches!(syslog.conn, Some(SyslogConn::Datagram(_))));
+        assert!(syslog.stalled);
+        // Once the daemon reads again, records go through and sends wait
+        // again when needed.
+        let mut drain = [0u8; 512];
+        server.set_nonblocking(true).unwrap();
+        while server.recv(&mut drain).is_ok() {}
+        syslog.send(log::Level::Info, &format_args!("through"));
+        assert!(!syslog.stalled);
     }
 
     #[test]
