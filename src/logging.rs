@@ -481,10 +481,7 @@ mod syslog_tests {
     fn records_reach_syslog_with_the_daemon_facility_and_their_severity() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("log");
-        let server = UnixDatagram::bind(&socket).unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let server = listen(&socket);
         init_stderr(log::LevelFilter::Info);
         set_level(log::LevelFilter::Info); // no other unit test sets a level
         let syslog =
@@ -607,6 +604,16 @@ mod syslog_tests {
         assert!(now.month < 12 && (1..=31).contains(&now.day));
     }
 
+    /// A syslog daemon's socket at `socket` that waits up to 5 s for a
+    /// record.
+    fn listen(socket: &Path) -> UnixDatagram {
+        let server = UnixDatagram::bind(socket).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        server
+    }
+
     fn receive(server: &UnixDatagram) -> String {
         let mut buf = [0u8; 2048];
         let n = server.recv(&mut buf).expect("a syslog datagram within 5 s");
@@ -617,10 +624,7 @@ mod syslog_tests {
     fn a_restarted_syslog_daemon_gets_the_next_record() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("log");
-        let server = UnixDatagram::bind(&socket).unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let server = listen(&socket);
         let mut syslog = Syslog::open("restart-test", &[&socket]).unwrap();
         syslog.send(log::Level::Info, &format_args!("before"));
         let pid = std::process::id();
@@ -633,10 +637,7 @@ mod syslog_tests {
         drop(server);
         std::fs::remove_file(&socket).unwrap();
         syslog.send(log::Level::Info, &format_args!("while away"));
-        let server = UnixDatagram::bind(&socket).unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let server = listen(&socket);
         syslog.send(log::Level::Warn, &format_args!("after"));
         let line = receive(&server);
         assert!(line.starts_with("<28>"), "{line}");

@@ -371,15 +371,6 @@ impl Block {
         }
     }
 
-    /// A placeholder that holds no memory.
-    fn empty() -> Self {
-        Block {
-            storage: Vec::new(),
-            start: 0,
-            len: 0,
-        }
-    }
-
     /// Appends as much of `data` as fits; returns how much that was.
     fn fill(&mut self, data: &[u8]) -> usize {
         let take = (WRITE_BLOCK - self.len).min(data.len());
@@ -457,13 +448,6 @@ impl PartitionWriter {
     }
 
     fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        if self.block.storage.is_empty() {
-            // Only after send_block failed: the writer is gone.
-            bail!(
-                "the writer of {} stopped after an error",
-                self.path.display()
-            );
-        }
         while !data.is_empty() {
             let took = self.block.fill(data);
             data = &data[took..];
@@ -476,30 +460,25 @@ impl PartitionWriter {
 
     /// Hands the current block to the writer thread and takes an empty one:
     /// a returned one, a new one while fewer than [`BLOCKS`] exist, or else
-    /// the next one the writer gives back.
+    /// the next one the writer gives back (it holds all the others then).
     fn send_block(&mut self) -> Result<()> {
         let next = match self.spare.try_recv() {
-            Ok(block) => Some(block),
+            Ok(block) => block,
             Err(_) if self.allocated < BLOCKS => {
                 self.allocated += 1;
-                Some(Block::new())
+                Block::new()
             }
-            Err(_) => None,
-        };
-        // The placeholder is never filled: it is replaced right below.
-        let full = std::mem::replace(&mut self.block, next.unwrap_or_else(Block::empty));
-        let sent = self.to_writer.as_ref().map(|tx| tx.send(full));
-        if !matches!(sent, Some(Ok(()))) {
-            return Err(self.writer_gone());
-        }
-        if self.block.storage.is_empty() {
-            match self.spare.recv() {
-                Ok(block) => self.block = block,
+            Err(_) => match self.spare.recv() {
+                Ok(block) => block,
                 Err(_) => return Err(self.writer_gone()),
-            }
-        }
+            },
+        };
+        let full = std::mem::replace(&mut self.block, next);
         self.block.len = 0;
-        Ok(())
+        match self.to_writer.as_ref().map(|tx| tx.send(full)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.writer_gone()),
+        }
     }
 
     /// The writer thread ended before the image did: its error.
