@@ -48,3 +48,148 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Why a bounded read failed. Every file the client reads comes from
+/// outside (an image, a technician, a server-written store), so each read
+/// has a cap that fits the kind of file, and only regular files are read:
+/// a link to `/dev/zero` or a FIFO must not hang or exhaust the device
+/// (docs: README "Limits").
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: {size} bytes, more than the {cap} allowed for {what}")]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        cap: u64,
+        what: &'static str,
+    },
+}
+
+impl ReadError {
+    /// The file does not exist (callers that treat that as "empty").
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// What a file type is called in errors.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads the whole of `path`, a regular file (links are followed) of at
+/// most `cap` bytes; `what` names the kind of file in the error ("a
+/// configuration file"). The file is opened non-blocking so that a FIFO is
+/// refused instead of waiting for a writer, and the size is checked both
+/// before reading and while reading (a file that grows meanwhile).
+pub fn read_bounded(path: &Path, cap: u64, what: &'static str) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    let too_large = |size| ReadError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        cap,
+        what,
+    };
+    if meta.len() > cap {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] for text: the bytes must be UTF-8.
+pub fn read_bounded_string(path: &Path, cap: u64, what: &'static str) -> Result<String, ReadError> {
+    let bytes = read_bounded(path, cap, what)?;
+    String::from_utf8(bytes).map_err(|e| ReadError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod bounded_read_tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_small_regular_file_and_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"abc").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_bounded(&file, 3, "a test file").unwrap(), b"abc");
+        assert_eq!(read_bounded(&link, 3, "a test file").unwrap(), b"abc");
+    }
+
+    #[test]
+    fn refuses_a_file_over_the_cap_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sparse");
+        let f = File::create(&file).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let err = read_bounded(&file, 4096, "a test file").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("1073741824 bytes"), "{text}");
+        assert!(text.contains("4096 allowed for a test file"), "{text}");
+    }
+
+    #[test]
+    fn refuses_devices_fifos_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let err = read_bounded(&link, 4096, "a test file").unwrap_err();
+        assert!(err.to_string().contains("a character device"), "{err}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_bounded(&fifo, 4096, "a test file").unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        let err = read_bounded(dir.path(), 4096, "a test file").unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let err = read_bounded(&dir.path().join("none"), 1, "a test file").unwrap_err();
+        assert!(err.is_not_found());
+    }
+}

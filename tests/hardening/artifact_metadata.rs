@@ -1,0 +1,1 @@
+//! Hardening: artifact_metadata (filled in by the change that adds its cases).

@@ -1,0 +1,1 @@
+//! Hardening: compression (filled in by the change that adds its cases).

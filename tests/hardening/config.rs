@@ -1,0 +1,1 @@
+//! Hardening: config (filled in by the change that adds its cases).

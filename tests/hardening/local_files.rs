@@ -1,0 +1,1 @@
+//! Hardening: local_files (filled in by the change that adds its cases).

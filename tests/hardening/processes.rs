@@ -1,0 +1,1 @@
+//! Hardening: processes (filled in by the change that adds its cases).
