@@ -1337,13 +1337,16 @@ struct Lock {
 fn lock(data_dir: &Path) -> Result<Lock, ControlMapError> {
     std::fs::create_dir_all(data_dir).map_err(|e| io_error(data_dir, e))?;
     let path = data_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io_error(&path, e))?;
+    let file = fsutil::open_regular_with(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600),
+        &path,
+    )
+    .map_err(|e| io_error(&path, e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // SAFETY: flock on a file descriptor we own.

@@ -237,12 +237,18 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens a log for appending; a FIFO or device in its place is refused
+/// (naming it), not waited on.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
+    crate::fsutil::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600),
+        path,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Level names as logrus (and so the Mender server) spells them.
@@ -461,5 +467,25 @@ mod tests {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_log_that_is_a_fifo_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(log_name(1, "f"));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let data = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(DeploymentLog::resume(&data, "f").map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("resume hung");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("a FIFO"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }

@@ -149,6 +149,27 @@ pub fn open_checked(
     Ok((file, meta))
 }
 
+/// Opens `path` with `options` (which should include read: a FIFO opened
+/// write-only without a reader fails before its type can be told) and
+/// O_NONBLOCK, so a FIFO or device put where a lock or log file belongs
+/// cannot make the client wait; anything but a regular file is refused
+/// with an error saying what it is. O_NONBLOCK stays set: it changes
+/// nothing for regular files.
+pub fn open_regular_with(options: &mut std::fs::OpenOptions, path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {}, not a regular file", file_kind(kind)),
+        ));
+    }
+    Ok(file)
+}
+
 /// [`open_checked`] for a regular file, read-only.
 pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), ReadError> {
     open_checked(path, false, |ft| ft.is_file())

@@ -760,15 +760,19 @@ fn io_err(path: &Path, op: &str, cause: io::Error) -> BootEnvError {
 /// Opens (creating it if needed) a lock file; read-only where we may not
 /// write it (`flock` does not need write access).
 fn open_lock_file(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(path)
-    {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+    // Never waits on a FIFO put there, refuses anything but a file.
+    match fsutil::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE),
+        path,
+    ) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            fsutil::open_regular_with(OpenOptions::new().read(true), path)
+        }
         other => other,
     }
 }

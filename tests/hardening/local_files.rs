@@ -520,3 +520,21 @@ fn locked_huge_pid_file_is_not_read_whole() {
     assert_refused(&out, &pid, &[&format!("{HUGE} bytes, more than the")]);
     assert_eq!(fs::metadata(&pid).unwrap().len(), HUGE);
 }
+
+// ---------------------------------------------------------------- lock files
+
+#[test]
+fn control_maps_lock_file_fifo_is_refused_without_waiting() {
+    let dev = SimDevice::new();
+    let lock = dev.data.join("mender-rs-control-maps.lock");
+    mkfifo(&lock);
+    let input = dev.path("map.json");
+    fs::write(
+        &input,
+        map_json("01234567-89ab-cdef-0123-456789abcdef").to_string(),
+    )
+    .unwrap();
+    let out = run(&dev, &["control", "set", &input.display().to_string()]);
+    assert_refused(&out, &lock, &["a FIFO"]);
+    assert!(!maps_file(&dev).exists());
+}
