@@ -98,7 +98,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -123,8 +123,11 @@ pub const MAPS_FILE: &str = "mender-rs-control-maps.json";
 pub const LOCK_FILE: &str = "mender-rs-control-maps.lock";
 /// Version of the file's layout.
 pub const SCHEMA_VERSION: u64 = 1;
-/// Largest file read back (64 maps of 64 KiB, with room to spare).
-const MAX_FILE_BYTES: u64 = 8 << 20;
+/// Largest maps file read back (64 device maps of 64 KiB, with room to
+/// spare for the server's).
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+/// Largest `/proc/sys/kernel/random/boot_id` read: a UUID and a newline.
+const MAX_BOOT_ID_BYTES: u64 = 64;
 /// How long a writer waits for the lock before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -675,9 +678,13 @@ impl BootTime {
 
 /// The current boot's id (empty when the kernel does not say).
 fn current_boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    fsutil::read_kernel_file(
+        Path::new("/proc/sys/kernel/random/boot_id"),
+        MAX_BOOT_ID_BYTES,
+        "a boot id",
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -849,6 +856,9 @@ pub enum ControlMapError {
     Mismatch { found: String, deployment: String },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    /// The file is not a regular file, or larger than [`MAX_FILE_BYTES`].
+    #[error("{0} (remove it to start over)")]
+    Read(crate::fsutil::ReadError),
     #[error("{path}: corrupt update control maps: {reason} (remove the file to start over)")]
     Corrupt { path: String, reason: String },
     #[error(
@@ -1327,13 +1337,16 @@ struct Lock {
 fn lock(data_dir: &Path) -> Result<Lock, ControlMapError> {
     std::fs::create_dir_all(data_dir).map_err(|e| io_error(data_dir, e))?;
     let path = data_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io_error(&path, e))?;
+    let file = fsutil::open_regular_with(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600),
+        &path,
+    )
+    .map_err(|e| io_error(&path, e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // SAFETY: flock on a file descriptor we own.
@@ -1357,22 +1370,15 @@ fn lock(data_dir: &Path) -> Result<Lock, ControlMapError> {
 
 /// The file's boot id and maps; `None` when there is no file.
 fn read_file(path: &Path) -> Result<Option<(String, Vec<ActiveMap>)>, ControlMapError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(path, e)),
+    let bytes = match fsutil::read_bounded(path, MAX_FILE_BYTES, "an update control maps file") {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(ControlMapError::Read(e)),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e))?;
     let corrupt = |reason: String| ControlMapError::Corrupt {
         path: path.display().to_string(),
         reason,
     };
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(corrupt(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let Value::Object(top) = value else {
         return Err(corrupt("not a JSON object".into()));

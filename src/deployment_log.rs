@@ -12,7 +12,7 @@
 //! above is appended to it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,6 +21,11 @@ use crate::fsutil::sync_dir;
 
 /// How many deployment logs are kept (the new one included).
 pub const MAX_LOGS: usize = 5;
+/// Most of a deployment log read back for the server: its newest 1 MiB
+/// (some 10 000 records, the end of the log being where a failure is told).
+/// The server keeps a deployment's log in one MongoDB document of at most
+/// 16 MiB, and the records are held in memory while sent.
+pub const MAX_UPLOAD_BYTES: u64 = 1 << 20;
 
 const PREFIX: &str = "deployments.";
 const SUFFIX: &str = ".log";
@@ -93,15 +98,16 @@ impl DeploymentLog {
         let Some(path) = newest_log_of(data_dir, id)? else {
             return Ok(Vec::new());
         };
-        let mut reader = BufReader::new(File::open(&path)?);
+        let (bytes, skipped) = crate::fsutil::read_tail(&path, MAX_UPLOAD_BYTES)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut lines = bytes.split(|&b| b == b'\n');
         let mut records = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        if skipped > 0 {
+            // The first line is (most likely) cut: a note takes its place.
+            lines.next();
+        }
+        for line in lines {
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };
             let complete = value.as_object().is_some_and(|o| {
@@ -112,6 +118,17 @@ impl DeploymentLog {
             if complete {
                 records.push(value);
             }
+        }
+        if skipped > 0 {
+            let note = format!(
+                "(the first {skipped} bytes of this deployment log are left out: only its last {MAX_UPLOAD_BYTES} bytes are sent)"
+            );
+            let mut note = record_json(log::Level::Warn, &note, SystemTime::now());
+            // Dated as the first record kept, so the order holds.
+            if let Some(first) = records.first() {
+                note["timestamp"] = first["timestamp"].clone();
+            }
+            records.insert(0, note);
         }
         Ok(records)
     }
@@ -220,12 +237,18 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens a log for appending; a FIFO or device in its place is refused
+/// (naming it), not waited on.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
+    crate::fsutil::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600),
+        path,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Level names as logrus (and so the Mender server) spells them.
@@ -398,5 +421,71 @@ mod tests {
                 .is_empty()
         );
         assert!(DeploymentLog::start(dir.path(), "bad id").is_err());
+    }
+
+    #[test]
+    fn read_records_sends_only_the_newest_part_of_a_huge_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = DeploymentLog::start(dir.path(), "big").unwrap();
+        log.write_record(log::Level::Info, "oldest").unwrap();
+        let filler = "x".repeat(1000);
+        let per_record = record_json(log::Level::Info, &filler, at(0))
+            .to_string()
+            .len()
+            + 1;
+        let count = 2 * MAX_UPLOAD_BYTES as usize / per_record;
+        for _ in 0..count {
+            log.write_record(log::Level::Info, &filler).unwrap();
+        }
+        log.write_record(log::Level::Error, "newest").unwrap();
+        let records = DeploymentLog::read_records(dir.path(), "big").unwrap();
+        let messages: Vec<&str> = records
+            .iter()
+            .map(|r| r["message"].as_str().unwrap())
+            .collect();
+        assert!(messages[0].contains("bytes of this deployment log are left out"));
+        assert_eq!(records[0]["level"], "warning");
+        assert_eq!(records[0]["timestamp"], records[1]["timestamp"]);
+        assert_eq!(messages.last(), Some(&"newest"));
+        assert!(!messages.contains(&"oldest"));
+        let kept = messages.len() - 2;
+        assert!(kept * per_record <= MAX_UPLOAD_BYTES as usize, "{kept}");
+        assert!(
+            (kept + 2) * per_record > MAX_UPLOAD_BYTES as usize,
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn read_records_refuses_a_log_that_is_no_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(log_name(1, "z"));
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = DeploymentLog::read_records(dir.path(), "z").unwrap_err();
+        assert!(err.to_string().contains("a character device"), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_log_that_is_a_fifo_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(log_name(1, "f"));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let data = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(DeploymentLog::resume(&data, "f").map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("resume hung");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("a FIFO"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }

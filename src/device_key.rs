@@ -46,8 +46,9 @@ pub const RSA_GENERATED_BITS: usize = 3072;
 /// Mode of the key file.
 pub const KEY_FILE_MODE: u32 = 0o600;
 
-/// Key files are a few kilobytes; anything much larger is not a key.
-const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+/// Largest device key file read: a PEM RSA key of 16384 bits is about
+/// 13 KiB, the largest that could be of use; a larger file is not a key.
+pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
 
 /// Why the device key could not be loaded, created or used. Messages are
 /// single lines and never contain key material.
@@ -316,23 +317,16 @@ impl fmt::Debug for DeviceKey {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read as _;
-    let read_err = |error| DeviceKeyError::Read {
-        path: path.to_owned(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut data = Vec::new();
-    file.take(MAX_KEY_FILE_LEN + 1)
-        .read_to_end(&mut data)
-        .map_err(read_err)?;
-    if data.len() as u64 > MAX_KEY_FILE_LEN {
-        return Err(DeviceKeyError::Invalid {
+    fsutil::read_bounded(path, MAX_KEY_FILE_LEN, "a device key file").map_err(|e| match e {
+        fsutil::ReadError::Io { source, .. } => DeviceKeyError::Read {
             path: path.to_owned(),
-            reason: format!("larger than {MAX_KEY_FILE_LEN} bytes; not a key file"),
-        });
-    }
-    Ok(data)
+            error: source,
+        },
+        other => DeviceKeyError::Invalid {
+            path: path.to_owned(),
+            reason: other.reason(),
+        },
+    })
 }
 
 fn create_parent(path: &Path) -> io::Result<()> {

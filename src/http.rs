@@ -19,9 +19,17 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
 ];
 
+/// Largest PEM certificate file read (`ServerCertificate`, the system CA
+/// bundle, `HttpsClient.Certificate`): a distribution's bundle of some 150
+/// roots is about 220 KiB; 4 MiB leaves room for large private bundles.
+pub const MAX_CERTIFICATE_FILE: u64 = 4 << 20;
+/// Largest `HttpsClient.Key` file read: a PEM RSA key of 16384 bits is
+/// about 13 KiB.
+pub const MAX_CLIENT_KEY_FILE: u64 = 64 << 10;
+
 /// Reads every certificate of a PEM file.
 pub fn read_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem = crate::fsutil::read_bounded(path, MAX_CERTIFICATE_FILE, "a PEM certificate file")?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item.with_context(|| format!("{}: malformed PEM", path.display()))? {
@@ -220,7 +228,7 @@ fn client_certificate(cert: &Path, key: &Path) -> Result<ClientCert> {
             cert.display()
         );
     }
-    let pem = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+    let pem = crate::fsutil::read_bounded(key, MAX_CLIENT_KEY_FILE, "a TLS client key file")?;
     let key = PrivateKey::from_pem(&pem)
         .map_err(|e| anyhow::anyhow!("{}: not a usable private key: {e}", key.display()))?;
     Ok(ClientCert::new_with_certs(&certs, key))

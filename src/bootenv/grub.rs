@@ -91,9 +91,14 @@ pub const SEARCH_DIRS: [&str; 4] = [
 /// The two copies, in the directory.
 pub const COPY_DIRS: [&str; 2] = ["mender_grubenv1", "mender_grubenv2"];
 
-/// How long to wait for another process holding the lock file.
-/// Larger files are not GRUB environment blocks (nor checksum files).
-const MAX_FILE: u64 = 1 << 20;
+/// Largest `env` or `lock` block read: `grub-editenv create` makes them
+/// 1024 bytes and GRUB never changes a block's size; 64 KiB leaves room for
+/// blocks made by hand, and GRUB itself reads a block whole at boot.
+pub const MAX_BLOCK_FILE: u64 = 64 << 10;
+/// Largest `lock.sha256sum` read: one line of 64 hex digits and a name.
+pub const MAX_SUM_FILE: u64 = 4 << 10;
+/// Largest [`CONFIG_FILE`] read: a shell fragment setting `ENV_DIR`.
+pub const MAX_CONFIG_FILE: u64 = 64 << 10;
 /// Mode of the files we create.
 const FILE_MODE: u32 = 0o644;
 
@@ -352,7 +357,9 @@ impl GrubEnv {
             return Ok(dir.to_path_buf());
         }
         let config = under(root, Path::new(CONFIG_FILE));
-        match std::fs::read(&config) {
+        // A configuration that is there but cannot be read is an error:
+        // looking elsewhere could find an environment GRUB does not use.
+        match fsutil::read_bounded(&config, MAX_CONFIG_FILE, "a GRUB environment configuration") {
             Ok(bytes) => {
                 if let Some(dir) = env_dir_setting(&String::from_utf8_lossy(&bytes)) {
                     let dir = under(root, Path::new(&dir));
@@ -364,8 +371,8 @@ impl GrubEnv {
                     return Ok(dir);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("{}: cannot read: {e}", config.display()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(BootEnvError::Read(e)),
         }
         let tried: Vec<PathBuf> = SEARCH_DIRS
             .iter()
@@ -395,8 +402,12 @@ impl GrubEnv {
         let dir = self.copy_dir(copy);
         // Messages name the file within the directory `describe` names.
         let name = |file: &str| format!("{}/{file}", COPY_DIRS[copy]);
-        let lock = read_small(&dir.join("lock"), &name("lock"))?;
-        let sums = read_small(&dir.join("lock.sha256sum"), &name("lock.sha256sum"))?;
+        let lock = read_small(&dir.join("lock"), &name("lock"), MAX_BLOCK_FILE)?;
+        let sums = read_small(
+            &dir.join("lock.sha256sum"),
+            &name("lock.sha256sum"),
+            MAX_SUM_FILE,
+        )?;
         let stored = lock_checksum(&sums)
             .ok_or_else(|| format!("{}: no checksum line for lock", name("lock.sha256sum")))?;
         if !stored.eq_ignore_ascii_case(&hex(&Sha256::digest(&lock))) {
@@ -419,7 +430,7 @@ impl GrubEnv {
             }
             None => return Err(format!("{}: no editing variable", name("lock"))),
         }
-        let env = read_small(&dir.join("env"), &name("env"))?;
+        let env = read_small(&dir.join("env"), &name("env"), MAX_BLOCK_FILE)?;
         let block = Block::parse(&env).map_err(|e| format!("{}: {e}", name("env")))?;
         Ok(GoodCopy { env, block })
     }
@@ -722,22 +733,16 @@ fn lock_checksum(sums: &[u8]) -> Option<String> {
 }
 
 /// A file's bytes; `Err` says what is wrong, naming the file `label`.
-fn read_small(path: &Path, label: &str) -> Result<Vec<u8>, String> {
-    let file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!("{label}: missing"),
-        _ => format!("{label}: cannot open: {e}"),
-    })?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("{label}: cannot stat: {e}"))?
-        .len();
-    if len > MAX_FILE {
-        return Err(format!("{label}: too large ({len} bytes)"));
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    io::Read::read_to_end(&mut io::Read::take(&file, MAX_FILE + 1), &mut bytes)
-        .map_err(|e| format!("{label}: cannot read: {e}"))?;
-    Ok(bytes)
+/// Only regular files of at most `cap` bytes are read (a FIFO is refused,
+/// not waited on).
+fn read_small(path: &Path, label: &str, cap: u64) -> Result<Vec<u8>, String> {
+    fsutil::read_bounded(path, cap, "a GRUB environment file").map_err(|e| {
+        if e.is_not_found() {
+            format!("{label}: missing")
+        } else {
+            format!("{label}: {}", e.reason())
+        }
+    })
 }
 
 fn replace(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
@@ -755,15 +760,19 @@ fn io_err(path: &Path, op: &str, cause: io::Error) -> BootEnvError {
 /// Opens (creating it if needed) a lock file; read-only where we may not
 /// write it (`flock` does not need write access).
 fn open_lock_file(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(path)
-    {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+    // Never waits on a FIFO put there, refuses anything but a file.
+    match fsutil::open_regular_with(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE),
+        path,
+    ) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            fsutil::open_regular_with(OpenOptions::new().read(true), path)
+        }
         other => other,
     }
 }

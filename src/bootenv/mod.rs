@@ -44,6 +44,10 @@ pub enum BootEnvError {
         op: String,
         cause: io::Error,
     },
+    /// A file that is not a regular file, or larger than its cap (the
+    /// message names it and says which).
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
     /// A line of the configuration file cannot be used.
     #[error("{config} line {line}: {reason}")]
     ConfigLine {

@@ -25,7 +25,7 @@
 //! hexadecimal, with or without `0x`.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -34,8 +34,16 @@ use super::{BootEnv, BootEnvError, EnvVars, validate_changes, validate_name};
 
 /// Bytes of the CRC at the start of each copy.
 const CRC_LEN: usize = 4;
-/// Largest environment size accepted from a configuration.
-const MAX_ENV_SIZE: usize = 64 << 20;
+/// Largest environment size accepted from a configuration. This is the cap
+/// of every read of an environment copy (exactly its configured size, at
+/// its offset, whatever the size of the file or device): U-Boot's own
+/// default is 8 KiB to 128 KiB, and each copy is held in memory whole.
+pub const MAX_ENV_SIZE: usize = 64 << 20;
+/// Largest `fw_env.config` read: two lines of a few dozen bytes each, or
+/// the comments of a well-documented one.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+/// Largest `/sys/class/block/<name>/force_ro` read: "0" or "1" and a newline.
+const MAX_FORCE_RO_BYTES: u64 = 64;
 /// Variables with their bytes as stored: what we do not change is written
 /// back byte for byte, even if it is not UTF-8.
 type RawVars = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -93,7 +101,7 @@ struct Opened {
 impl UBootEnv {
     /// Parses an `fw_env.config` file; errors name the file and line.
     pub fn from_config_file(path: &Path) -> Result<UBootEnv, BootEnvError> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, "read", e))?;
+        let text = crate::fsutil::read_bounded_string(path, MAX_CONFIG_BYTES, "an fw_env.config")?;
         Self::from_config_str(&path.display().to_string(), &text)
     }
 
@@ -209,19 +217,7 @@ impl UBootEnv {
         let mut ids: Vec<(u64, u64)> = Vec::new();
         let mut of_area = Vec::new();
         for area in &self.areas {
-            let file = File::open(&area.device).map_err(|e| io_err(&area.device, "open", e))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| io_err(&area.device, "stat", e))?;
-            let kind = meta.file_type();
-            if !(kind.is_file() || kind.is_block_device()) {
-                return Err(BootEnvError::Unsupported {
-                    device: area.device.display().to_string(),
-                    reason:
-                        "not a regular file or block device (MTD and UBI are not handled natively)"
-                            .into(),
-                });
-            }
+            let (file, meta) = open_storage(&area.device, false)?;
             let id = (meta.dev(), meta.ino());
             match ids.iter().position(|known| *known == id) {
                 Some(i) => of_area.push(i),
@@ -354,10 +350,7 @@ impl UBootEnv {
         debug_assert_eq!(header + capacity, area.size);
 
         let _force_ro = ForceRoGuard::clear(&area.device);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&area.device)
-            .map_err(|e| io_err(&area.device, "open for writing", e))?;
+        let (file, _) = open_storage(&area.device, true)?;
         if crate::crash::pause_env_write() {
             // Test hook: the CRC and half of the variables on disk (the
             // rest of the area is padding), then the power cut.
@@ -671,6 +664,34 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// Opens the file or block device holding an environment copy, without
+/// blocking on whatever else the path may be (a FIFO would wait for a
+/// writer). Anything but a regular file or a block device is refused
+/// naming what it is; MTD and UBI (character devices) are for the tools
+/// backend.
+fn open_storage(device: &Path, write: bool) -> Result<(File, std::fs::Metadata), BootEnvError> {
+    let opened = crate::fsutil::open_checked(device, write, |_| true);
+    let (file, meta) = opened.map_err(|e| match e {
+        crate::fsutil::ReadError::Io { source, .. } => io_err(
+            device,
+            if write { "open for writing" } else { "open" },
+            source,
+        ),
+        other => BootEnvError::Read(other),
+    })?;
+    let kind = meta.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(BootEnvError::Unsupported {
+            device: device.display().to_string(),
+            reason: format!(
+                "is {}, not a regular file or block device (MTD and UBI are not handled natively: set BootEnvType to tools)",
+                crate::fsutil::file_kind(kind)
+            ),
+        });
+    }
+    Ok((file, meta))
+}
+
 fn io_err(path: &Path, op: &str, cause: io::Error) -> BootEnvError {
     BootEnvError::Io {
         path: path.display().to_string(),
@@ -699,7 +720,7 @@ impl ForceRoGuard {
             return none;
         }
         let path = PathBuf::from(format!("/sys/class/block/{name}/force_ro"));
-        match std::fs::read_to_string(&path) {
+        match crate::fsutil::read_kernel_file(&path, MAX_FORCE_RO_BYTES, "a force_ro flag") {
             Ok(s) if s.trim() == "1" => {}
             _ => return none,
         }

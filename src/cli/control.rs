@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::cli::EXIT_OK;
 use crate::config::Config;
 use crate::control_map::{self, BootTime, ControlMap, ControlMapSet, DeviceChange, MAX_MAP_BYTES};
+use crate::fsutil;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ControlCommand {
@@ -47,7 +48,9 @@ pub fn run(config: &Config, command: ControlCommand) -> Result<i32> {
 }
 
 /// Reads at most one byte more than a map may have, so a huge input is
-/// refused without being read whole.
+/// refused without being read whole (the map's own check then names the
+/// limit). A file must be a regular file: a FIFO or a device would block or
+/// never end; pipes go through standard input ("-").
 fn read_input(file: &str) -> Result<(String, Vec<u8>)> {
     let limit = MAX_MAP_BYTES as u64 + 1;
     let mut bytes = Vec::new();
@@ -57,13 +60,14 @@ fn read_input(file: &str) -> Result<(String, Vec<u8>)> {
             .take(limit)
             .read_to_end(&mut bytes)
             .context("standard input")?;
-        Ok(("standard input".into(), bytes))
-    } else {
-        std::fs::File::open(file)
-            .and_then(|f| f.take(limit).read_to_end(&mut bytes))
-            .with_context(|| file.to_string())?;
-        Ok((file.to_string(), bytes))
+        return Ok(("standard input".into(), bytes));
     }
+    let (handle, _) = fsutil::open_regular(std::path::Path::new(file))?;
+    handle
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .with_context(|| file.to_string())?;
+    Ok((file.to_string(), bytes))
 }
 
 fn set(config: &Config, file: &str) -> Result<i32> {

@@ -9,6 +9,11 @@
 //! cache, no I/O). The pages stay in the page cache and shared with other
 //! processes; only our page tables let go of them.
 
+/// Largest `/proc/self/smaps` read: about 1 KiB per mapping, and the
+/// daemon has some hundred mappings; a larger list is left alone (nothing
+/// is released) rather than held in memory to save memory.
+const MAX_SMAPS_BYTES: u64 = 1 << 20;
+
 /// Unmaps the pages of file-backed code (`r-xp` mappings of the binary and
 /// its libraries) and returns free heap memory to the kernel. Returns the
 /// bytes of mappings released.
@@ -18,8 +23,13 @@
 /// relocations would have some) are touched: `MADV_DONTNEED` on those loses
 /// nothing, the next access maps the same file page again.
 pub fn release_idle_pages() -> usize {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return 0;
+    let path = std::path::Path::new("/proc/self/smaps");
+    let smaps = match crate::fsutil::read_kernel_file(path, MAX_SMAPS_BYTES, "a mappings list") {
+        Ok(text) => text,
+        Err(e) => {
+            log::debug!("not releasing idle pages: {e}");
+            return 0;
+        }
     };
     let mut released = 0;
     for (start, end) in clean_code_ranges(&smaps) {

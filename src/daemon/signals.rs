@@ -17,6 +17,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
@@ -156,6 +157,18 @@ pub struct PidFile {
 
 pub const PID_FILE: &str = "mender-rs-daemon.pid";
 
+/// Largest pid file read: a process id (at most 7 digits, `pid_max` being
+/// at most 2^22) and a newline, with room for stray whitespace.
+pub const MAX_PID_FILE_BYTES: u64 = 32;
+
+/// The pid file's text, at most [`MAX_PID_FILE_BYTES`].
+fn read_pid_text(file: &File, path: &Path) -> anyhow::Result<String> {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bytes =
+        crate::fsutil::read_open_bounded(file, path, size, MAX_PID_FILE_BYTES, "a pid file")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub fn pid_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join(PID_FILE)
 }
@@ -165,26 +178,42 @@ impl PidFile {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| anyhow::anyhow!("data directory {}: {e}", data_dir.display()))?;
         let path = pid_file_path(data_dir);
+        // Non-blocking, and only a regular file: a FIFO or a device there
+        // is refused by name instead of being written to.
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let kind = file
+            .metadata()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .file_type();
+        if !kind.is_file() {
+            anyhow::bail!(
+                "{}: is {}, not a regular file",
+                path.display(),
+                crate::fsutil::file_kind(kind)
+            );
+        }
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
+            let text = read_pid_text(&file, &path).unwrap_or_default();
             anyhow::bail!(
                 "another mender-rs daemon is running (pid {}, {})",
                 text.trim(),
                 path.display()
             );
         }
-        file.set_len(0)?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-        file.sync_all()?;
+        let write = |file: &mut File| -> io::Result<()> {
+            file.set_len(0)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+            file.sync_all()
+        };
+        write(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(PidFile { _file: file })
     }
 }
@@ -198,18 +227,17 @@ pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> anyhow::Result<u32
             path.display()
         )
     };
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_daemon()),
-        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    let (file, _) = match crate::fsutil::open_regular(&path) {
+        Ok(opened) => opened,
+        Err(e) if e.is_not_found() => return Err(no_daemon()),
+        Err(e) => return Err(e.into()),
     };
     // SAFETY: flock on a descriptor we own; a shared lock we get means
     // nobody holds the exclusive one: no daemon.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
         return Err(no_daemon());
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
+    let text = read_pid_text(&file, &path)?;
     let pid: i32 = text
         .trim()
         .parse()
