@@ -352,3 +352,191 @@ fn deployment_ids_that_cannot_name_a_file_are_refused() {
         assert!(!name.contains("evil") && !name.contains('\n'), "{name:?}");
     }
 }
+
+#[test]
+fn a_next_answer_larger_than_a_mib_is_refused() {
+    let server = MenderServer::start();
+    let mut d = Dev::new(&server);
+    let mut body = br#"{"id":"d1","pad":""#.to_vec();
+    body.extend(std::iter::repeat_n(b'x', 2 << 20));
+    body.extend(br#""}"#);
+    let reply = HostileReply::bytes(200, "application/json", body);
+    server.replace_next(Endpoint::NextV1Post, reply, 1);
+    let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 3;
+    assert!(d.run_until(&server, 60, done), "{}", d.tail());
+    assert!(
+        d.text().contains("larger than 1048576 bytes"),
+        "{}",
+        d.tail()
+    );
+    assert!(server.downloads().is_empty());
+}
+
+#[test]
+fn a_next_answer_with_wrong_field_types_is_refused() {
+    let server = MenderServer::start();
+    let mut d = Dev::new(&server);
+    let inactive = d.dev.partition_sha256(3);
+    for edit in [
+        json!({"id": 7, "artifact": {}}),
+        json!({"id": "d1", "artifact": {"artifact_name": 5, "source": {"uri": "u"}, "device_types_compatible": [DEVICE_TYPE]}}),
+        json!({"id": "d1", "artifact": {"artifact_name": "a", "source": {"uri": "u"}, "device_types_compatible": "all"}}),
+        json!([1, 2, 3]),
+    ] {
+        server.replace_next(Endpoint::NextV1Post, json_reply(200, &edit), 1);
+    }
+    let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 6;
+    assert!(d.run_until(&server, 60, done), "{}", d.tail());
+    assert!(
+        d.text().matches("not valid JSON").count() >= 4,
+        "{}",
+        d.tail()
+    );
+    assert!(server.downloads().is_empty());
+    d.assert_untouched(&inactive);
+}
+
+#[test]
+fn an_invalid_control_map_in_next_fails_the_deployment_unstarted() {
+    let server = MenderServer::start();
+    server.enable_next_v2(true);
+    let mut d = Dev::new(&server);
+    let good = rootfs_artifact(&d.dev, "adv-6", &[DEVICE_TYPE]);
+    let inactive = d.dev.partition_sha256(3);
+    let dep = server.add_deployment(&good, "adv-6", &[DEVICE_TYPE]);
+    let next = edited_next(&server, &d, |v| {
+        v["id"] = json!(dep);
+        v["artifact"]["artifact_name"] = json!("adv-6");
+        v["update_control_map"] = json!({
+            "id": dep, "priority": 0, "states": {}, "junk": "x".repeat(100 << 10)
+        });
+    });
+    server.replace_next(Endpoint::NextV2, json_reply(200, &next), 1);
+    let id = d.run_to_final(&server, &dep, 60);
+    assert_eq!(
+        server.deployment_status(&id, &dep).as_deref(),
+        Some("failure")
+    );
+    assert!(
+        d.text().contains("invalid update control map"),
+        "{}",
+        d.tail()
+    );
+    assert!(server.downloads().is_empty());
+    d.assert_untouched(&inactive);
+}
+
+/// A deployment of a good artifact whose download link answers `reply`.
+fn hostile_download(reply: impl Fn(&[u8]) -> HostileReply) -> (MenderServer, Dev, String, String) {
+    let server = MenderServer::start();
+    let d = Dev::new(&server);
+    let good = rootfs_artifact(&d.dev, "adv-7", &[DEVICE_TYPE]);
+    let inactive = d.dev.partition_sha256(3);
+    let bytes = fs::read(&good).unwrap();
+    server.replace_always(Endpoint::Download, Some(reply(&bytes)));
+    let dep = server.add_deployment(&good, "adv-7", &[DEVICE_TYPE]);
+    (server, d, dep, inactive)
+}
+
+fn assert_download_failed(
+    server: &MenderServer,
+    d: &mut Dev,
+    dep: &str,
+    inactive: &str,
+    why: &str,
+) {
+    let id = d.run_to_final(server, dep, 90);
+    assert_eq!(
+        server.deployment_status(&id, dep).as_deref(),
+        Some("failure")
+    );
+    let logs = server.logs(&id, dep);
+    assert!(logs.iter().any(|l| l.message.contains(why)), "{logs:#?}");
+    let env = d.dev.env();
+    assert_eq!(env["mender_boot_part"], "2");
+    assert_eq!(env["upgrade_available"], "0");
+    let _ = inactive;
+}
+
+#[test]
+fn a_download_redirect_loop_fails_cleanly() {
+    let (server, mut d, dep, inactive) = hostile_download(|_| {
+        HostileReply::new(302, HostileBody::Bytes(Vec::new()))
+            .header("Location", "/download/loop/loop")
+    });
+    assert_download_failed(&server, &mut d, &dep, &inactive, "redirect");
+}
+
+#[test]
+fn a_download_longer_than_its_body_fails_cleanly() {
+    // Claims 10 GiB, sends 8 KiB and hangs up; the resume gets a 200.
+    let (server, mut d, dep, inactive) = hostile_download(|bytes| {
+        HostileReply::new(200, HostileBody::Bytes(bytes[..8192].to_vec()))
+            .header("Content-Length", (10u64 << 30).to_string())
+    });
+    assert_download_failed(&server, &mut d, &dep, &inactive, "206");
+}
+
+#[test]
+fn a_download_shorter_than_the_artifact_fails_cleanly() {
+    let (server, mut d, dep, inactive) = hostile_download(|bytes| {
+        HostileReply::new(200, HostileBody::Bytes(bytes.to_vec())).header("Content-Length", "5000")
+    });
+    assert_download_failed(&server, &mut d, &dep, &inactive, "download failed");
+    d.assert_untouched(&inactive);
+}
+
+#[test]
+fn an_empty_download_fails_cleanly() {
+    let (server, mut d, dep, inactive) =
+        hostile_download(|_| HostileReply::new(200, HostileBody::Bytes(Vec::new())));
+    assert_download_failed(
+        &server,
+        &mut d,
+        &dep,
+        &inactive,
+        "smaller than any valid artifact",
+    );
+    d.assert_untouched(&inactive);
+}
+
+#[test]
+fn huge_status_and_inventory_replies_are_not_read() {
+    let server = MenderServer::start();
+    let mut d = Dev::new(&server);
+    let huge = || {
+        HostileReply::new(
+            200,
+            HostileBody::Filler {
+                byte: b'{',
+                len: 10 << 30,
+            },
+        )
+    };
+    server.replace_always(Endpoint::Status, Some(huge()));
+    server.replace_always(Endpoint::Inventory, Some(huge()));
+    let good = rootfs_artifact(&d.dev, "adv-8", &[DEVICE_TYPE]);
+    let dep = server.add_deployment(&good, "adv-8", &[DEVICE_TYPE]);
+    let id = d.run_to_final(&server, &dep, 120);
+    assert_eq!(
+        server.deployment_status(&id, &dep).as_deref(),
+        Some("success"),
+        "{}",
+        d.tail()
+    );
+    for endpoint in [Endpoint::Status, Endpoint::Inventory] {
+        for r in server.requests_to(endpoint) {
+            assert!(r.bytes_sent < 64 << 20, "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn a_retry_after_header_does_not_put_the_daemon_to_sleep() {
+    let server = MenderServer::start();
+    let mut d = Dev::new(&server);
+    let busy = json_reply(503, &json!({"error": "busy"})).header("Retry-After", "999999");
+    server.replace_next(Endpoint::NextV1Post, busy, 2);
+    let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 4;
+    assert!(d.run_until(&server, 30, done), "{}", d.tail());
+}
