@@ -1275,3 +1275,82 @@ fn time_helpers() {
         assert!(!is_rfc3339(bad), "{bad}");
     }
 }
+
+/// Sends `GET path` on a raw socket and reads at most `limit` bytes of the
+/// answer (head and body), until the server closes.
+fn raw_get_capped(server: &MenderServer, path: &str, limit: usize) -> Vec<u8> {
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = (&mut s).take(limit as u64).read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn hostile_replies_replace_answers_after_normal_handling() {
+    let server = MenderServer::start();
+    let key = &keys().ed;
+    // A 10 GiB auth answer: the device is still registered.
+    let huge = HostileReply::new(
+        200,
+        HostileBody::Filler {
+            byte: b'A',
+            len: 10 << 30,
+        },
+    );
+    server.replace_next(Endpoint::Auth, huge, 1);
+    let body = auth_body(key, "aa:bb", Some(""));
+    let url = format!(
+        "{}/api/devices/v1/authentication/auth_requests",
+        server.url()
+    );
+    let mut res = agent()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("X-MEN-Signature", &key.sign(&body))
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("content-length").unwrap(),
+        &(10u64 << 30).to_string()
+    );
+    let mut first = Vec::new();
+    res.body_mut()
+        .as_reader()
+        .take(1 << 20)
+        .read_to_end(&mut first)
+        .unwrap();
+    assert!(first.iter().all(|&b| b == b'A') && first.len() == 1 << 20);
+    drop(res);
+    assert_eq!(server.device_ids().len(), 1);
+    // The next answer is the normal one again.
+    assert_eq!(authenticate(&server, key, "aa:bb").status, 200);
+
+    // A Content-Length lie and an end of connection; then a trickle.
+    let lie = HostileReply::new(200, HostileBody::Bytes(b"short".to_vec()))
+        .header("Content-Length", "1000");
+    server.replace_next(Endpoint::Other, lie, 1);
+    let text = String::from_utf8(raw_get_capped(&server, "/nowhere", 4096)).unwrap();
+    assert!(text.contains("Content-Length: 1000\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nshort"), "{text}");
+    let trickle = HostileReply::new(
+        200,
+        HostileBody::Trickle {
+            bytes: b"abc".to_vec(),
+            interval: Duration::from_millis(200),
+        },
+    );
+    server.replace_always(Endpoint::Other, Some(trickle));
+    let started = Instant::now();
+    let text = String::from_utf8(raw_get_capped(&server, "/nowhere", 4096)).unwrap();
+    assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    server.replace_always(Endpoint::Other, None);
+    assert!(
+        String::from_utf8(raw_get_capped(&server, "/nowhere", 4096))
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
+}

@@ -676,6 +676,8 @@ impl DeploymentHooks for ServerHooks<'_> {
             DownloadOptions {
                 max_attempts: self.config.retry_download_count,
                 max_interval: self.config.retry_poll_interval,
+                min_progress: crate::server::download::MIN_PROGRESS,
+                progress_window: crate::server::download::PROGRESS_WINDOW,
             },
         )?;
         Ok(Box::new(download))

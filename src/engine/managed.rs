@@ -191,7 +191,7 @@ impl Engine<'_> {
         }
         let uri = deployment.uri.clone();
         let mut open = || hooks.open_artifact(&uri);
-        let installer = match self.download(state, &mut open) {
+        let installer = match self.download(state, &mut open, Some(deployment)) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {
                 log::error!("download failed: {e:#}");

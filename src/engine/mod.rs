@@ -32,6 +32,7 @@ use crate::installer::rootfs::RootfsInstaller;
 use crate::installer::{DeviceContext, Installer, InstallerState, Reboot};
 use crate::modules::{self, ModuleConfig};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
+use crate::server::DeploymentInstruction;
 use crate::store::Store;
 
 /// Standalone updates have no server-side deployment id; their log is
@@ -471,7 +472,7 @@ impl<'c> Engine<'c> {
                 .take()
                 .ok_or_else(|| anyhow!("the artifact stream was already used"))
         };
-        let installer = match self.download(&mut state, &mut open) {
+        let installer = match self.download(&mut state, &mut open, None) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {
                 self.run_scripts_ignoring(ScriptState::Download, ScriptAction::Error);
@@ -542,6 +543,7 @@ impl<'c> Engine<'c> {
         &mut self,
         state: &mut UpdateState,
         open: &mut dyn FnMut() -> Result<Box<dyn Read + 'r>>,
+        announced: Option<&DeploymentInstruction>,
     ) -> std::result::Result<Box<dyn Installer>, (anyhow::Error, Option<Box<dyn Installer>>)> {
         if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Enter) {
             return Err((e, None));
@@ -560,6 +562,7 @@ impl<'c> Engine<'c> {
             state,
             device_type: &device_type,
             provides: &provides,
+            announced,
             installer: None,
         };
         let options = ReadOptions {
@@ -806,6 +809,38 @@ pub fn open_boot_env(config: &Config) -> Result<Box<dyn BootEnv>> {
     Ok(crate::bootenv::open(config)?)
 }
 
+/// The artifact is the one the deployment announced: the same name
+/// exactly, and the device's own type in both the announced and the
+/// artifact's compatible types (what the server checked is what installs).
+fn check_announced(
+    header: &ArtifactHeader,
+    announced: &DeploymentInstruction,
+    device_type: &str,
+) -> Result<()> {
+    if header.name != announced.artifact_name {
+        bail!(
+            "the artifact is named '{}' but deployment {} announced '{}': refusing an artifact the server did not announce",
+            header.name,
+            announced.id,
+            announced.artifact_name
+        );
+    }
+    let in_artifact = header.compatible_devices.iter().any(|d| d == device_type);
+    let in_announced = announced
+        .device_types_compatible
+        .iter()
+        .any(|d| d == device_type);
+    if !in_artifact || !in_announced {
+        bail!(
+            "device type '{device_type}' must be in both the artifact's compatible device types [{}] and those deployment {} announced [{}]",
+            header.compatible_devices.join(", "),
+            announced.id,
+            announced.device_types_compatible.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Receives the artifact during `install`: checks it against the device,
 /// stores its scripts, and feeds the payload to the installer.
 struct DownloadHandler<'e, 'c, 's> {
@@ -813,6 +848,8 @@ struct DownloadHandler<'e, 'c, 's> {
     state: &'s mut UpdateState,
     device_type: &'s str,
     provides: &'s Provides,
+    /// Managed mode: what the server announced; the artifact must be it.
+    announced: Option<&'s DeploymentInstruction>,
     installer: Option<Box<dyn Installer>>,
 }
 
@@ -826,6 +863,11 @@ impl DownloadHandler<'_, '_, '_> {
 
 impl ArtifactHandler for DownloadHandler<'_, '_, '_> {
     fn header(&mut self, header: &ArtifactHeader) -> Result<()> {
+        // Before anything of the artifact is used: a server (or whoever
+        // controls its storage) must not swap in another artifact.
+        if let Some(announced) = self.announced {
+            check_announced(header, announced, self.device_type)?;
+        }
         depends::check_compatible(header, self.device_type, self.provides)?;
         let payload_type = header
             .payload()

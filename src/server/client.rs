@@ -21,8 +21,24 @@ const NEXT_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments/next"
 const DEPLOYMENTS_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments";
 const DEPLOYMENTS_PATH: &str = "/api/devices/v1/deployments/device/deployments";
 
-/// The largest API answer read (deployment instructions are small).
+/// The largest API answer read (deployment instructions are small; an
+/// update control map is at most 64 KiB).
 const MAX_RESPONSE: u64 = 1 << 20;
+
+/// The longest token accepted. Mender's JWTs are under 2 KiB (an RS256
+/// signature of a 4096-bit key is 683 characters); 16 KiB leaves room for
+/// large claims and stays far below what the HTTP client can send in a
+/// header (128 KiB output buffer) and what proxies take (often 8-16 KiB
+/// per header line).
+pub const MAX_TOKEN: usize = 16 << 10;
+
+/// The longest deployment id accepted (Mender's are 36-character UUIDs).
+pub const MAX_DEPLOYMENT_ID: usize = 128;
+
+/// The longest an API call may take, answer body included: a server that
+/// trickles its answer cannot hold the daemon (the per-read timeout alone
+/// would let one byte a minute go on for ever).
+pub const API_CALL_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +63,10 @@ pub enum ApiError {
     /// The answer did not have the documented shape.
     #[error("{0}")]
     Invalid(String),
+    /// The request failed in the client, before reaching the server (a
+    /// header the HTTP client cannot send): treated like a 401.
+    #[error("{0}")]
+    Local(String),
 }
 
 /// Deployment status values (spec §5.5).
@@ -125,6 +145,9 @@ impl DeploymentInstruction {
             .id
             .filter(|s| !s.is_empty())
             .ok_or((None, "the deployment instruction has no id".to_string()))?;
+        // The id names files (the deployment log) and goes into log lines
+        // and URLs: one that cannot is not reported back either.
+        check_deployment_id(&id).map_err(|e| (None, e))?;
         let missing = |field: &str| {
             (
                 Some(id.clone()),
@@ -153,6 +176,64 @@ impl DeploymentInstruction {
             control_map: raw.update_control_map.filter(|m| !m.is_null()),
         })
     }
+}
+
+/// A deployment id the device can use: 1 to [`MAX_DEPLOYMENT_ID`]
+/// characters of `A-Z a-z 0-9 . _ -` (a UUID), not `.` or `..`.
+fn check_deployment_id(id: &str) -> Result<(), String> {
+    let ok = id.len() <= MAX_DEPLOYMENT_ID
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(64).collect();
+        Err(format!(
+            "the deployment id {shown:?}{} is not usable (at most {MAX_DEPLOYMENT_ID} characters of A-Z, a-z, 0-9, '.', '_', '-')",
+            if shown.len() < id.len() { "..." } else { "" }
+        ))
+    }
+}
+
+/// Checks that an authentication answer is a token: at most
+/// [`MAX_TOKEN`] bytes of visible ASCII forming three non-empty base64url
+/// parts separated by dots (a JWT). Anything else would be sent back in
+/// every `Authorization` header, where it could break or inject headers.
+/// Trailing whitespace (a final newline) is dropped. The error never
+/// contains the body.
+pub fn parse_token(body: &[u8]) -> Result<String, String> {
+    let body = body.trim_ascii();
+    if body.len() > MAX_TOKEN {
+        return Err(format!("the token is longer than {MAX_TOKEN} bytes"));
+    }
+    if body.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if let Some(i) = body.iter().position(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "byte {i} of the token is not visible ASCII (0x{:02x})",
+            body[i]
+        ));
+    }
+    let parts: Vec<&[u8]> = body.split(|&b| b == b'.').collect();
+    if parts.len() != 3 {
+        return Err(format!(
+            "the token has {} dot-separated parts, a JWT has 3",
+            parts.len()
+        ));
+    }
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=');
+    if let Some(n) = parts
+        .iter()
+        .position(|p| p.is_empty() || !p.iter().all(base64url))
+    {
+        return Err(format!("part {} of the token is not base64url", n + 1));
+    }
+    // Visible ASCII throughout: valid UTF-8.
+    Ok(String::from_utf8_lossy(body).into_owned())
 }
 
 /// The outcome of a `next` call.
@@ -194,6 +275,8 @@ pub struct ServerClient {
     /// D-Bus (`GetJwtToken`, the `JwtTokenStateChange` signal): where
     /// every change of the token is published, when the daemon shares it.
     shared_token: Option<crate::daemon::token::TokenCell>,
+    /// [`API_CALL_DEADLINE`] (shorter in tests).
+    deadline: Duration,
 }
 
 struct Answer {
@@ -202,6 +285,17 @@ struct Answer {
 }
 
 impl Answer {
+    /// The body to parse; one larger than [`MAX_RESPONSE`] (read one byte
+    /// past it) is refused rather than parsed cut short.
+    fn complete(&self, what: &str) -> Result<&[u8], ApiError> {
+        if self.body.len() as u64 > MAX_RESPONSE {
+            return Err(ApiError::Invalid(format!(
+                "{what}: the answer is larger than {MAX_RESPONSE} bytes"
+            )));
+        }
+        Ok(&self.body)
+    }
+
     fn message(&self) -> String {
         // The server's `{"error": ...}`, else the start of the body.
         #[derive(Deserialize)]
@@ -236,6 +330,7 @@ impl ServerClient {
             next_get_only: false,
             inventory_patch_only: false,
             shared_token: None,
+            deadline: API_CALL_DEADLINE,
         }
     }
 
@@ -313,21 +408,32 @@ impl ServerClient {
             let result = self
                 .agent
                 .post(&url)
+                .config()
+                .timeout_global(Some(self.deadline))
+                .build()
                 .header("Content-Type", "application/json")
                 .header("Authorization", &format!("Bearer {}", self.tenant_token))
                 .header("X-MEN-Signature", &signature)
                 .send(&body[..]);
-            match result.map_err(|e| transport(&url, e)).and_then(read_answer) {
-                Ok(answer) if answer.status == 200 => {
-                    let jwt = String::from_utf8_lossy(&answer.body).trim().to_string();
-                    if jwt.is_empty() {
-                        failures.push(format!("{server}: empty token"));
-                        continue;
+            // One byte past the cap tells an oversized token from a full
+            // one, without reading a huge body.
+            let answer = result
+                .map_err(|e| transport(&url, e))
+                .and_then(|r| read_answer(r, MAX_TOKEN as u64 + 1));
+            match answer {
+                Ok(answer) if answer.status == 200 => match parse_token(&answer.body) {
+                    Ok(jwt) => {
+                        log::info!("authenticated with {server}");
+                        self.token = Some(Token { jwt, server });
+                        return Ok(());
                     }
-                    log::info!("authenticated with {server}");
-                    self.token = Some(Token { jwt, server });
-                    return Ok(());
-                }
+                    Err(why) => {
+                        log::error!(
+                            "{server}: the authentication answer is not a usable token: {why}"
+                        );
+                        failures.push(format!("{server}: not a usable token: {why}"));
+                    }
+                },
                 Ok(answer) if answer.status == 401 => failures.push(format!(
                     "{server}: the device is not accepted (yet): {}",
                     answer.message()
@@ -358,15 +464,18 @@ impl ServerClient {
                 .ok_or_else(|| ApiError::Auth("no token".into()))?;
             let url = format!("{}{path}", token.server);
             let result = self.send(method, &url, &token.jwt, body);
-            let retry = match &result {
+            // A request that could not even be built or written with this
+            // token (a header too large or invalid) is the token's fault:
+            // like a 401, it is dropped and a new one fetched.
+            let refused = match &result {
                 Ok(answer) => answer.status == 401,
-                Err(ApiError::Transport(_)) => self.servers.len() > 1,
+                Err(ApiError::Local(_)) => true,
                 Err(_) => false,
             };
+            let retry =
+                refused || matches!(&result, Err(ApiError::Transport(_)) if self.servers.len() > 1);
             if !retry || fresh {
-                if let Ok(answer) = &result
-                    && answer.status == 401
-                {
+                if refused {
                     self.token = None;
                     self.publish_token(false); // D-Bus
                 }
@@ -389,7 +498,14 @@ impl ServerClient {
     ) -> Result<Answer, ApiError> {
         let bearer = format!("Bearer {jwt}");
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(url).header("Authorization", &bearer).call(),
+            ("GET", _) => self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(Some(self.deadline))
+                .build()
+                .header("Authorization", &bearer)
+                .call(),
             (m, Some(body)) => {
                 let request = match m {
                     "POST" => self.agent.post(url),
@@ -398,13 +514,18 @@ impl ServerClient {
                     _ => return Err(ApiError::Invalid(format!("unsupported method {m}"))),
                 };
                 request
+                    .config()
+                    .timeout_global(Some(self.deadline))
+                    .build()
                     .header("Authorization", &bearer)
                     .header("Content-Type", "application/json")
                     .send(body)
             }
             (m, None) => return Err(ApiError::Invalid(format!("{m} needs a body"))),
         };
-        result.map_err(|e| transport(url, e)).and_then(read_answer)
+        result
+            .map_err(|e| transport(url, e))
+            .and_then(|r| read_answer(r, MAX_RESPONSE + 1))
     }
 
     /// Sends the inventory: PUT, or PATCH when the server does not know
@@ -495,7 +616,7 @@ impl ServerClient {
         };
         match answer.status {
             204 => Ok(NextDeployment::None),
-            200 => match DeploymentInstruction::parse(&answer.body) {
+            200 => match DeploymentInstruction::parse(answer.complete("deployments/next")?) {
                 Ok(d) => Ok(NextDeployment::Deploy(d)),
                 Err((Some(id), reason)) => Ok(NextDeployment::Malformed { id, reason }),
                 Err((None, reason)) => Err(ApiError::Invalid(reason)),
@@ -553,9 +674,10 @@ impl ServerClient {
                 struct Answer {
                     update_control_map: Option<serde_json::Value>,
                 }
-                let a: Answer = serde_json::from_slice(&answer.body).map_err(|e| {
-                    ApiError::Invalid(format!("the update control map is not valid JSON: {e}"))
-                })?;
+                let a: Answer = serde_json::from_slice(answer.complete("the update control map")?)
+                    .map_err(|e| {
+                        ApiError::Invalid(format!("the update control map is not valid JSON: {e}"))
+                    })?;
                 Ok(a.update_control_map.filter(|m| !m.is_null()))
             }
             404 => Ok(None),
@@ -585,7 +707,18 @@ impl ServerClient {
 }
 
 fn transport(url: &str, e: ureq::Error) -> ApiError {
-    ApiError::Transport(format!("{}: {e}", strip_query(url)))
+    let message = format!("{}: {e}", strip_query(url));
+    match e {
+        // Failed here, before the server saw the request: a header value
+        // the HTTP crate refuses, or a request head larger than the
+        // client's buffer (ureq-proto's `OutputOverflow`; that crate is
+        // not re-exported, so its variant is known by name).
+        ureq::Error::Http(_) => ApiError::Local(message),
+        ureq::Error::Protocol(p) if format!("{p:?}") == "OutputOverflow" => {
+            ApiError::Local(message)
+        }
+        _ => ApiError::Transport(message),
+    }
 }
 
 /// A URL without its query (pre-signed URLs carry secrets there).
@@ -593,13 +726,16 @@ pub(crate) fn strip_query(url: &str) -> &str {
     url.split_once('?').map_or(url, |(u, _)| u)
 }
 
-fn read_answer(response: ureq::http::Response<ureq::Body>) -> Result<Answer, ApiError> {
+/// The status and at most `cap` bytes of the body (the rest is not read:
+/// the connection is dropped). Whoever parses the body refuses one that
+/// fills the cap.
+fn read_answer(response: ureq::http::Response<ureq::Body>, cap: u64) -> Result<Answer, ApiError> {
     let status = response.status().as_u16();
     let mut body = Vec::new();
     response
         .into_body()
         .into_reader()
-        .take(MAX_RESPONSE)
+        .take(cap)
         .read_to_end(&mut body)
         .map_err(|e| ApiError::Transport(format!("reading the answer: {e}")))?;
     Ok(Answer { status, body })
@@ -650,6 +786,161 @@ mod tests {
         assert!(DeploymentInstruction::parse(no_types).is_err());
         assert_eq!(DeploymentInstruction::parse(b"{}").unwrap_err().0, None);
         assert!(DeploymentInstruction::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn tokens_must_look_like_jwts() {
+        assert_eq!(parse_token(b"aGVh.cGF5.c2ln\n").unwrap(), "aGVh.cGF5.c2ln");
+        assert_eq!(parse_token(b"a-_=.b.c").unwrap(), "a-_=.b.c");
+        let refused: &[&[u8]] = &[
+            b"",
+            b"  \n",
+            b"aGVh.cGF5",
+            b"a.b.c.d",
+            b"a..c",
+            b"a.b.c d",
+            b"a.b.c\r\nX-Evil: 1",
+            b"a.b.\x01c",
+            "a.b.cé".as_bytes(),
+            b"a+/.b.c",
+        ];
+        for body in refused {
+            let e = parse_token(body).unwrap_err();
+            // The reason never repeats the body.
+            assert!(!e.contains("Evil"), "{e}");
+        }
+        let mut big = vec![b'a'; MAX_TOKEN + 1];
+        big[10] = b'.';
+        big[20] = b'.';
+        assert!(parse_token(&big).unwrap_err().contains("longer than"));
+        big.pop();
+        assert!(parse_token(&big).is_ok());
+    }
+
+    #[test]
+    fn deployment_ids_must_be_usable_as_file_names() {
+        for ok in ["0d5a2c3e-0000-4000-8000-000000000001", "d1", "a.b_c"] {
+            assert!(check_deployment_id(ok).is_ok(), "{ok}");
+        }
+        let long = "i".repeat(MAX_DEPLOYMENT_ID + 1);
+        for bad in ["..", ".", "a/b", "../x", "a\nb", "a b", "é", long.as_str()] {
+            assert!(check_deployment_id(bad).is_err(), "{bad:?}");
+        }
+        let answer = br#"{"id":"../x","artifact":{"artifact_name":"a","source":{"uri":"u"},"device_types_compatible":["t"]}}"#;
+        let e = DeploymentInstruction::parse(answer).unwrap_err();
+        assert_eq!(e.0, None, "an unusable id is not reported back");
+        assert!(e.1.contains("deployment id"), "{}", e.1);
+    }
+
+    /// A loopback server for `ServerClient`: a valid token for auth
+    /// requests, 204 to calls with that token, 401 to others; `trickle`
+    /// answers calls with a 100-byte body sent a byte every 200 ms.
+    /// Returns the URL and the count of auth requests.
+    fn tiny_server(trickle: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let auths = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = auths.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(20) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < (1 << 20) {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                let _ = stream.read_exact(&mut body);
+                let reply: &[u8] = if head.contains("auth_requests") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\naGVh.cGF5.c2ln"
+                } else if !head.contains("authorization: bearer agvh.cgf5.c2ln\r\n") {
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else if trickle {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+                    for _ in 0..100 {
+                        if stream.write_all(b"x").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    continue;
+                } else {
+                    b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(reply);
+            }
+        });
+        (url, auths)
+    }
+
+    fn test_client(url: &str, dir: &std::path::Path) -> ServerClient {
+        let (key, _) = DeviceKey::load_or_generate(
+            &dir.join("key.pem"),
+            crate::device_key::DeviceKeyType::Ed25519,
+        )
+        .unwrap();
+        let agent = crate::http::agent_with(&crate::http::HttpOptions {
+            status_as_response: true,
+            ..Default::default()
+        })
+        .unwrap();
+        ServerClient::new(
+            agent,
+            vec![url.to_string()],
+            String::new(),
+            key,
+            r#"{"mac":"m"}"#.into(),
+        )
+    }
+
+    #[test]
+    fn a_token_the_client_cannot_send_is_replaced_like_a_401() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let (url, auths) = tiny_server(false);
+        let mut client = test_client(&url, dir.path());
+        // Larger than the HTTP client's output buffer, then a header value
+        // the HTTP crate refuses: each fails before reaching the server.
+        for jwt in ["a".repeat(200 << 10), "a.b\nc".to_string()] {
+            client.token = Some(Token {
+                jwt,
+                server: url.clone(),
+            });
+            client
+                .send_inventory(&Attributes::new())
+                .expect("the call goes through after a new authentication");
+            assert_eq!(client.token().map(|t| t.0), Some("aGVh.cGF5.c2ln"));
+        }
+        assert_eq!(auths.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_trickled_answer_ends_at_the_call_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _) = tiny_server(true);
+        let mut client = test_client(&url, dir.path());
+        client.deadline = Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let result = client.send_inventory(&Attributes::new());
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The URL is storage, not the API: the device's JWT is never sent there.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::backoff::backoff;
 use super::client::strip_query;
@@ -13,6 +13,13 @@ use super::client::strip_query;
 /// Artifacts smaller than this are refused, as by Mender 3.x (no valid
 /// artifact is that small).
 const MIN_ARTIFACT_SIZE: u64 = 4096;
+
+/// The slowest transfer taken: fewer bytes than this in a window of
+/// [`PROGRESS_WINDOW`] is a stall (a server trickling a byte a minute keeps
+/// the per-read timeout happy for ever). 4 KiB per 5 min is 14 bytes/s,
+/// far below any link a device updates over.
+pub const MIN_PROGRESS: u64 = 4096;
+pub const PROGRESS_WINDOW: Duration = Duration::from_secs(300);
 
 /// How resumes are paced.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +30,12 @@ pub struct DownloadOptions {
     pub max_attempts: u32,
     /// The longest wait between attempts (`RetryPollIntervalSeconds`).
     pub max_interval: Duration,
+    /// At least `min_progress` bytes per `progress_window`, else the
+    /// connection is dropped and the download resumed; such a resume
+    /// counts as an attempt without progress ([`MIN_PROGRESS`],
+    /// [`PROGRESS_WINDOW`]).
+    pub min_progress: u64,
+    pub progress_window: Duration,
 }
 
 /// A `Read` over the artifact that reconnects where the data stopped.
@@ -38,6 +51,9 @@ pub struct ResumableDownload {
     /// Offset at the last (re)connection: progress is measured from there.
     connected_at: u64,
     resumes: u32,
+    /// Start of the current progress window, and the offset then.
+    window_start: Instant,
+    window_offset: u64,
 }
 
 fn io_error(message: String) -> io::Error {
@@ -90,6 +106,8 @@ impl ResumableDownload {
             attempts: 0,
             connected_at: 0,
             resumes: 0,
+            window_start: Instant::now(),
+            window_offset: 0,
         })
     }
 
@@ -114,9 +132,9 @@ impl ResumableDownload {
 
     /// Waits and reconnects at `offset`; checks that the server honours
     /// the range.
-    fn reconnect(&mut self, cause: &str) -> io::Result<()> {
+    fn reconnect(&mut self, cause: &str, stalled: bool) -> io::Result<()> {
         self.body = None;
-        if self.offset > self.connected_at {
+        if self.offset > self.connected_at && !stalled {
             self.attempts = 0;
         }
         loop {
@@ -181,6 +199,8 @@ impl ResumableDownload {
             }
             self.resumes += 1;
             self.connected_at = self.offset;
+            self.window_start = Instant::now();
+            self.window_offset = self.offset;
             self.body = Some(response.into_body().into_reader());
             return Ok(());
         }
@@ -195,6 +215,9 @@ impl Read for ResumableDownload {
         // Bounded: each reconnection either brings data or uses up an
         // attempt, and the attempts are finite.
         loop {
+            if let Some(cause) = self.stalled() {
+                self.reconnect(&cause, true)?;
+            }
             let cause = match self.body.as_mut() {
                 None => "not connected".to_string(),
                 Some(body) => {
@@ -210,8 +233,29 @@ impl Read for ResumableDownload {
                     }
                 }
             };
-            self.reconnect(&cause)?;
+            self.reconnect(&cause, false)?;
         }
+    }
+}
+
+impl ResumableDownload {
+    /// Whether the window ran out with too few bytes (then why); starts a
+    /// new window otherwise when it ran out.
+    fn stalled(&mut self) -> Option<String> {
+        if self.window_start.elapsed() < self.options.progress_window {
+            return None;
+        }
+        let got = self.offset - self.window_offset;
+        if got < self.options.min_progress {
+            return Some(format!(
+                "too slow: {got} bytes in {} s (at least {} wanted)",
+                self.options.progress_window.as_secs(),
+                self.options.min_progress
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_offset = self.offset;
+        None
     }
 }
 
@@ -246,6 +290,76 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves `total` bytes (206 from a `Range` start) trickled a byte per
+    /// 50 ms, to at most 10 connections.
+    fn trickle_server(total: u64) -> String {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/artifact", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(10) {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let start: u64 = head
+                        .split("range: bytes=")
+                        .nth(1)
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    let reply = if start == 0 {
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n")
+                    } else {
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{total}\r\n\r\n",
+                            total - start,
+                            total - 1
+                        )
+                    };
+                    let _ = stream.write_all(reply.as_bytes());
+                    for _ in start..total {
+                        if stream.write_all(b"x").is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_trickling_server_is_given_up_on() {
+        let url = trickle_server(100_000);
+        let agent = crate::http::agent(None, false).unwrap();
+        let options = DownloadOptions {
+            max_attempts: 2,
+            max_interval: Duration::from_millis(10),
+            min_progress: 1000,
+            progress_window: Duration::from_secs(1),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = ResumableDownload::start(agent, &url, options)
+                .and_then(|mut d| std::io::copy(&mut d, &mut std::io::sink()));
+            let _ = tx.send(result);
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the download did not end");
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("too slow"), "{e}");
+    }
 
     #[test]
     fn content_range_parsing() {

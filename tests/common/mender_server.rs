@@ -80,6 +80,10 @@
 //!   download request).
 //! * [`MenderServer::ignore_range`] (answer 200 with the whole artifact),
 //!   [`MenderServer::throttle_downloads`] (bytes per second).
+//! * [`MenderServer::replace_next`] / [`MenderServer::replace_always`]: a
+//!   hostile reply ([`HostileReply`]: any status, headers, a body that may
+//!   be huge, trickled, or shorter than its `Content-Length`) instead of the
+//!   normal one, after the request was handled as usual.
 //! * [`MenderServer::inventory_put_not_allowed`],
 //!   [`MenderServer::enable_next_v2`], [`MenderServer::disable_next_v1_post`].
 //!
@@ -326,6 +330,54 @@ pub struct DownloadRecord {
     pub authorization_sent: bool,
 }
 
+/// A reply a hostile (or broken) server gives instead of the normal one
+/// ([`MenderServer::replace_next`]): the request is still handled as usual
+/// (a device is registered, a deployment offered), only the answer differs.
+#[derive(Clone, Debug)]
+pub struct HostileReply {
+    pub status: u16,
+    /// Sent as given; a `Content-Length` here replaces the true one (a lie).
+    pub headers: Vec<(String, String)>,
+    pub body: HostileBody,
+}
+
+/// The body of a [`HostileReply`].
+#[derive(Clone, Debug)]
+pub enum HostileBody {
+    Bytes(Vec<u8>),
+    /// `len` copies of `byte`, made while sent: a 10 GiB body costs no
+    /// memory (sending stops when the client hangs up).
+    Filler {
+        byte: u8,
+        len: u64,
+    },
+    /// The bytes one at a time, `interval` apart (a trickling server).
+    Trickle {
+        bytes: Vec<u8>,
+        interval: Duration,
+    },
+}
+
+impl HostileReply {
+    pub fn new(status: u16, body: HostileBody) -> HostileReply {
+        HostileReply {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// `status` with `body` as `content_type`.
+    pub fn bytes(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> HostileReply {
+        Self::new(status, HostileBody::Bytes(body.into())).header("Content-Type", content_type)
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> HostileReply {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+}
+
 /// Parameters of a deployment; see [`MenderServer::create_deployment`].
 #[derive(Clone)]
 pub struct NewDeployment {
@@ -424,6 +476,8 @@ struct Faults {
     inventory_put_405: bool,
     next_v2: bool,
     next_v1_post_404: bool,
+    replace_next: HashMap<Endpoint, VecDeque<HostileReply>>,
+    replace_always: HashMap<Endpoint, HostileReply>,
 }
 
 struct State {
@@ -786,6 +840,24 @@ impl MenderServer {
     /// Answer 404 to `POST /api/devices/v1/.../next` (to test the GET).
     pub fn disable_next_v1_post(&self, on: bool) {
         self.lock().faults.next_v1_post_404 = on;
+    }
+
+    /// The next `count` requests to `endpoint` are handled as usual but
+    /// answered with `reply` (a hostile server).
+    pub fn replace_next(&self, endpoint: Endpoint, reply: HostileReply, count: usize) {
+        let mut st = self.lock();
+        let queue = st.faults.replace_next.entry(endpoint).or_default();
+        queue.extend(std::iter::repeat_n(reply, count));
+    }
+
+    /// Every request to `endpoint` is answered with `reply` until set to
+    /// None ([`Self::replace_next`] replies go first).
+    pub fn replace_always(&self, endpoint: Endpoint, reply: Option<HostileReply>) {
+        let mut st = self.lock();
+        match reply {
+            Some(r) => st.faults.replace_always.insert(endpoint, r),
+            None => st.faults.replace_always.remove(&endpoint),
+        };
     }
 
     /// Removes every fault and switch (back to the defaults).
@@ -1358,6 +1430,7 @@ enum Body {
         cut_after: Option<u64>,
         throttle: Option<u64>,
     },
+    Hostile(HostileBody),
 }
 
 struct Response {
@@ -1433,8 +1506,15 @@ fn write_response(
         Body::Empty => 0,
         Body::Bytes(b) => b.len(),
         Body::Artifact { start, end, .. } => end - start,
+        Body::Hostile(HostileBody::Bytes(b)) => b.len(),
+        Body::Hostile(HostileBody::Filler { len, .. }) => *len as usize,
+        Body::Hostile(HostileBody::Trickle { bytes, .. }) => bytes.len(),
     };
-    if resp.status != 204 && resp.status >= 200 {
+    let length_given = resp
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    if resp.status != 204 && resp.status >= 200 && !length_given {
         head.push_str(&format!("Content-Length: {body_len}\r\n"));
     }
     for (n, v) in &resp.headers {
@@ -1445,6 +1525,7 @@ fn write_response(
     }
     head.push_str("\r\n");
     match &resp.body {
+        Body::Hostile(body) => write_hostile(stream, shared, head.as_bytes(), body),
         Body::Empty => Written {
             bytes: 0,
             cut: false,
@@ -1521,6 +1602,54 @@ fn write_response(
     }
 }
 
+/// Writes a hostile body; stops when the client hangs up.
+fn write_hostile(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    head: &[u8],
+    body: &HostileBody,
+) -> Written {
+    let mut sent = 0u64;
+    let mut put = |stream: &mut TcpStream, data: &[u8], counted: bool| {
+        let ok = !shared.stopping() && stream.write_all(data).is_ok();
+        if ok && counted {
+            sent += data.len() as u64;
+        }
+        ok
+    };
+    let ok = put(stream, head, false)
+        && match body {
+            HostileBody::Bytes(b) => put(stream, b, true),
+            HostileBody::Filler { byte, len } => {
+                let chunk = vec![*byte; DOWNLOAD_CHUNK];
+                let mut left = *len;
+                let mut ok = true;
+                while ok && left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    ok = put(stream, &chunk[..n], true);
+                    left -= n as u64;
+                }
+                ok
+            }
+            HostileBody::Trickle { bytes, interval } => {
+                let mut ok = true;
+                for b in bytes {
+                    if !ok {
+                        break;
+                    }
+                    ok = put(stream, &[*b], true);
+                    shared.sleep(*interval);
+                }
+                ok
+            }
+        };
+    Written {
+        bytes: sent,
+        cut: false,
+        ok,
+    }
+}
+
 fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(POLL));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -1579,6 +1708,7 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                 let (planned, planned_cut) = match &resp.body {
                     Body::Empty => (0, false),
                     Body::Bytes(b) => (b.len() as u64, false),
+                    Body::Hostile(_) => (0, false),
                     Body::Artifact {
                         start,
                         end,
@@ -1609,7 +1739,11 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                         st.downloads.len() - 1
                     })
                 };
-                let w = write_response(&mut conn.stream, &shared, &resp, req.keep_alive);
+                // A hostile reply ends its connection: a body shorter than
+                // its Content-Length then shows as a short body.
+                let hostile = matches!(resp.body, Body::Hostile(_));
+                let keep_alive = req.keep_alive && !hostile;
+                let w = write_response(&mut conn.stream, &shared, &resp, keep_alive);
                 if w.bytes != planned || w.cut != planned_cut {
                     let mut st = shared.lock();
                     if let Some(r) = st.log.iter_mut().rev().find(|r| r.id == rid) {
@@ -1620,7 +1754,7 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                         d.cut = w.cut;
                     }
                 }
-                if !w.ok || !req.keep_alive {
+                if !w.ok || !keep_alive {
                     break;
                 }
             }
@@ -1893,6 +2027,27 @@ fn handle(shared: &Shared, req: &Request) -> (Response, Option<String>, Endpoint
         Route::ControlMap(id) => handle_control_map(&mut ctx, &id),
         Route::Download { artifact, device } => handle_download(&mut ctx, &artifact, &device),
         Route::Unknown => ctx.refuse_unlocked(404, "unknown path"),
+    };
+    let replacement = {
+        let mut st = shared.lock();
+        let f = &mut st.faults;
+        match f
+            .replace_next
+            .get_mut(&endpoint)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(r) => Some(r),
+            None => f.replace_always.get(&endpoint).cloned(),
+        }
+    };
+    let resp = match replacement {
+        None => resp,
+        Some(r) => Response {
+            status: r.status,
+            headers: r.headers,
+            body: Body::Hostile(r.body),
+            download: None,
+        },
     };
     (resp, ctx.device, endpoint)
 }
