@@ -711,12 +711,9 @@ fn transport(url: &str, e: ureq::Error) -> ApiError {
     match e {
         // Failed here, before the server saw the request: a header value
         // the HTTP crate refuses, or a request head larger than the
-        // client's buffer (ureq-proto's `OutputOverflow`; that crate is
-        // not re-exported, so its variant is known by name).
+        // client's buffer.
         ureq::Error::Http(_) => ApiError::Local(message),
-        ureq::Error::Protocol(p) if format!("{p:?}") == "OutputOverflow" => {
-            ApiError::Local(message)
-        }
+        ureq::Error::Protocol(ureq_proto::Error::OutputOverflow) => ApiError::Local(message),
         _ => ApiError::Transport(message),
     }
 }
