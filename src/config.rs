@@ -336,10 +336,9 @@ impl Config {
 
     /// The device type from `device_type_file`: the value of its
     /// `device_type=<value>` line (white space around the name and the value
-    /// ignored; other lines ignored). A second `device_type=` line is an
-    /// error: which one the artifact is checked against must not be a
-    /// guess. Only a regular file of at most [`MAX_DEVICE_TYPE_FILE`] bytes
-    /// is read.
+    /// ignored; other lines ignored; the first such line counts, as for
+    /// Mender). Only a regular file of at most [`MAX_DEVICE_TYPE_FILE`]
+    /// bytes is read.
     pub fn device_type(&self) -> Result<String, ConfigError> {
         let path = &self.device_type_file;
         let file = path.display().to_string();
@@ -349,34 +348,24 @@ impl Config {
             key: "device_type".into(),
             message: "the file is not valid UTF-8".into(),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            file: file.clone(),
-            key: "device_type".into(),
-            message,
-        };
-        let mut found: Option<(usize, String)> = None;
-        for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        for line in text.trim_start_matches('\u{feff}').lines() {
             let Some((name, value)) = line.split_once('=') else {
                 continue;
             };
             if name.trim() != "device_type" {
                 continue;
             }
-            if let Some((first, _)) = found {
-                return Err(invalid(format!(
-                    "given again on line {} (first on line {first})",
-                    i + 1
-                )));
-            }
             let value = value.trim();
             if value.is_empty() {
-                return Err(invalid("empty value".into()));
+                return Err(ConfigError::Invalid {
+                    file,
+                    key: "device_type".into(),
+                    message: "empty value".into(),
+                });
             }
-            found = Some((i + 1, value.to_string()));
+            return Ok(value.to_string());
         }
-        found
-            .map(|(_, value)| value)
-            .ok_or(ConfigError::NoDeviceType { file })
+        Err(ConfigError::NoDeviceType { file })
     }
 }
 
@@ -2195,11 +2184,6 @@ IdleConnTimeoutSeconds = 30
         assert_eq!(
             c.device_type().unwrap_err().to_string(),
             format!("{file}: no device_type=<value> line")
-        );
-        std::fs::write(&c.device_type_file, "device_type=a\nx=1\ndevice_type = a\n").unwrap();
-        assert_eq!(
-            c.device_type().unwrap_err().to_string(),
-            format!("{file}: device_type: given again on line 3 (first on line 1)")
         );
         std::fs::write(&c.device_type_file, "").unwrap();
         assert_eq!(
