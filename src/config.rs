@@ -52,6 +52,16 @@ const DEFAULT_INVENTORY_SCRIPTS: &str = "/usr/share/mender/inventory";
 /// configured duration to a time stamp cannot overflow.
 const MAX_SECONDS: u64 = u32::MAX as u64;
 
+/// Largest configuration file read (JSON or TOML). Mender's own files are a
+/// few KiB; 1 MiB leaves room for long key and server lists while the
+/// parsed tree (a few times the text) stays small on a device.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Largest device-type file read. It holds one short line
+/// (`device_type=<name>`), perhaps a few more; 64 KiB is far beyond any
+/// real one and cheap to hold.
+const MAX_DEVICE_TYPE_FILE: u64 = 64 << 10;
+
 /// The effective configuration, after merging the files and applying the
 /// defaults.
 #[derive(Debug, Clone)]
@@ -230,6 +240,10 @@ pub enum ConfigError {
     /// The file cannot be read (for a file the user named: also missing).
     #[error("{file}: {source}")]
     Io { file: String, source: io::Error },
+    /// The file is not a regular file, is too large, or cannot be read; the
+    /// message starts with its path.
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
     /// The file is not valid JSON or TOML, or not an object at the top.
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
@@ -322,14 +336,13 @@ impl Config {
 
     /// The device type from `device_type_file`: the value of its
     /// `device_type=<value>` line (white space around the name and the value
-    /// ignored; other lines ignored; the first such line counts).
+    /// ignored; other lines ignored; the first such line counts, as for
+    /// Mender). Only a regular file of at most [`MAX_DEVICE_TYPE_FILE`]
+    /// bytes is read.
     pub fn device_type(&self) -> Result<String, ConfigError> {
         let path = &self.device_type_file;
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let bytes = crate::fsutil::read_bounded(path, MAX_DEVICE_TYPE_FILE, "a device-type file")?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
             file: file.clone(),
             key: "device_type".into(),
@@ -395,17 +408,13 @@ fn load_files(paths: &ConfigPaths, warnings: &mut Vec<String>) -> Result<Config,
 }
 
 /// The text of a configuration file; `None` if it does not exist and need
-/// not.
+/// not. Only a regular file of at most [`MAX_CONFIG_FILE`] bytes is read (a
+/// link to `/dev/zero` or a FIFO is refused at once).
 fn read_file(path: &Path, name: &str, explicit: bool) -> Result<Option<String>, ConfigError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::fsutil::read_bounded(path, MAX_CONFIG_FILE, "a configuration file") {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound && !explicit => return Ok(None),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                file: name.to_string(),
-                source,
-            });
-        }
+        Err(error) if error.is_not_found() && !explicit => return Ok(None),
+        Err(error) => return Err(error.into()),
     };
     String::from_utf8(bytes)
         .map(Some)
@@ -911,7 +920,8 @@ impl Checker<'_> {
         keys: &'static [Key],
         prefix: &str,
     ) -> Result<(), ConfigError> {
-        let mut seen: Vec<&'static str> = Vec::new();
+        // Each known key with the spelling it was first given in.
+        let mut seen: Vec<(&'static str, &str)> = Vec::new();
         for (name, value) in entries {
             let Some(key) = keys.iter().find(|k| k.name.eq_ignore_ascii_case(name)) else {
                 self.warnings.push(format!(
@@ -920,19 +930,10 @@ impl Checker<'_> {
                 ));
                 continue;
             };
-            if seen.contains(&key.path) {
-                if self.toml {
-                    return Err(self.invalid(
-                        key.path,
-                        "given more than once (names are case-insensitive)",
-                    ));
-                }
-                self.warnings.push(format!(
-                    "{}: {}: given more than once; the last one is used",
-                    self.file, key.path
-                ));
+            if let Some((_, first)) = seen.iter().find(|(path, _)| *path == key.path) {
+                return Err(self.duplicate(key.path, first, name));
             }
-            seen.push(key.path);
+            seen.push((key.path, name));
             if *value == Value::Null {
                 continue;
             }
@@ -953,6 +954,18 @@ impl Checker<'_> {
             );
         }
         Ok(())
+    }
+
+    /// A key given twice in one object. Go's `encoding/json` (and so
+    /// Mender) silently keeps the last one, matching names without regard
+    /// to case; which value a device runs with must not hinge on that.
+    fn duplicate(&self, key: &str, first: &str, again: &str) -> ConfigError {
+        let message = if first == again {
+            format!("given twice (as {first:?})")
+        } else {
+            format!("given twice, as {first:?} and as {again:?} (names are case-insensitive)")
+        };
+        self.invalid(key, message)
     }
 
     fn string<'v>(&self, key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
@@ -1053,13 +1066,20 @@ impl Checker<'_> {
             };
             let url_key = format!("{item_key}.{SERVER_URL}");
             let mut url = None;
+            let mut first: Option<&str> = None;
             for (name, field) in fields {
                 if !name.eq_ignore_ascii_case(SERVER_URL) {
                     self.warnings.push(format!(
                         "{}: {item_key}.{name}: unknown configuration key, ignored",
                         self.file
                     ));
-                } else if *field != Value::Null {
+                    continue;
+                }
+                if let Some(first) = first {
+                    return Err(self.duplicate(&url_key, first, name));
+                }
+                first = Some(name);
+                if *field != Value::Null {
                     url = Some(self.string(&url_key, field)?);
                 }
             }
@@ -1104,6 +1124,33 @@ fn normalize_url(url: &str) -> Result<String, String> {
     Ok(url)
 }
 
+/// `RootfsPartA`/`RootfsPartB`: images are written there, so the path must
+/// not depend on the working directory, and must not lie inside the data
+/// directory (the store, keys and scripts would be overwritten). Whether
+/// the two name the same partition, or the running one, is for the
+/// installer to tell from the devices themselves.
+fn check_partition_path(part: &Path, data_dir: &Path) -> Result<(), String> {
+    if !part.is_absolute() {
+        return Err(format!(
+            "{} is not an absolute path (a relative one depends on the directory the client runs in)",
+            part.display()
+        ));
+    }
+    let inside = |part: &Path, data: &Path| part.starts_with(data);
+    let resolved = match (std::fs::canonicalize(part), std::fs::canonicalize(data_dir)) {
+        (Ok(part), Ok(data)) => inside(&part, &data),
+        _ => false,
+    };
+    if inside(part, data_dir) || resolved {
+        return Err(format!(
+            "{} is inside the data directory {}",
+            part.display(),
+            data_dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The configuration from the merged settings and the defaults.
 fn build(
     layer: &Layer,
@@ -1135,6 +1182,28 @@ fn build(
         (Some(key), true) => vec![key],
         (None, _) => verify_keys.to_vec(),
     };
+
+    for key in [ROOTFS_PART_A, ROOTFS_PART_B] {
+        if let Some(part) = layer.opt_path(key) {
+            check_partition_path(&part, data_dir).map_err(|message| ConfigError::Invalid {
+                file: layer.file(key).to_string(),
+                key: key.to_string(),
+                message,
+            })?;
+        }
+    }
+
+    // split_whitespace would find no program, and that only when the
+    // daemon reboots into an installed update.
+    if let Some(command) = layer.non_empty(REBOOT_COMMAND)
+        && command.trim().is_empty()
+    {
+        return Err(ConfigError::Invalid {
+            file: layer.file(REBOOT_COMMAND).to_string(),
+            key: REBOOT_COMMAND.to_string(),
+            message: "only white space: no command (leave it out for the default, reboot)".into(),
+        });
+    }
 
     let https_client = match (layer.opt_path(HTTPS_CERTIFICATE), layer.opt_path(HTTPS_KEY)) {
         (Some(certificate), Some(key)) => Some(HttpsClient {
@@ -1590,26 +1659,93 @@ IdleConnTimeoutSeconds = 30
 
     #[test]
     fn duplicate_keys() {
-        // JSON: as Go's encoding/json, the last one wins.
-        let (c, warnings) = parse_with_warnings(
-            "x.conf",
-            r#"{"RootfsPartA": "/dev/a", "rootfsparta": "/dev/b"}"#,
-            false,
-        );
-        assert_eq!(
-            c.unwrap().rootfs_part_a.as_deref(),
-            Some(Path::new("/dev/b"))
-        );
-        assert_eq!(
-            warnings,
-            ["x.conf: RootfsPartA: given more than once; the last one is used"]
-        );
-        // TOML forbids duplicate keys; spellings differing in case count.
+        // Unlike Go's encoding/json (the last one silently wins), an error
+        // naming both spellings, at every level read case-insensitively.
+        for (text, want) in [
+            (
+                r#"{"RootfsPartB": "/dev/p3", "rootfspartb": "/dev/p2"}"#,
+                r#"test.conf: RootfsPartB: given twice, as "RootfsPartB" and as "rootfspartb" (names are case-insensitive)"#,
+            ),
+            (
+                r#"{"RootfsPartB": "/dev/p3", "RootfsPartB": "/dev/p2"}"#,
+                r#"test.conf: RootfsPartB: given twice (as "RootfsPartB")"#,
+            ),
+            (
+                r#"{"RootfsPartB": "/dev/p3", "ROOTFSPARTB": null}"#,
+                r#"test.conf: RootfsPartB: given twice, as "RootfsPartB" and as "ROOTFSPARTB" (names are case-insensitive)"#,
+            ),
+            (
+                r#"{"HttpsClient": {"Key": "/a", "key": "/b"}}"#,
+                r#"test.conf: HttpsClient.Key: given twice, as "Key" and as "key" (names are case-insensitive)"#,
+            ),
+            (
+                r#"{"DBus": {"Enabled": true}, "dbus": {"Enabled": false}}"#,
+                r#"test.conf: DBus: given twice, as "DBus" and as "dbus" (names are case-insensitive)"#,
+            ),
+            (
+                r#"{"Servers": [{"ServerURL": "a"}, {"ServerURL": "b", "SERVERURL": "c"}]}"#,
+                r#"test.conf: Servers[1].ServerURL: given twice, as "ServerURL" and as "SERVERURL" (names are case-insensitive)"#,
+            ),
+        ] {
+            assert_eq!(error(text), want, "for {text}");
+        }
+        // Unknown keys are only warned about, twice or not.
+        assert!(parse(r#"{"Foo": 1, "foo": 2}"#).is_ok());
+        // TOML forbids exact duplicates itself; spellings differing in case
+        // are caught here.
         assert_eq!(
             parse_toml("RootfsPartA = \"/dev/a\"\nrootfsparta = \"/dev/b\"\n")
                 .unwrap_err()
                 .to_string(),
-            "test.toml: RootfsPartA: given more than once (names are case-insensitive)"
+            r#"test.toml: RootfsPartA: given twice, as "RootfsPartA" and as "rootfsparta" (names are case-insensitive)"#
+        );
+        assert!(parse_toml("RootfsPartA = \"/dev/a\"\nRootfsPartA = \"/dev/b\"\n").is_err());
+    }
+
+    #[test]
+    fn rootfs_partition_paths() {
+        assert_eq!(
+            error(r#"{"RootfsPartB": "dev/mmcblk0p3"}"#),
+            "test.conf: RootfsPartB: dev/mmcblk0p3 is not an absolute path (a relative one depends on the directory the client runs in)"
+        );
+        assert_eq!(
+            error(r#"{"RootfsPartA": "/data/mender/./part"}"#),
+            "test.conf: RootfsPartA: /data/mender/./part is inside the data directory /data/mender"
+        );
+        // Through a link to the data directory.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("store"), "x").unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("link")).unwrap();
+        let text = format!(
+            r#"{{"RootfsPartA": "{}/link/store"}}"#,
+            dir.path().display()
+        );
+        let e = Config::from_str("t.conf", &text, false, &data)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is inside the data directory"), "{e}");
+        assert!(
+            parse(r#"{"RootfsPartA": "/dev/mmcblk0p2", "RootfsPartB": "/dev/mmcblk0p3"}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn white_space_reboot_command() {
+        assert_eq!(
+            error(r#"{"RebootCommand": " \t"}"#),
+            "test.conf: RebootCommand: only white space: no command (leave it out for the default, reboot)"
+        );
+        assert_eq!(
+            parse(r#"{"RebootCommand": ""}"#).unwrap().reboot_command,
+            "reboot"
+        );
+        assert_eq!(
+            parse(r#"{"RebootCommand": "systemctl reboot"}"#)
+                .unwrap()
+                .reboot_command,
+            "systemctl reboot"
         );
     }
 
@@ -2048,6 +2184,24 @@ IdleConnTimeoutSeconds = 30
         assert_eq!(
             c.device_type().unwrap_err().to_string(),
             format!("{file}: no device_type=<value> line")
+        );
+        std::fs::write(&c.device_type_file, "").unwrap();
+        assert_eq!(
+            c.device_type().unwrap_err().to_string(),
+            format!("{file}: no device_type=<value> line")
+        );
+        std::fs::File::create(&c.device_type_file)
+            .unwrap()
+            .set_len(MAX_DEVICE_TYPE_FILE + 1)
+            .unwrap();
+        let e = c.device_type().unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{file}: ")), "{e}");
+        assert!(e.contains("more than the 65536 allowed"), "{e}");
+        std::fs::remove_file(&c.device_type_file).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &c.device_type_file).unwrap();
+        assert_eq!(
+            c.device_type().unwrap_err().to_string(),
+            format!("{file}: is a character device, not a regular file")
         );
         std::fs::remove_file(&c.device_type_file).unwrap();
         assert!(

@@ -621,3 +621,71 @@ fn device_type_file_from_config_and_missing() {
         "{message}"
     );
 }
+
+#[test]
+fn only_regular_files_of_bounded_size_are_read() {
+    // A link to /dev/zero, a FIFO (no writer: must not block) or a huge
+    // sparse file, as the main, the sibling TOML or the fallback file.
+    for (name, sibling) in [
+        ("etc/mender.conf", false),
+        ("etc/mender.toml", true),
+        ("data/mender.conf", false),
+    ] {
+        for kind in ["zero", "fifo", "huge"] {
+            let s = Setup::new();
+            let path = s.path(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if sibling {
+                s.main("{}");
+            }
+            let want = match kind {
+                "zero" => {
+                    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+                    "is a character device, not a regular file".to_string()
+                }
+                "fifo" => {
+                    let st = std::process::Command::new("mkfifo")
+                        .arg(&path)
+                        .status()
+                        .unwrap();
+                    assert!(st.success());
+                    "is a FIFO, not a regular file".to_string()
+                }
+                _ => {
+                    fs::File::create(&path)
+                        .unwrap()
+                        .set_len((1 << 20) + 1)
+                        .unwrap();
+                    "1048577 bytes, more than the 1048576 allowed for a configuration file"
+                        .to_string()
+                }
+            };
+            assert_eq!(
+                s.load_error(),
+                format!("{}: {want}", path.display()),
+                "{name} {kind}"
+            );
+        }
+    }
+    // Exactly at the cap is read (and here is not JSON).
+    let s = Setup::new();
+    let main = s.main("");
+    fs::File::create(&main).unwrap().set_len(1 << 20).unwrap();
+    assert!(
+        s.load_error().contains("invalid JSON"),
+        "{}",
+        s.load_error()
+    );
+}
+
+#[test]
+fn device_type_file_of_the_wrong_kind_is_refused() {
+    let s = Setup::new();
+    let dir = s.path("etc/device_type.d");
+    fs::create_dir_all(&dir).unwrap();
+    s.main(&format!(r#"{{"DeviceTypeFile": "{}"}}"#, dir.display()));
+    assert_eq!(
+        s.load().unwrap().device_type().unwrap_err().to_string(),
+        format!("{}: is a directory, not a regular file", dir.display())
+    );
+}

@@ -1143,6 +1143,33 @@ fn missing_partition_file_is_refused() {
 }
 
 #[test]
+fn rootfs_part_b_naming_the_running_partition_is_refused() {
+    // The same path, a link and a hard link: B is A, the running one.
+    for how in ["same", "symlink", "hard link"] {
+        let dev = SimDevice::new();
+        let art = dev.write_rootfs_artifact("release-2", PAYLOAD, &[], &[]);
+        let b = match how {
+            "same" => dev.part_a.clone(),
+            "symlink" => {
+                let l = dev.path("dev/by-name-rootfs-b3");
+                std::os::unix::fs::symlink(&dev.part_a, &l).unwrap();
+                l
+            }
+            _ => {
+                let l = dev.path("dev/mmcblk1p3");
+                fs::hard_link(&dev.part_a, &l).unwrap();
+                l
+            }
+        };
+        dev.set_config("RootfsPartB", json!(p(&b)));
+        let before = snapshot(&dev);
+        let out = dev.run(&["install", p(&art)]);
+        assert_refused(&dev, &before, &out, &["RootfsPartA", "RootfsPartB", "same"]);
+        assert_eq!(dev.env()["upgrade_available"], "0", "{how}");
+    }
+}
+
+#[test]
 fn payload_bigger_than_partition_is_refused() {
     let dev = SimDevice::with_partition_size(PAYLOAD as u64);
     let art = dev.write_rootfs_artifact("too-big", PAYLOAD + 4096, &[], &[]);
