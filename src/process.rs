@@ -128,7 +128,8 @@ impl Spec {
 
     /// Runs the program to its end (or its deadline).
     pub fn run(&self) -> io::Result<Record> {
-        self.spawn()?.finish()
+        let mut running = self.spawn()?;
+        running.finish()
     }
 
     /// Starts the program; the caller drives it with [`Running`].
@@ -398,7 +399,7 @@ impl Running {
 
     /// Waits for the end within the deadline (past it, terminates the
     /// group), reads the rest of the output and reaps the leader.
-    pub fn finish(mut self) -> io::Result<Record> {
+    pub fn finish(&mut self) -> io::Result<Record> {
         let exit = match self.wait_exit(self.time_left()) {
             Ok(Some(exit)) => exit,
             Ok(None) => {
@@ -416,11 +417,12 @@ impl Running {
             self.drain(DRAIN_LINGER);
             self.reap(REAP_WAIT);
         }
+        let (stdout, stderr) = self.take_output();
         Ok(Record {
             exit,
             elapsed,
-            stdout: std::mem::take(&mut self.out),
-            stderr: std::mem::take(&mut self.err),
+            stdout,
+            stderr,
         })
     }
 
@@ -446,6 +448,16 @@ impl Running {
         self.stdin = None;
         self.reap(REAP_WAIT);
         self.drain(KILL_DRAIN);
+    }
+
+    /// The output captured so far (what is read later is kept anew).
+    pub fn take_output(&mut self) -> (Captured, Captured) {
+        let out = Captured::new(self.out.cap);
+        let err = Captured::new(self.err.cap);
+        (
+            std::mem::replace(&mut self.out, out),
+            std::mem::replace(&mut self.err, err),
+        )
     }
 
     /// The timeout the program was given.
