@@ -42,6 +42,7 @@ const DEFAULT_RETRY_POLL: u64 = 300;
 const DEFAULT_UCM_BOOT_EXPIRATION: u64 = 600;
 const DEFAULT_RETRY_DOWNLOAD_COUNT: u32 = 10;
 const DEFAULT_REBOOT_COMMAND: &str = "reboot";
+const DEFAULT_REBOOT_TIMEOUT: u64 = 300;
 const DEFAULT_ROOTFS_SCRIPTS: &str = "/etc/mender/scripts";
 const DEFAULT_MODULES: &str = "/usr/share/mender/modules/v3";
 const DEFAULT_BOOT_ENV_CONFIG: &str = "/etc/fw_env.config";
@@ -151,6 +152,9 @@ pub struct Config {
     /// `RebootCommand` (ours): how the daemon reboots the device for a
     /// `rootfs-image` update, default `reboot`. Split at white space.
     pub reboot_command: String,
+    /// `RebootTimeoutSeconds` (ours): how long `RebootCommand` may run
+    /// before it is killed and the reboot counts as failed, default 300.
+    pub reboot_timeout: Duration,
     /// `DeviceKeyType` (ours): the kind of device key generated on first
     /// start when none exists: `rsa3072` (default), `ed25519`,
     /// `ecdsa-p256`.
@@ -685,6 +689,7 @@ const IDENTITY_SCRIPT: &str = "IdentityScript";
 const INVENTORY_SCRIPTS_PATH: &str = "InventoryScriptsPath";
 const RETRY_DOWNLOAD_COUNT: &str = "RetryDownloadCount";
 const REBOOT_COMMAND: &str = "RebootCommand";
+const REBOOT_TIMEOUT: &str = "RebootTimeoutSeconds";
 const DEVICE_KEY_TYPE: &str = "DeviceKeyType";
 
 const HTTPS_CLIENT_KEYS: &[Key] = &[
@@ -756,6 +761,7 @@ const KEYS: &[Key] = &[
     key(IDENTITY_SCRIPT, Kind::Path),
     key(INVENTORY_SCRIPTS_PATH, Kind::Path),
     key(REBOOT_COMMAND, Kind::OptText),
+    key(REBOOT_TIMEOUT, Kind::Seconds),
     key(DEVICE_KEY_TYPE, Kind::KeyType),
 ];
 
@@ -1286,6 +1292,11 @@ fn build(
         reboot_command: layer
             .opt_string(REBOOT_COMMAND)
             .unwrap_or_else(|| DEFAULT_REBOOT_COMMAND.to_string()),
+        // 0 would kill the command at once: the default instead.
+        reboot_timeout: layer
+            .opt_seconds(REBOOT_TIMEOUT)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(DEFAULT_REBOOT_TIMEOUT)),
         device_key_type: layer
             .non_empty(DEVICE_KEY_TYPE)
             .and_then(|s| crate::device_key::DeviceKeyType::from_str(s).ok())

@@ -11,15 +11,14 @@
 //! becomes a list, values in order of appearance.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::process::{Exit, Spec};
 
 /// Most stdout read from one script.
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -28,13 +27,8 @@ pub const IDENTITY_TIMEOUT: Duration = Duration::from_secs(60);
 /// File name prefix of inventory scripts.
 pub const INVENTORY_PREFIX: &str = "mender-inventory-";
 
-/// How long output is still read after the script has exited (a process it
-/// left behind may hold the pipes open).
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long to wait for the script to die after SIGKILL.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Most stderr kept for the log.
-const MAX_STDERR_LOG: usize = 16 * 1024;
+pub const MAX_STDERR_LOG: usize = 16 * 1024;
 
 /// A value: one string, or a list when the key appeared several times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,201 +222,42 @@ fn inventory_scripts(dir: &Path) -> Vec<PathBuf> {
 /// Runs the script and returns its stdout.
 fn run_script(path: &Path, timeout: Duration) -> Result<Vec<u8>> {
     let script = || path.to_owned();
-    let mut child = spawn(path).map_err(|error| IdentityError::Spawn {
-        script: script(),
-        error,
-    })?;
-    let (tx, rx) = mpsc::channel();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(Pipe::Stdout(read_capped(out, MAX_OUTPUT)));
-        });
+    let record = Spec::new(path, timeout)
+        .stdout_cap(MAX_OUTPUT)
+        .stderr_cap(MAX_STDERR_LOG)
+        .run()
+        .map_err(|error| IdentityError::Spawn {
+            script: script(),
+            error,
+        })?;
+    for line in record.stderr.lines() {
+        log::info!("{}: {line}", path.display());
     }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(Pipe::Stderr(read_capped(err, MAX_STDERR_LOG)));
-        });
+    if record.stderr.truncated {
+        log::info!("{}: (further stderr output dropped)", path.display());
     }
-    drop(tx);
-
-    let start = Instant::now();
-    let deadline = start.checked_add(timeout);
-    let mut stdout: Option<Captured> = None;
-    let mut stderr: Option<Captured> = None;
-    let receive = |wait: Duration, stdout: &mut Option<Captured>, stderr: &mut Option<Captured>| {
-        match rx.recv_timeout(wait) {
-            Ok(Pipe::Stdout(c)) => *stdout = Some(c),
-            Ok(Pipe::Stderr(c)) => *stderr = Some(c),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Both readers are done (or were never started).
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                stdout.get_or_insert_with(Captured::default);
-                stderr.get_or_insert_with(Captured::default);
-            }
-        }
-    };
-    // Wait for the exit, reading output meanwhile.
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => {
-                kill_group(&child);
-                let _ = wait_bounded(&mut child);
-                break Err(IdentityError::Spawn {
-                    script: script(),
-                    error: e,
-                });
-            }
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            kill_group(&child);
-            let _ = wait_bounded(&mut child);
-            break Err(IdentityError::TimedOut {
+    match record.exit {
+        Exit::Code(0) => {}
+        Exit::TimedOut => {
+            return Err(IdentityError::TimedOut {
                 script: script(),
                 timeout,
             });
         }
-        let wait = deadline
-            .map(|d| d.saturating_duration_since(now))
-            .unwrap_or(Duration::MAX)
-            .min(Duration::from_millis(20));
-        if stdout.is_some() && stderr.is_some() {
-            // Both pipes closed (the receiver would no longer block).
-            std::thread::sleep(wait);
-        } else {
-            receive(wait, &mut stdout, &mut stderr);
+        other => {
+            return Err(IdentityError::Failed {
+                script: script(),
+                status: other.to_string(),
+            });
         }
-    };
-    // Collect the rest of the output for a short while.
-    let drain_until = Instant::now() + DRAIN_GRACE;
-    while stdout.is_none() || stderr.is_none() {
-        let now = Instant::now();
-        if now >= drain_until {
-            break;
-        }
-        receive(drain_until - now, &mut stdout, &mut stderr);
     }
-    log_stderr(path, stderr.as_ref());
-    let status = status?;
-    check_status(path, status)?;
-    let Some(stdout) = stdout else {
+    if record.stdout.held_open {
         return Err(IdentityError::OutputHeldOpen { script: script() });
-    };
-    if stdout.truncated {
+    }
+    if record.stdout.truncated {
         return Err(IdentityError::TooMuchOutput { script: script() });
     }
-    Ok(stdout.data)
-}
-
-fn spawn(path: &Path) -> io::Result<Child> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = Command::new(path)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn();
-        match result {
-            // A file just written may briefly be "busy" when another thread forks.
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 50 => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn check_status(path: &Path, status: ExitStatus) -> Result<()> {
-    if status.success() {
-        return Ok(());
-    }
-    let status = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => status.to_string(),
-    };
-    Err(IdentityError::Failed {
-        script: path.to_owned(),
-        status,
-    })
-}
-
-fn log_stderr(path: &Path, stderr: Option<&Captured>) {
-    let Some(captured) = stderr else { return };
-    let text = String::from_utf8_lossy(&captured.data);
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        log::info!("{}: {line}", path.display());
-    }
-    if captured.truncated {
-        log::info!("{}: (further stderr output dropped)", path.display());
-    }
-}
-
-enum Pipe {
-    Stdout(Captured),
-    Stderr(Captured),
-}
-
-#[derive(Default)]
-struct Captured {
-    data: Vec<u8>,
-    /// More than the cap was written (and discarded).
-    truncated: bool,
-}
-
-/// Reads to the end, keeping at most `cap` bytes. Keeps draining past the
-/// cap so the writer never blocks on a full pipe.
-fn read_capped(mut pipe: impl Read, cap: usize) -> Captured {
-    let mut captured = Captured::default();
-    let mut buf = [0u8; 8192];
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(captured.data.len());
-                captured.data.extend_from_slice(&buf[..n.min(room)]);
-                captured.truncated |= n > room;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    captured
-}
-
-/// SIGKILLs the child's process group (it leads its own group). The child
-/// has not been reaped yet, so its id cannot have been reused.
-fn kill_group(child: &Child) {
-    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: a plain system call; a negative pid addresses the group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
-/// Reaps a killed child, giving up after [`KILL_WAIT`] (a process stuck in
-/// the kernel cannot be waited for forever).
-fn wait_bounded(child: &mut Child) -> io::Result<Option<ExitStatus>> {
-    let until = Instant::now() + KILL_WAIT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= until {
-            log::warn!("process {} did not die after SIGKILL", child.id());
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    Ok(record.stdout.data)
 }
 
 #[cfg(test)]
@@ -481,14 +316,5 @@ mod tests {
         );
         assert_eq!(a["y"], single("1"));
         assert_eq!(a["z"], single("1"));
-    }
-
-    #[test]
-    fn capped_read() {
-        let c = read_capped(&[7u8; 20000][..], 10000);
-        assert_eq!(c.data.len(), 10000);
-        assert!(c.truncated);
-        let c = read_capped(&b"abc"[..], 3);
-        assert!(!c.truncated);
     }
 }

@@ -4,23 +4,20 @@
 //!
 //! Every module invocation runs as `<module> <STATE> <TREE>` with the tree
 //! as working directory, stdin from /dev/null and in a process group of its
-//! own, so that a timeout can end the module and everything it started.
-//! Every wait is bounded by the call's timeout; output pipes are drained by
-//! threads so a chatty module never blocks on a full pipe.
+//! own, so that a timeout can end the module and everything it started
+//! ([`crate::process`]). Every wait is bounded by the call's timeout; the
+//! output pipes are read whenever we wait (also while streaming the
+//! payload), so a chatty module never blocks on a full pipe. Output is
+//! logged once the call ended.
 
 use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -28,6 +25,7 @@ use serde_json::{Value, json};
 use crate::artifact::header::{ArtifactHeader, Provides};
 use crate::artifact::valid_payload_file_name;
 use crate::fsutil::{sync_dir, write_atomic};
+use crate::process::{Captured, Exit, Running, Spec};
 
 /// At most this much of each output stream of a call is logged (or, for a
 /// query's stdout, kept).
@@ -37,9 +35,6 @@ pub const OUTPUT_CAP: usize = 10 << 10;
 pub const KILL_GRACE: Duration = Duration::from_secs(60);
 /// Longest sleep between two polls of a module's state.
 const POLL_MAX: Duration = Duration::from_millis(20);
-/// How long an output drain waits for more bytes once the module ended
-/// (a background child may hold the pipe open).
-const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// One-line errors naming the module and the call.
 #[derive(Debug, thiserror::Error)]
@@ -393,11 +388,7 @@ impl UpdateModule {
     fn run(&self, call: &str, capture: bool) -> Result<Vec<u8>, ModuleError> {
         let tree = self.tree();
         self.check_tree(&tree, call)?;
-        let mut proc = Proc::spawn(&self.module, call, &tree, self.timeout, capture)?;
-        let ended = proc.wait()?;
-        let out = proc.take_stdout();
-        proc.check(ended)?;
-        Ok(out)
+        Proc::spawn(&self.module, call, &tree, self.timeout, capture)?.wait()
     }
 }
 
@@ -491,7 +482,7 @@ impl DownloadSession {
             // Streaming by now, so `connect` never reports files/ mode.
             match self.connect(&format!("streams/{name}"))? {
                 Some(f) => f,
-                None => return Err(self.ended_early(Ended::Code(0))),
+                None => return Err(self.ended_early(Exit::Code(0))),
             }
         };
         self.current = Some(CurrentFile {
@@ -568,9 +559,7 @@ impl DownloadSession {
             sync_dir(&files).map_err(self.io_err("syncing files/"))?;
             sync_dir(&self.tree).map_err(self.io_err("syncing the file tree"))?;
         }
-        let ended = self.proc.wait()?;
-        self.proc.take_stdout();
-        self.proc.check(ended)?;
+        self.proc.wait()?;
         if self.mode == Mode::Streaming {
             remove_path(&self.tree.join("stream-next"))
                 .map_err(self.io_err("removing stream-next"))?;
@@ -624,15 +613,16 @@ impl DownloadSession {
     }
 
     /// The error for a module that ended before the end-of-streams marker.
-    fn ended_early(&self, ended: Ended) -> ModuleError {
+    fn ended_early(&self, ended: Exit) -> ModuleError {
         match ended {
-            Ended::Code(0) => self.protocol("terminated in the middle of the download".into()),
-            Ended::Code(code) => self.protocol(format!(
+            Exit::Code(0) => self.protocol("terminated in the middle of the download".into()),
+            Exit::Code(code) => self.protocol(format!(
                 "terminated in the middle of the download (exit code {code})"
             )),
-            Ended::Signal(sig) => self.protocol(format!(
+            Exit::Signal(sig) => self.protocol(format!(
                 "terminated in the middle of the download (signal {sig})"
             )),
+            Exit::TimedOut => self.proc.timeout_error(),
         }
     }
 
@@ -660,20 +650,25 @@ impl DownloadSession {
             }
             if let Some(ended) = self
                 .proc
+                .run
                 .peek()
                 .map_err(self.io_err("waiting for the module"))?
             {
                 return match (self.mode, ended) {
-                    (Mode::Waiting, Ended::Code(0)) => Ok(None),
+                    (Mode::Waiting, Exit::Code(0)) => Ok(None),
                     (Mode::Waiting, ended) => Err(self.proc.status_error(ended)),
                     (_, ended) => Err(self.ended_early(ended)),
                 };
             }
-            let left = self.proc.deadline.saturating_duration_since(Instant::now());
+            let left = self.proc.run.time_left();
             if left.is_zero() {
                 return Err(self.timeout());
             }
-            thread::sleep(nap.min(left));
+            // Sleeps, but reads the module's output meanwhile.
+            self.proc
+                .run
+                .pump_for(nap.min(left))
+                .map_err(self.io_err("waiting for the module"))?;
             nap = (nap * 2).min(POLL_MAX);
         }
     }
@@ -693,7 +688,12 @@ impl DownloadSession {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                     // Give a dying module a moment to be seen dead.
-                    let ended = self.proc.wait_for_exit(Duration::from_millis(100));
+                    let ended = self
+                        .proc
+                        .run
+                        .wait_exit(Duration::from_millis(100))
+                        .ok()
+                        .flatten();
                     return Err(match ended {
                         Some(ended) => self.ended_early(ended),
                         None => self
@@ -702,19 +702,25 @@ impl DownloadSession {
                 }
                 Err(e) => return Err(self.io_err(format!("writing {what}"))(e)),
             }
-            let left = self.proc.deadline.saturating_duration_since(Instant::now());
+            let left = self.proc.run.time_left();
             if left.is_zero() {
                 return Err(self.timeout());
             }
-            let ready = poll_one(
-                fifo.as_raw_fd(),
-                libc::POLLOUT,
-                left.min(Duration::from_millis(100)),
-            )
-            .map_err(self.io_err(format!("waiting to write {what}")))?;
+            // Waits for room in the FIFO while reading the module's output
+            // (a module blocked on a full stdout would never read on).
+            let ready = self
+                .proc
+                .run
+                .wait_fd(
+                    fifo.as_raw_fd(),
+                    libc::POLLOUT,
+                    left.min(Duration::from_millis(100)),
+                )
+                .map_err(self.io_err(format!("waiting to write {what}")))?;
             if !ready
                 && let Some(ended) = self
                     .proc
+                    .run
                     .peek()
                     .map_err(self.io_err("waiting for the module"))?
             {
@@ -748,35 +754,13 @@ impl Drop for DownloadSession {
     }
 }
 
-/// How a module process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
-    Code(i32),
-    Signal(i32),
-}
-
-impl From<ExitStatus> for Ended {
-    fn from(s: ExitStatus) -> Self {
-        match (s.code(), s.signal()) {
-            (Some(c), _) => Ended::Code(c),
-            (None, Some(sig)) => Ended::Signal(sig),
-            (None, None) => Ended::Code(-1),
-        }
-    }
-}
-
-/// A running module invocation with its output drains. Dropping one that
-/// was not reaped terminates its process group.
+/// A running module invocation. Dropping one that has not ended kills its
+/// process group.
 struct Proc {
     module: PathBuf,
     call: String,
-    child: Child,
-    timeout: Duration,
-    deadline: Instant,
-    stdout: Option<Drain>,
-    stderr: Option<Drain>,
-    captured: Vec<u8>,
-    reaped: Option<Ended>,
+    capture_stdout: bool,
+    run: Running,
 }
 
 impl Proc {
@@ -788,202 +772,92 @@ impl Proc {
         capture_stdout: bool,
     ) -> Result<Proc, ModuleError> {
         log::debug!("running {} {call} {}", module.display(), tree.display());
-        let started = Instant::now();
-        let mut nap = Duration::from_millis(2);
-        let mut child = loop {
-            let spawned = Command::new(module)
-                .arg(call)
-                .arg(tree)
-                .current_dir(tree)
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn();
-            match spawned {
-                Ok(child) => break child,
-                // Another thread of ours may briefly hold the file open for
-                // writing across a fork (tests write modules; so may tools).
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ETXTBSY)
-                        && started.elapsed() < Duration::from_secs(2) =>
-                {
-                    thread::sleep(nap);
-                    nap = (nap * 2).min(Duration::from_millis(100));
-                }
-                Err(source) => {
-                    return Err(ModuleError::Spawn {
-                        module: module.to_path_buf(),
-                        call: call.to_string(),
-                        source,
-                    });
-                }
-            }
-        };
-        let stdout = child
-            .stdout
-            .take()
-            .map(|p| Drain::start(p, "stdout", capture_stdout));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|p| Drain::start(p, "stderr", false));
+        let run = Spec::new(module, timeout)
+            .arg(call)
+            .arg(tree)
+            .cwd(tree)
+            .stdout_cap(OUTPUT_CAP)
+            .stderr_cap(OUTPUT_CAP)
+            .grace(KILL_GRACE)
+            .spawn()
+            .map_err(|source| ModuleError::Spawn {
+                module: module.to_path_buf(),
+                call: call.to_string(),
+                source,
+            })?;
         Ok(Proc {
             module: module.to_path_buf(),
             call: call.to_string(),
-            child,
-            timeout,
-            deadline: started + timeout,
-            stdout,
-            stderr,
-            captured: Vec::new(),
-            reaped: None,
+            capture_stdout,
+            run,
         })
     }
 
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// The leader's exit status if it has ended, without reaping it (so its
-    /// process group id stays reserved for a later kill).
-    fn peek(&self) -> io::Result<Option<Ended>> {
-        if let Some(ended) = self.reaped {
-            return Ok(Some(ended));
-        }
-        // SAFETY: waitid writes into the zeroed siginfo_t we own.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                self.pid() as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        Ok(Some(if info.si_code == libc::CLD_EXITED {
-            Ended::Code(status)
-        } else {
-            Ended::Signal(status)
-        }))
-    }
-
-    /// Polls until the leader ended or `limit` passed.
-    fn wait_for_exit(&self, limit: Duration) -> Option<Ended> {
-        let until = Instant::now() + limit;
-        let mut nap = Duration::from_millis(1);
-        loop {
-            match self.peek() {
-                Ok(Some(ended)) => return Some(ended),
-                Ok(None) => {}
-                Err(_) => return None,
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            thread::sleep(nap.min(left));
-            nap = (nap * 2).min(POLL_MAX);
+    /// Waits for the end within the deadline (past it, terminates the
+    /// group) and logs the output; the captured stdout on exit code 0.
+    fn wait(&mut self) -> Result<Vec<u8>, ModuleError> {
+        let record = self.run.finish().map_err(|source| ModuleError::Io {
+            module: self.module.clone(),
+            context: format!("{}: waiting for the module", self.call),
+            source,
+        })?;
+        let stdout = self.log_output(record.stdout, record.stderr);
+        match record.exit {
+            Exit::Code(0) => Ok(stdout),
+            Exit::TimedOut => Err(self.timeout_error()),
+            other => Err(self.status_error(other)),
         }
     }
 
-    /// Waits for the leader within the deadline and reaps it; on expiry
-    /// terminates the group and returns the timeout error.
-    fn wait(&mut self) -> Result<Ended, ModuleError> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if self.wait_for_exit(left).is_none() {
-            self.terminate();
-            return Err(self.timeout_error());
-        }
-        Ok(self.reap())
-    }
-
-    fn reap(&mut self) -> Ended {
-        if let Some(ended) = self.reaped {
-            return ended;
-        }
-        let ended = match self.child.wait() {
-            Ok(status) => Ended::from(status),
-            Err(_) => Ended::Code(-1),
-        };
-        self.reaped = Some(ended);
-        ended
-    }
-
-    /// SIGTERM to the group, SIGKILL after the grace period (at once for
-    /// what is left when the leader already ended), then reaps the leader
-    /// and stops the drains.
+    /// Ends the module's process group (SIGTERM, [`KILL_GRACE`], SIGKILL)
+    /// and logs what it printed.
     fn terminate(&mut self) {
-        if self.reaped.is_none() {
-            let pgid = self.pid();
-            if matches!(self.peek(), Ok(None)) {
-                log::warn!(
-                    "module {}: {}: terminating its process group",
-                    self.module.display(),
-                    self.call
-                );
-                // SAFETY: plain syscall; the unreaped leader keeps the
-                // group id from being reused.
-                unsafe { libc::killpg(pgid, libc::SIGTERM) };
-                let grace = KILL_GRACE.min(self.timeout);
-                if self.wait_for_exit(grace).is_none() {
-                    log::warn!(
-                        "module {}: {}: still running {grace:?} after SIGTERM; killing it",
-                        self.module.display(),
-                        self.call
-                    );
-                }
+        if matches!(self.run.peek(), Ok(None)) {
+            log::warn!(
+                "module {}: {}: terminating its process group",
+                self.module.display(),
+                self.call
+            );
+        }
+        self.run.terminate();
+        let (stdout, stderr) = self.run.take_output();
+        self.log_output(stdout, stderr);
+    }
+
+    /// Logs stderr, and stdout unless it is captured (then returns it).
+    fn log_output(&self, stdout: Captured, stderr: Captured) -> Vec<u8> {
+        let log = |label: &str, captured: &Captured| {
+            for line in captured.lines() {
+                log::info!("Update Module output ({label}): {line}");
             }
-            // SAFETY: as above; ends any member that survived.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            self.reap();
+            if captured.truncated {
+                log::info!("Update Module output ({label}): [further output discarded]");
+            }
+        };
+        if !self.capture_stdout {
+            log("stdout", &stdout);
         }
-        self.take_stdout();
+        log("stderr", &stderr);
+        if self.capture_stdout {
+            stdout.data
+        } else {
+            Vec::new()
+        }
     }
 
-    /// Stops the drains and returns what the stdout drain captured.
-    fn take_stdout(&mut self) -> Vec<u8> {
-        if let Some(d) = self.stderr.take() {
-            d.finish();
-        }
-        if let Some(d) = self.stdout.take() {
-            self.captured = d.finish();
-        }
-        std::mem::take(&mut self.captured)
-    }
-
-    fn status_error(&self, ended: Ended) -> ModuleError {
-        match ended {
-            Ended::Code(code) => ModuleError::Exit {
+    fn status_error(&self, exit: Exit) -> ModuleError {
+        match exit {
+            Exit::Code(code) => ModuleError::Exit {
                 module: self.module.clone(),
                 call: self.call.clone(),
                 code,
             },
-            Ended::Signal(signal) => ModuleError::Signal {
+            Exit::Signal(signal) => ModuleError::Signal {
                 module: self.module.clone(),
                 call: self.call.clone(),
                 signal,
             },
-        }
-    }
-
-    fn check(&self, ended: Ended) -> Result<(), ModuleError> {
-        match ended {
-            Ended::Code(0) => Ok(()),
-            other => Err(self.status_error(other)),
+            Exit::TimedOut => self.timeout_error(),
         }
     }
 
@@ -991,173 +865,9 @@ impl Proc {
         ModuleError::Timeout {
             module: self.module.clone(),
             call: self.call.clone(),
-            timeout: self.timeout,
+            timeout: self.run.timeout(),
         }
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// A thread reading one output pipe: logs it line by line, or captures it,
-/// up to [`OUTPUT_CAP`] bytes; the rest is read and discarded.
-struct Drain {
-    handle: JoinHandle<Vec<u8>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drain {
-    fn start<P: Read + AsRawFd + Send + 'static>(
-        pipe: P,
-        label: &'static str,
-        capture: bool,
-    ) -> Drain {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::spawn(move || {
-            let mut sink = Sink::new(label, capture);
-            drain(pipe, &flag, &mut sink);
-            sink.finish()
-        });
-        Drain { handle, stop }
-    }
-
-    /// Tells the thread the module ended and collects its result; the
-    /// thread stops at end of file, or at the first quiet moment, or
-    /// [`DRAIN_LINGER`] later.
-    fn finish(self) -> Vec<u8> {
-        self.stop.store(true, Ordering::Release);
-        self.handle.join().unwrap_or_default()
-    }
-}
-
-fn drain<P: Read + AsRawFd>(mut pipe: P, stop: &AtomicBool, sink: &mut Sink) {
-    let mut buf = [0u8; 8192];
-    let mut stopping_since: Option<Instant> = None;
-    loop {
-        if stopping_since.is_none() && stop.load(Ordering::Acquire) {
-            stopping_since = Some(Instant::now());
-        }
-        if stopping_since.is_some_and(|t| t.elapsed() >= DRAIN_LINGER) {
-            return;
-        }
-        match poll_one(pipe.as_raw_fd(), libc::POLLIN, Duration::from_millis(50)) {
-            Ok(true) => {}
-            Ok(false) if stopping_since.is_some() => return,
-            Ok(false) => continue,
-            Err(_) => return,
-        }
-        match pipe.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => sink.push(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Where drained output goes.
-struct Sink {
-    label: &'static str,
-    capture: bool,
-    kept: Vec<u8>,
-    /// Bytes logged so far (log mode).
-    logged: usize,
-    truncated: bool,
-}
-
-impl Sink {
-    fn new(label: &'static str, capture: bool) -> Sink {
-        Sink {
-            label,
-            capture,
-            kept: Vec::new(),
-            logged: 0,
-            truncated: false,
-        }
-    }
-
-    fn push(&mut self, mut data: &[u8]) {
-        if self.capture {
-            let room = OUTPUT_CAP - self.kept.len();
-            self.kept.extend_from_slice(&data[..data.len().min(room)]);
-            return;
-        }
-        while !data.is_empty() {
-            if self.truncated {
-                return;
-            }
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.kept.extend_from_slice(&data[..i]);
-                    self.log_line();
-                    data = &data[i + 1..];
-                }
-                None => {
-                    self.kept.extend_from_slice(data);
-                    if self.kept.len() >= OUTPUT_CAP {
-                        self.log_line();
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn log_line(&mut self) {
-        let room = OUTPUT_CAP.saturating_sub(self.logged);
-        let line = &self.kept[..self.kept.len().min(room)];
-        let text = String::from_utf8_lossy(line);
-        log::info!(
-            "Update Module output ({}): {}",
-            self.label,
-            text.trim_end_matches('\r')
-        );
-        self.logged += self.kept.len() + 1;
-        self.kept.clear();
-        if self.logged >= OUTPUT_CAP {
-            self.truncated = true;
-            log::info!(
-                "Update Module output ({}): [further output discarded]",
-                self.label
-            );
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        if self.capture {
-            return self.kept;
-        }
-        if !self.kept.is_empty() && !self.truncated {
-            self.log_line();
-        }
-        Vec::new()
-    }
-}
-
-/// poll(2) for one descriptor; true when it is ready (or in error/hangup,
-/// which the next read or write reports).
-fn poll_one(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(r > 0)
 }
 
 fn make_fifo(path: &Path) -> io::Result<()> {
@@ -1216,31 +926,6 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-    }
-
-    #[test]
-    fn sink_caps_and_splits_lines() {
-        let mut s = Sink::new("stdout", true);
-        s.push(&vec![b'x'; OUTPUT_CAP + 100]);
-        s.push(b"more");
-        assert_eq!(s.finish().len(), OUTPUT_CAP);
-
-        let mut s = Sink::new("stdout", false);
-        s.push(b"one\ntw");
-        assert_eq!(s.logged, 4);
-        s.push(b"o\n");
-        assert_eq!(s.logged, 8);
-        s.push(&vec![b'y'; 3 * OUTPUT_CAP]);
-        assert!(s.truncated);
-        assert!(s.kept.is_empty());
-        s.push(b"ignored\n");
-        assert!(s.kept.is_empty());
-    }
-
-    #[test]
-    fn ended_from_status() {
-        assert_eq!(Ended::from(ExitStatus::from_raw(3 << 8)), Ended::Code(3));
-        assert_eq!(Ended::from(ExitStatus::from_raw(9)), Ended::Signal(9));
     }
 
     #[test]

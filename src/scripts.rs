@@ -6,20 +6,18 @@
 //! [`ScriptConfig::rootfs_dir`], the `Artifact*` ones in
 //! [`ScriptConfig::artifact_dir`]. Each script runs without arguments, with
 //! stdin and stdout on `/dev/null`, in its own process group, with `/` as its
-//! working directory. Its stderr is logged line by line (at most 10 KiB per
-//! execution).
+//! working directory, under [`crate::process`]. Its stderr is logged line by
+//! line once it ended (at most 10 KiB per execution).
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::artifact::{ALL_SCRIPT_STATES, parse_script_name};
-use crate::fsutil::{parent_dir, sync_dir};
+use crate::fsutil::{parent_dir, read_bounded, sync_dir};
+use crate::process::{Exit, Spec};
 
 /// Default `StateScriptTimeoutSeconds`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -35,16 +33,9 @@ pub const STDERR_LOG_LIMIT: usize = 10 * 1024;
 /// The `version` values the client supports.
 pub const SUPPORTED_VERSIONS: &[u32] = &[2, 3];
 
-/// Longest single wait of the supervision loop.
-const POLL_MAX: Duration = Duration::from_millis(50);
-/// How long stderr is still read after the script has exited (a background
-/// process of the script may keep it open).
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
-/// How long stderr is still read after the process group was killed.
-const KILL_DRAIN_GRACE: Duration = Duration::from_millis(200);
-/// Attempts to start a script that fails with ETXTBSY (another thread of
-/// this process forked while the script file was open for writing).
-const SPAWN_ATTEMPTS: u32 = 20;
+/// Most bytes read from a scripts directory's `version` file (it holds a
+/// number).
+pub const VERSION_FILE_CAP: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptState {
@@ -423,31 +414,34 @@ impl ScriptRunner {
     /// One execution of a script under the timeout, logging its stderr.
     fn run_once(&self, path: &Path, name: &str) -> Attempt {
         log::info!("running state script {}", path.display());
-        let mut child = match spawn(path) {
-            Ok(child) => child,
+        let record = match Spec::new(path, self.config.timeout)
+            .stderr_cap(STDERR_LOG_LIMIT)
+            .run()
+        {
+            Ok(record) => record,
             Err(e) => return Attempt::Failure(ScriptError::io(path, e)),
         };
-        let mut capture = StderrCapture::new(name);
-        let result = supervise(&mut child, self.config.timeout, &mut capture);
-        capture.finish();
-        match result {
-            Ok(Supervised::Exited(status)) => match (status.code(), status.signal()) {
-                (Some(0), _) => Attempt::Success,
-                (Some(EXIT_RETRY_LATER), _) => Attempt::RetryLater,
-                (Some(code), _) => Attempt::Failure(ScriptError::Failed {
-                    script: path.to_path_buf(),
-                    code,
-                }),
-                (None, signal) => Attempt::Failure(ScriptError::Killed {
-                    script: path.to_path_buf(),
-                    signal: signal.unwrap_or(0),
-                }),
-            },
-            Ok(Supervised::TimedOut) => Attempt::Failure(ScriptError::TimedOut {
-                script: path.to_path_buf(),
+        for line in record.stderr.lines() {
+            log::info!("{name}: {line}");
+        }
+        if record.stderr.truncated {
+            log::info!("{name}: ... (truncated to 10 KiB)");
+        }
+        if record.stderr.held_open {
+            log::debug!(
+                "a process left behind by the state script {name} keeps its stderr open; no longer reading it"
+            );
+        }
+        let script = path.to_path_buf();
+        match record.exit {
+            Exit::Code(0) => Attempt::Success,
+            Exit::Code(EXIT_RETRY_LATER) => Attempt::RetryLater,
+            Exit::Code(code) => Attempt::Failure(ScriptError::Failed { script, code }),
+            Exit::Signal(signal) => Attempt::Failure(ScriptError::Killed { script, signal }),
+            Exit::TimedOut => Attempt::Failure(ScriptError::TimedOut {
+                script,
                 after: self.config.timeout,
             }),
-            Err(e) => Attempt::Failure(ScriptError::io(path, e)),
         }
     }
 }
@@ -534,12 +528,12 @@ fn check_version(dir: &Path) -> Result<u32, ScriptError> {
         dir: dir.to_path_buf(),
         reason,
     };
-    let text = match fs::read(&path) {
+    let text = match read_bounded(&path, VERSION_FILE_CAP, "a state script version file") {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Err(error("the version file is missing".into()));
         }
-        Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => return Err(error(format!("cannot read the version file: {e}"))),
     };
     let text = String::from_utf8_lossy(&text);
     let trimmed = text.trim();
@@ -566,222 +560,6 @@ fn write_new_file(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     // The umask may have removed bits.
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.sync_all()
-}
-
-/// Starts a script: no arguments, stdin and stdout on /dev/null, stderr
-/// piped, cwd "/", its own process group.
-fn spawn(path: &Path) -> io::Result<Child> {
-    let mut attempt = 1;
-    loop {
-        let result = Command::new(path)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn();
-        match result {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < SPAWN_ATTEMPTS => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-enum Supervised {
-    Exited(ExitStatus),
-    TimedOut,
-}
-
-/// Waits for `child` while draining its stderr into `capture`; on timeout
-/// kills its whole process group. Never blocks longer than [`POLL_MAX`] at a
-/// time; after the script is gone, stderr is read only for a short grace
-/// period, so a background process holding it open cannot hang the caller.
-fn supervise(
-    child: &mut Child,
-    timeout: Duration,
-    capture: &mut StderrCapture,
-) -> io::Result<Supervised> {
-    let start = Instant::now();
-    let deadline = start.checked_add(timeout);
-    let mut stderr = child.stderr.take();
-    let mut exited: Option<ExitStatus> = None;
-    let mut timed_out = false;
-    let mut drain_until = start;
-    let mut idle_sleep = Duration::from_millis(1);
-    let mut buf = [0u8; 8192];
-    loop {
-        if exited.is_none() {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    exited = Some(status);
-                    drain_until = Instant::now() + DRAIN_GRACE;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    kill_group(child);
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-        }
-        let now = Instant::now();
-        if exited.is_some() {
-            if stderr.is_none() || now >= drain_until {
-                break;
-            }
-        } else if deadline.is_some_and(|d| now >= d) {
-            kill_group(child);
-            exited = Some(child.wait()?);
-            timed_out = true;
-            drain_until = Instant::now() + KILL_DRAIN_GRACE;
-            continue;
-        }
-        let limit = if exited.is_some() {
-            Some(drain_until)
-        } else {
-            deadline
-        };
-        let wait = limit
-            .map(|l| l.saturating_duration_since(now))
-            .unwrap_or(POLL_MAX)
-            .min(POLL_MAX);
-        match stderr.as_mut() {
-            Some(pipe) => {
-                if read_some(pipe, wait, &mut buf, capture) {
-                    // End of file or a read error: stop reading.
-                    stderr = None;
-                }
-            }
-            None => {
-                std::thread::sleep(wait.min(idle_sleep));
-                idle_sleep = (idle_sleep * 2).min(POLL_MAX);
-            }
-        }
-    }
-    if let (Some(_), Some(status)) = (stderr.as_ref(), exited)
-        && !timed_out
-    {
-        log::debug!(
-            "a process left behind by the state script (exit status {status}) keeps its stderr open; no longer reading it"
-        );
-    }
-    drop(stderr);
-    Ok(match (timed_out, exited) {
-        (false, Some(status)) => Supervised::Exited(status),
-        _ => Supervised::TimedOut,
-    })
-}
-
-/// Waits up to `wait` for `pipe` to be readable and reads once into
-/// `capture`. Returns true when the pipe is finished (EOF or error).
-fn read_some(
-    pipe: &mut ChildStderr,
-    wait: Duration,
-    buf: &mut [u8],
-    capture: &mut StderrCapture,
-) -> bool {
-    let millis = wait.as_micros().div_ceil(1000).clamp(1, 1000) as libc::c_int;
-    let mut pfd = libc::pollfd {
-        fd: pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for an open descriptor owned by
-    // `pipe`, and the count is 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, millis) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return e.kind() != io::ErrorKind::Interrupted;
-    }
-    if rc == 0 {
-        return false;
-    }
-    // Readable, hung up or in error: a read does not block.
-    match pipe.read(buf) {
-        Ok(0) => true,
-        Ok(n) => {
-            capture.feed(&buf[..n]);
-            false
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-        Err(_) => true,
-    }
-}
-
-/// SIGKILLs the process group of `child` (its pid: it was started with
-/// `process_group(0)`). The child is not reaped yet, so the id cannot have
-/// been reused.
-fn kill_group(child: &Child) {
-    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: plain system call; a negative pid addresses the group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
-/// Logs a script's stderr line by line, at most [`STDERR_LOG_LIMIT`] bytes,
-/// holding at most that much in memory.
-struct StderrCapture<'a> {
-    name: &'a str,
-    pending: Vec<u8>,
-    logged: usize,
-    truncated: bool,
-}
-
-impl<'a> StderrCapture<'a> {
-    fn new(name: &'a str) -> Self {
-        StderrCapture {
-            name,
-            pending: Vec::new(),
-            logged: 0,
-            truncated: false,
-        }
-    }
-
-    fn feed(&mut self, data: &[u8]) {
-        let room = STDERR_LOG_LIMIT - self.logged - self.pending.len();
-        let data = if data.len() > room {
-            self.truncated = true;
-            &data[..room]
-        } else {
-            data
-        };
-        if data.is_empty() {
-            return;
-        }
-        let mut searched = self.pending.len();
-        self.pending.extend_from_slice(data);
-        while let Some(pos) = self.pending[searched..].iter().position(|&b| b == b'\n') {
-            let end = searched + pos;
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.logged += line.len();
-            self.emit(&line[..line.len() - 1]);
-            searched = 0;
-        }
-    }
-
-    fn finish(mut self) {
-        if !self.pending.is_empty() {
-            let line = std::mem::take(&mut self.pending);
-            self.logged += line.len();
-            self.emit(&line);
-        }
-        if self.truncated {
-            log::info!("{}: ... (truncated to 10 KiB)", self.name);
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            log::info!("{}: {}", self.name, String::from_utf8_lossy(line));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -827,6 +605,7 @@ mod tests {
             check_version(dir.path()),
             Err(ScriptError::Version { .. })
         ));
+        let long = format!("3{}", " ".repeat(100));
         for (content, ok) in [
             ("3", Some(3)),
             (" 2\n", Some(2)),
@@ -834,30 +613,12 @@ mod tests {
             ("0", None),
             ("three", None),
             ("", None),
+            // Over the cap, even though it would parse.
+            (long.as_str(), None),
         ] {
             fs::write(dir.path().join("version"), content).unwrap();
             assert_eq!(check_version(dir.path()).ok(), ok, "{content:?}");
         }
-    }
-
-    #[test]
-    fn capture_is_bounded() {
-        let mut capture = StderrCapture::new("x");
-        let chunk = vec![b'a'; 4000];
-        for _ in 0..10 {
-            capture.feed(&chunk);
-            assert!(capture.logged + capture.pending.len() <= STDERR_LOG_LIMIT);
-        }
-        assert!(capture.truncated);
-        assert_eq!(capture.pending.len(), STDERR_LOG_LIMIT);
-        capture.finish();
-
-        let mut capture = StderrCapture::new("y");
-        capture.feed(b"one\ntw");
-        capture.feed(b"o\r\nthree");
-        assert_eq!(capture.logged, 9);
-        assert_eq!(capture.pending, b"three");
-        assert!(!capture.truncated);
     }
 
     #[test]

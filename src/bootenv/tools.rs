@@ -17,13 +17,11 @@
 //! error; one that has not finished after [`TOOL_TIMEOUT`] is killed, with
 //! every process of its process group.
 
-use std::io::{self, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
 use super::{BootEnv, BootEnvError, EnvVars, validate_changes};
+use crate::process::{Exit, Input, Spec};
 
 /// The print tool when none is configured.
 pub const DEFAULT_PRINT: &str = "fw_printenv";
@@ -32,9 +30,10 @@ pub const DEFAULT_SET: &str = "fw_setenv";
 /// How long a tool may run before it is killed.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a failing tool's standard error goes into the error.
-const STDERR_KEPT: usize = 1024;
-/// Most standard output kept from the print tool.
-const MAX_OUTPUT: u64 = 64 << 20;
+pub const STDERR_KEPT: usize = 1024;
+/// Most standard output of the print tool: a U-Boot environment is at most
+/// a few hundred KiB; more is refused rather than held in memory.
+pub const MAX_OUTPUT: usize = 4 << 20;
 
 /// The environment as external tools read and write it.
 #[derive(Debug, Clone)]
@@ -113,72 +112,45 @@ impl ToolsEnv {
             op: op.to_string(),
             cause,
         };
-        let mut child = Command::new(program)
+        let mut spec = Spec::new(program, self.timeout)
             .args(words)
             .args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so a timeout kills all of it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| BootEnvError::Io {
-                path: label.clone(),
-                op: "start".into(),
-                cause: e,
-            })?;
-        let deadline = Instant::now() + self.timeout;
-
-        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
-            // A thread, so a tool that does not read cannot block us.
-            std::thread::spawn(move || {
-                // A tool that exits without reading all is judged by its
-                // exit status, not by the broken pipe.
-                let _ = stdin.write_all(&input);
-            });
+            .stdout_cap(MAX_OUTPUT)
+            .stderr_cap(STDERR_KEPT);
+        if let Some(input) = input {
+            spec = spec.stdin(Input::Bytes(input));
         }
-        let stdout = collect(child.stdout.take().expect("piped"), MAX_OUTPUT);
-        let stderr = collect(child.stderr.take().expect("piped"), STDERR_KEPT as u64);
-
-        let timed_out = |child: &mut Child| {
-            kill_group(child);
-            fail(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no result after {:?}, killed", self.timeout),
-            ))
-        };
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => return Err(timed_out(&mut child)),
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => {
-                    kill_group(&mut child);
-                    return Err(fail(e));
-                }
+        let record = spec.run().map_err(|e| BootEnvError::Io {
+            path: label.clone(),
+            op: "start".into(),
+            cause: e,
+        })?;
+        match record.exit {
+            Exit::Code(0) => {}
+            Exit::TimedOut => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no result after {:?}, killed", self.timeout),
+                )));
             }
-        };
-        // Output still held open by a process the tool left behind counts
-        // against the same deadline.
-        let remaining = || deadline.saturating_duration_since(Instant::now());
-        let (Ok(out), Ok(err)) = (
-            stdout.recv_timeout(remaining()),
-            stderr.recv_timeout(remaining()),
-        ) else {
-            return Err(timed_out(&mut child));
-        };
-        if !status.success() {
-            return Err(fail(io::Error::other(failure(status, &err))));
+            other => return Err(fail(io::Error::other(failure(other, &record.stderr.data)))),
         }
-        let err = String::from_utf8_lossy(&err);
+        // A listing cut short must not be taken for the environment.
+        if record.stdout.truncated {
+            return Err(fail(io::Error::other(format!(
+                "more than {MAX_OUTPUT} bytes of output"
+            ))));
+        }
+        if record.stdout.held_open {
+            return Err(fail(io::Error::other(
+                "a process it left behind keeps its output open; output incomplete",
+            )));
+        }
+        let err = String::from_utf8_lossy(&record.stderr.data);
         if !err.trim().is_empty() {
             log::debug!("{label}: {}", one_line(&err));
         }
-        Ok(out)
+        Ok(record.stdout.data)
     }
 }
 
@@ -266,34 +238,13 @@ fn parse_listing(text: &str) -> EnvVars {
     vars
 }
 
-/// Reads `source` to its end on a thread, keeping the first `keep` bytes.
-fn collect(mut source: impl Read + Send + 'static, keep: u64) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let _ = (&mut source).take(keep).read_to_end(&mut kept);
-        // Drain the rest so the tool is not blocked on a full pipe.
-        let _ = io::copy(&mut source, &mut io::sink());
-        let _ = tx.send(kept);
-    });
-    rx
-}
-
-/// SIGKILL to the tool's process group, then reaps the tool.
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) with the group id of the group we created; no
-        // memory is involved.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// `exit status: 1: <first line of stderr>; <second line>`.
-fn failure(status: ExitStatus, stderr: &[u8]) -> String {
+fn failure(status: Exit, stderr: &[u8]) -> String {
+    let status = match status {
+        Exit::Code(code) => format!("exit status: {code}"),
+        Exit::Signal(signal) => format!("signal: {signal}"),
+        Exit::TimedOut => "timed out".to_string(),
+    };
     let text = String::from_utf8_lossy(stderr);
     let text = one_line(&text);
     if text.is_empty() {
@@ -345,12 +296,12 @@ mod tests {
 
     #[test]
     fn failures_are_one_line() {
-        use std::os::unix::process::ExitStatusExt;
-        let status = ExitStatus::from_raw(3 << 8);
+        let status = Exit::Code(3);
         assert_eq!(
             failure(status, b"Cannot read\n\n  at all \n"),
             "exit status: 3: Cannot read; at all"
         );
         assert_eq!(failure(status, b""), "exit status: 3 (no error output)");
+        assert_eq!(failure(Exit::Signal(9), b""), "signal: 9 (no error output)");
     }
 }

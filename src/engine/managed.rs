@@ -16,12 +16,15 @@ use super::{Engine, MAX_STEPS, Phase, UpdateState};
 use crate::control_map::StateKey;
 use crate::deployment_log::DeploymentLog;
 use crate::installer::{Installer, Reboot};
+use crate::process::{Exit, Spec};
 use crate::scripts::{ScriptAction, ScriptState};
 use crate::server::{DeploymentInstruction, Status};
 
 /// How long the daemon waits to be killed by the reboot it asked for
 /// before it calls the reboot failed.
 const REBOOT_WAIT: Duration = Duration::from_secs(600);
+/// Most output of `RebootCommand` kept for the log, per stream.
+const REBOOT_OUTPUT_CAP: usize = 4096;
 
 /// What the state machine needs from the server side.
 pub trait DeploymentHooks {
@@ -359,29 +362,43 @@ impl Engine<'_> {
         self.run_all_scripts(ScriptState::ArtifactRollbackReboot, ScriptAction::Leave);
     }
 
-    /// Runs `RebootCommand` and waits to be killed by the reboot.
+    /// Runs `RebootCommand` (killed after `RebootTimeoutSeconds`) and
+    /// waits to be killed by the reboot. A command that fails or hangs is
+    /// an error: the caller takes the failure path (rollback), which is
+    /// safe since the device still runs the old software.
     fn system_reboot(&self) -> Result<()> {
-        let mut words = self.config.reboot_command.split_whitespace();
+        let command = &self.config.reboot_command;
+        let mut words = command.split_whitespace();
         let program = words
             .next()
             .ok_or_else(|| anyhow!("RebootCommand is empty"))?;
-        log::info!("rebooting the device ({})", self.config.reboot_command);
+        let timeout = self.config.reboot_timeout;
+        log::info!("rebooting the device ({command})");
         log::logger().flush();
-        let status = std::process::Command::new(program)
+        let record = Spec::new(program, timeout)
             .args(words)
-            .status()
-            .map_err(|e| anyhow!("running {program}: {e}"))?;
-        if !status.success() {
-            bail!("{} failed: {status}", self.config.reboot_command);
+            .stdout_cap(REBOOT_OUTPUT_CAP)
+            .stderr_cap(REBOOT_OUTPUT_CAP)
+            .run()
+            .map_err(|e| anyhow!("RebootCommand '{command}' cannot run: {e}"))?;
+        for line in record.stdout.lines().chain(record.stderr.lines()) {
+            log::info!("{program}: {line}");
+        }
+        match record.exit {
+            Exit::Code(0) => {}
+            Exit::TimedOut => bail!(
+                "RebootCommand '{command}' had not returned after {} s (RebootTimeoutSeconds) and was killed; the device did not reboot",
+                timeout.as_secs()
+            ),
+            other => bail!("RebootCommand '{command}' failed ({other}); the device did not reboot"),
         }
         let start = Instant::now();
         while start.elapsed() < REBOOT_WAIT {
             std::thread::sleep(Duration::from_secs(1));
         }
         bail!(
-            "the device did not reboot within {} s of '{}'",
-            REBOOT_WAIT.as_secs(),
-            self.config.reboot_command
+            "the device did not reboot within {} s of '{command}'",
+            REBOOT_WAIT.as_secs()
         )
     }
 
