@@ -879,6 +879,16 @@ impl ArtifactHandler for DownloadHandler<'_, '_, '_> {
                 )
             })?;
         let mut installer = self.engine.new_installer(&payload_type)?;
+        // The installer's checks (a target slot that is the running one,
+        // mounted, or in use) come before the artifact's scripts replace
+        // the stored ones: a refused artifact leaves them as they were.
+        installer.prepare(
+            header,
+            &DeviceContext {
+                device_type: self.device_type,
+                provides: self.provides,
+            },
+        )?;
         let scripts: Vec<(&str, &[u8])> = header
             .scripts
             .iter()
@@ -888,13 +898,6 @@ impl ArtifactHandler for DownloadHandler<'_, '_, '_> {
             .scripts
             .store_artifact_scripts(&scripts, header.format_version)
             .context("storing the artifact's state scripts")?;
-        installer.prepare(
-            header,
-            &DeviceContext {
-                device_type: self.device_type,
-                provides: self.provides,
-            },
-        )?;
         self.state.artifact = Some(ArtifactInfo::from_header(header));
         self.state.installer = installer.state();
         let mut state = self.state.clone();
