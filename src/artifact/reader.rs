@@ -22,6 +22,10 @@ const MAX_VERSION_SIZE: u64 = 4 << 10;
 const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 /// Headers hold JSON and state scripts: a few KiB in practice.
 pub const MAX_HEADER_SIZE: u64 = 16 << 20;
+/// `header-info`, `type-info` and `files` hold names, provides and
+/// depends: a few hundred bytes in practice. Their cap also bounds what a
+/// commit can add to the store.
+pub const MAX_HEADER_JSON_SIZE: u64 = 1 << 20;
 /// Payload bytes are handed to the handler in chunks of this size (three of
 /// them in flight with the hashing thread). Hashing is the slowest stage of
 /// an uncompressed install; 128 KiB chunks halve its hand-overs against
@@ -608,10 +612,12 @@ fn parse_header_tar(
             )));
         }
         let at = format!("{member}: {path}");
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| inner_read_error(&at, e))?;
+        let cap = match path.as_str() {
+            "header-info" | "headers/0000/type-info" | "headers/0000/files" => MAX_HEADER_JSON_SIZE,
+            _ => MAX_HEADER_SIZE,
+        };
+        let size = entry.size();
+        let bytes = read_small(&mut entry, &at, size, cap)?;
         if !have_info && path != "header-info" {
             return Err(ArtifactError::format(format!(
                 "{member}: first entry must be 'header-info', found '{path}'"

@@ -287,10 +287,19 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// The largest key file read: a PEM RSA key of 8192 bits is under 7 KiB.
+pub const MAX_KEY_FILE_SIZE: u64 = 64 << 10;
+
 fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| SignatureError::ReadKey {
-        path: path.to_owned(),
-        error,
+    crate::fsutil::read_bounded(path, MAX_KEY_FILE_SIZE, "a key file").map_err(|e| match e {
+        crate::fsutil::ReadError::Io { source, .. } => SignatureError::ReadKey {
+            path: path.to_owned(),
+            error: source,
+        },
+        other => SignatureError::ReadKey {
+            path: path.to_owned(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
+        },
     })
 }
 

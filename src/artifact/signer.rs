@@ -7,6 +7,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::ArtifactError;
+use super::manifest::MAX_MANIFEST_SIZE;
 use super::reader::{Discard, ReadOptions, read_artifact};
 use super::signature::SigningKey;
 use super::writer::OuterTar;
@@ -44,9 +45,16 @@ pub fn sign_artifact(
             match name.as_str() {
                 "manifest" => {
                     let mut manifest = Vec::new();
-                    entry
+                    // Validated above, but the file may have changed since.
+                    (&mut entry)
+                        .take(MAX_MANIFEST_SIZE + 1)
                         .read_to_end(&mut manifest)
                         .map_err(|e| ArtifactError::io("reading manifest", e))?;
+                    if manifest.len() as u64 > MAX_MANIFEST_SIZE {
+                        return Err(ArtifactError::format(format!(
+                            "manifest: larger than the limit of {MAX_MANIFEST_SIZE} bytes"
+                        )));
+                    }
                     let sig = key
                         .sign(&manifest)
                         .map_err(|e| ArtifactError::Signature(e.to_string()))?;
