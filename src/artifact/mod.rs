@@ -14,6 +14,7 @@ pub mod reader;
 pub mod signature;
 #[cfg(feature = "writer")]
 pub mod signer;
+mod tar_guard;
 #[cfg(feature = "writer")]
 pub mod writer;
 

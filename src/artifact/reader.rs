@@ -16,6 +16,7 @@ use super::hashing::BackgroundHasher;
 use super::header::{self, ArtifactHeader, PayloadHeader, Script};
 use super::manifest::{self, Digest, MAX_MANIFEST_SIZE, Manifest};
 use super::signature::{self, VerifyKey};
+use super::tar_guard::TarGuard;
 use super::{ArtifactError, valid_payload_file_name};
 
 const MAX_VERSION_SIZE: u64 = 4 << 10;
@@ -188,7 +189,7 @@ impl<'o> Reader<'o> {
         input: R,
         handler: &mut dyn ArtifactHandler,
     ) -> Result<ReadReport, ArtifactError> {
-        let mut archive = tar::Archive::new(input);
+        let mut archive = tar::Archive::new(TarGuard::new(input));
         let entries = archive
             .entries()
             .map_err(|e| ArtifactError::io("reading artifact", e))?;
@@ -390,7 +391,7 @@ impl<'o> Reader<'o> {
         handler: &mut dyn ArtifactHandler,
     ) -> Result<(), ArtifactError> {
         let decoder = compression.decoder(member, entry)?;
-        let mut inner = tar::Archive::new(decoder);
+        let mut inner = tar::Archive::new(TarGuard::new(decoder));
         let mut names = BTreeSet::new();
         let files = inner
             .entries()
@@ -589,7 +590,7 @@ fn parse_header_tar(
     let mut have_type_info = false;
     let mut have_meta = false;
     let mut have_files = false;
-    let mut archive = tar::Archive::new(&plain[..]);
+    let mut archive = tar::Archive::new(TarGuard::new(&plain[..]));
     let entries = archive.entries().map_err(|e| inner_read_error(member, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| inner_read_error(member, e))?;

@@ -32,7 +32,7 @@ pub fn sign_artifact(
     let out_err = |e: std::io::Error| ArtifactError::io(format!("writing {}", output.display()), e);
     let tmp = fsutil::temp_beside(output, 0o666).map_err(out_err)?;
     {
-        let mut archive = tar::Archive::new(open(input)?);
+        let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(open(input)?));
         let entries = archive
             .entries()
             .map_err(|e| ArtifactError::io("reading artifact", e))?;

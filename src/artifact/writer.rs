@@ -319,9 +319,12 @@ fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>
     add("header-info", 0o644, header_info.to_string().as_bytes()).map_err(err)?;
     for script in &spec.scripts {
         // The whole header must stay under the reader's cap anyway.
-        let content =
-            fsutil::read_bounded(script, super::reader::MAX_HEADER_SIZE, "a state script")
-                .map_err(|e| ArtifactError::format(e.to_string()))?;
+        let content = fsutil::read_bounded(
+            script,
+            super::reader::MAX_HEADER_SIZE,
+            "a state script in the artifact header",
+        )
+        .map_err(|e| ArtifactError::format(e.to_string()))?;
         add(&format!("scripts/{}", file_name(script)?), 0o755, &content).map_err(err)?;
     }
     add(
