@@ -27,6 +27,9 @@ pub const MAX_HEADER_SIZE: u64 = 16 << 20;
 /// depends: a few hundred bytes in practice. Their cap also bounds what a
 /// commit can add to the store.
 pub const MAX_HEADER_JSON_SIZE: u64 = 1 << 20;
+/// Every script becomes a file on the device; real artifacts carry a few.
+/// (Distinct `<State>_<Action>_NN` names without a suffix number 1800.)
+pub const MAX_SCRIPTS: usize = 1000;
 /// Payload bytes are handed to the handler in chunks of this size (three of
 /// them in flight with the hashing thread). Hashing is the slowest stage of
 /// an uncompressed install; 128 KiB chunks halve its hand-overs against
@@ -590,6 +593,7 @@ fn parse_header_tar(
     let mut have_type_info = false;
     let mut have_meta = false;
     let mut have_files = false;
+    let mut script_names = BTreeSet::new();
     let mut archive = tar::Archive::new(TarGuard::new(&plain[..]));
     let entries = archive.entries().map_err(|e| inner_read_error(member, e))?;
     for entry in entries {
@@ -680,9 +684,14 @@ fn parse_header_tar(
                         script.escape_debug()
                     )));
                 }
-                if header.scripts.iter().any(|s| s.name == script) {
+                if !script_names.insert(script.to_string()) {
                     return Err(ArtifactError::format(format!(
                         "{member}: '{p}' appears twice"
+                    )));
+                }
+                if script_names.len() > MAX_SCRIPTS {
+                    return Err(ArtifactError::format(format!(
+                        "{member}: more than {MAX_SCRIPTS} state scripts"
                     )));
                 }
                 header.scripts.push(Script {

@@ -631,3 +631,32 @@ fn header_tar_with_an_oversized_pax_header_is_refused() {
     repack(&m, &bad);
     refused(&dev, &bad, &["header.tar.gz", "65536 allowed"]);
 }
+
+#[test]
+fn more_scripts_than_the_cap_are_refused() {
+    let dev = SimDevice::new();
+    let bad = with_header_edit(&dev, "many-scripts", &[], |entries| {
+        for i in 0..1001 {
+            entries.insert(
+                1,
+                (
+                    format!("scripts/ArtifactInstall_Enter_01_n{i}"),
+                    b"#!/bin/sh\n".to_vec(),
+                ),
+            );
+        }
+    });
+    refused(
+        &dev,
+        &bad,
+        &["header.tar.gz", "more than 1000 state scripts"],
+    );
+    assert!(
+        !dev.artifact_scripts.exists()
+            || std::fs::read_dir(&dev.artifact_scripts)
+                .expect("scripts dir")
+                .count()
+                == 0,
+        "scripts were stored"
+    );
+}
