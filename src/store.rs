@@ -23,6 +23,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Name a device has before anything was ever installed (as Mender).
 pub const UNKNOWN_ARTIFACT: &str = "unknown";
 
+/// The largest store file read. What we write stays far below: the
+/// provides are capped at 1 MiB after a commit
+/// (`artifact::depends::MAX_PROVIDES_SIZE`), stored twice at most (the
+/// provides and the update's record of the artifact), JSON-escaped.
+pub const MAX_STORE_SIZE: u64 = 16 << 20;
+/// The largest `artifact_info` read: two short `key=value` lines in practice.
+pub const MAX_ARTIFACT_INFO_SIZE: u64 = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
@@ -35,6 +43,8 @@ pub enum StoreError {
     TooNew { path: String, found: u32 },
     #[error("another mender-rs process is working on {0}")]
     Busy(String),
+    #[error("{0}")]
+    Read(#[from] fsutil::ReadError),
 }
 
 /// Everything the store holds.
@@ -98,15 +108,10 @@ impl Store {
     /// a write. [`Store::open`] is this plus the lock.
     pub fn read_only(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(STORE_FILE);
-        let (data, existed) = match std::fs::read(&path) {
+        let (data, existed) = match fsutil::read_bounded(&path, MAX_STORE_SIZE, "the store") {
             Ok(bytes) => (Self::parse(&path, &bytes)?, true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (StoreData::default(), false),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                });
-            }
+            Err(e) if e.is_not_found() => (StoreData::default(), false),
+            Err(e) => return Err(e.into()),
         };
         Ok(Store {
             path,
@@ -155,15 +160,28 @@ impl Store {
     pub fn effective_provides(&self, artifact_info: &Path) -> Provides {
         let mut provides = self.data.provides.clone();
         if !provides.contains_key("artifact_name") {
-            if let Ok(text) = std::fs::read_to_string(artifact_info) {
-                for line in text.lines() {
-                    if let Some((k, v)) = line.split_once('=') {
-                        let (k, v) = (k.trim(), v.trim());
-                        if (k == "artifact_name" || k == "artifact_group") && !v.is_empty() {
-                            provides
-                                .entry(k.to_string())
-                                .or_insert_with(|| v.to_string());
-                        }
+            // Unreadable, oversized or not a regular file: as if absent
+            // (the name is then `unknown`), with a warning.
+            let text = match fsutil::read_bounded_string(
+                artifact_info,
+                MAX_ARTIFACT_INFO_SIZE,
+                "artifact_info",
+            ) {
+                Ok(text) => text,
+                Err(e) => {
+                    if !e.is_not_found() {
+                        log::warn!("ignoring {e}");
+                    }
+                    String::new()
+                }
+            };
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    let (k, v) = (k.trim(), v.trim());
+                    if (k == "artifact_name" || k == "artifact_group") && !v.is_empty() {
+                        provides
+                            .entry(k.to_string())
+                            .or_insert_with(|| v.to_string());
                     }
                 }
             }

@@ -1867,6 +1867,27 @@ fn header_json_errors_are_refused() {
                 vec!["artifact_depends", "x"],
                 json!({}),
             ),
+            // Names, keys and values that would forge show-provides lines.
+            (
+                "artifact_name with a newline",
+                vec!["artifact_provides", "artifact_name"],
+                json!("ok\nrootfs-image.version=evil"),
+            ),
+            (
+                "artifact_group with an escape",
+                vec!["artifact_provides", "artifact_group"],
+                json!("g\u{1b}[2J"),
+            ),
+            (
+                "device_type with a newline",
+                vec!["artifact_depends", "device_type"],
+                json!(["a\nb"]),
+            ),
+            (
+                "artifact_depends key with '='",
+                vec!["artifact_depends", "a=b"],
+                json!("x"),
+            ),
         ] {
             doc(HI, what, j(set(info.clone(), &path, value)), &[HI]);
         }
@@ -1943,6 +1964,42 @@ fn header_json_errors_are_refused() {
                 "clears with a number",
                 vec!["clears_artifact_provides"],
                 json!(["a", 1]),
+                TI,
+            ),
+            (
+                "provides key with a newline",
+                vec!["artifact_provides"],
+                json!({"x\nartifact_name": "e"}),
+                TI,
+            ),
+            (
+                "provides value with a newline",
+                vec!["artifact_provides"],
+                json!({"a": "1\nartifact_name=evil3"}),
+                TI,
+            ),
+            (
+                "provides key with '='",
+                vec!["artifact_provides"],
+                json!({"a=b": "1"}),
+                TI,
+            ),
+            (
+                "provides value with a C1 control",
+                vec!["artifact_provides"],
+                json!({"a": "x\u{85}y"}),
+                TI,
+            ),
+            (
+                "depends key with DEL",
+                vec!["artifact_depends"],
+                json!({"a\u{7f}": "1"}),
+                TI,
+            ),
+            (
+                "clears with a newline",
+                vec!["clears_artifact_provides"],
+                json!(["a\nb"]),
                 TI,
             ),
             (

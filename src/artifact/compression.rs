@@ -22,6 +22,18 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 #[cfg(feature = "writer")]
 const ZSTD_WINDOW_LOG: u32 = 20;
 
+/// The most memory the xz decoder may take. mender-artifact 3.9 writes
+/// `--compression lzma` with a 64 MiB dictionary (`xz --list -vv`: 67174456
+/// bytes needed to decode); our writer uses 8 MiB. Dictionaries above 64 MiB
+/// (the next sizes are 96 MiB and 128 MiB) are refused: a 300 KB artifact
+/// may otherwise declare 1 GiB and take that much RAM from the device.
+pub const XZ_MEMLIMIT: u64 = 66 << 20;
+/// The largest zstd window accepted: 2^26 = 64 MiB, the same ceiling as
+/// xz. Our writer uses 1 MiB, `zstd -19` 8 MiB, mender-artifact's zstd
+/// levels (klauspost/compress) 8 MiB; `zstd --long` (128 MiB and up) is
+/// refused.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 26;
+
 impl Compression {
     /// Parses the names the command line accepts (`lzma` is mender-artifact's
     /// name for xz).
@@ -111,7 +123,17 @@ impl Compression {
         Ok(match self {
             Compression::None => Box::new(input),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(|e| ArtifactError::io(format!("{member}: xz decoder"), e.into()))?;
+                Box::new(MemoryLimited {
+                    inner: liblzma::read::XzDecoder::new_stream(input, stream),
+                    compression: self,
+                })
+            }
             Compression::Zstd => {
                 // A 32 KiB input buffer instead of the crate's 128 KiB: the
                 // input is already buffered below, and a device's RAM is
@@ -120,10 +142,13 @@ impl Compression {
                 let mut d = zstd::stream::read::Decoder::with_buffer(buffered)
                     .map_err(|e| ArtifactError::io(format!("{member}: zstd decoder"), e))?;
                 // Frames made with `zstd --long` may ask for up to 2 GiB of
-                // window; refuse beyond 128 MiB rather than exhaust a device.
-                d.window_log_max(27)
+                // window: refuse rather than exhaust a device.
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                     .map_err(|e| ArtifactError::io(format!("{member}: zstd decoder"), e))?;
-                Box::new(d)
+                Box::new(MemoryLimited {
+                    inner: d,
+                    compression: self,
+                })
             }
         })
     }
@@ -203,6 +228,56 @@ impl<W: Write> Write for Encoder<'_, W> {
             Encoder::Xz(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
+    }
+}
+
+/// A decoder whose "needs more memory than allowed" error is replaced by
+/// one that says what the limit is (the callers prefix the member name).
+struct MemoryLimited<R> {
+    inner: R,
+    compression: Compression,
+}
+
+impl<R: Read> Read for MemoryLimited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if is_memory_limit_error(self.compression, &e) {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    match self.compression {
+                        Compression::Xz => format!(
+                            "the xz stream needs more than the {} MiB of memory allowed to decode it (dictionary too large)",
+                            XZ_MEMLIMIT >> 20
+                        ),
+                        _ => format!(
+                            "the zstd frame's window is larger than the {} MiB allowed",
+                            (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+                        ),
+                    },
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn is_memory_limit_error(compression: Compression, e: &io::Error) -> bool {
+    match compression {
+        Compression::Xz => matches!(
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>()),
+            Some(liblzma::stream::Error::MemLimit)
+        ),
+        Compression::Zstd => {
+            // The zstd crate reports errors by libzstd's error name.
+            let code =
+                zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge
+                    as usize;
+            let name = zstd::zstd_safe::get_error_name(0usize.wrapping_sub(code));
+            e.to_string() == name
+        }
+        _ => false,
     }
 }
 

@@ -8,6 +8,12 @@
 use super::ArtifactError;
 use super::header::{ArtifactHeader, DependValue, Provides};
 
+/// The most the device's provides may take after a commit (keys and
+/// values, in bytes). Provides not cleared by an artifact are kept, so
+/// without a cap a series of artifacts could grow the store without end;
+/// real devices hold a few hundred bytes.
+pub const MAX_PROVIDES_SIZE: usize = 1 << 20;
+
 /// Checks that `header` may be installed on a device of `device_type` whose
 /// current provides are `provides`. The error names the first failed key.
 pub fn check_compatible(
@@ -41,6 +47,16 @@ pub fn check_compatible(
             }
             Some(_) => {}
         }
+    }
+    let size: usize = provides_after_commit(provides, header)
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_PROVIDES_SIZE {
+        return Err(ArtifactError::format(format!(
+            "the device's provides would take {size} bytes after this artifact, more than the {} allowed",
+            MAX_PROVIDES_SIZE
+        )));
     }
     Ok(())
 }
@@ -171,6 +187,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rootfs-image.checksum"), "{e}");
+    }
+
+    #[test]
+    fn provides_are_capped() {
+        let big = "x".repeat(MAX_PROVIDES_SIZE / 2);
+        let dev = provides(&[("artifact_name", "r1"), ("old.data", &big)]);
+        // Kept (not cleared) old provides count too.
+        let a = artifact("r2", None, Some(vec!["other.*"]), &[("new.data", &big)]);
+        let e = check_compatible(&a, "dev", &dev).unwrap_err().to_string();
+        assert!(e.contains("more than the 1048576 allowed"), "{e}");
+        let a = artifact("r2", None, None, &[("new.data", &big)]);
+        check_compatible(&a, "dev", &dev).unwrap();
     }
 
     #[test]

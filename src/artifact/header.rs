@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::ArtifactError;
+use super::{ArtifactError, check_text};
 
 /// A depends value: a single string or a list of accepted strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -204,7 +204,10 @@ pub fn parse_header_info_v2(
         .ok_or_else(|| ArtifactError::format("header-info: field 'updates' missing"))?;
     header.payloads = parse_payload_types(M, "updates", as_array(M, "updates", updates)?)?;
     header.name = match obj.get("artifact_name") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => {
+            check_text(M, "artifact_name", s, false)?;
+            s.clone()
+        }
         _ => {
             return Err(ArtifactError::format(
                 "header-info: artifact_name missing or empty",
@@ -363,6 +366,9 @@ fn check_meta_values(
         } else {
             format!("{path}.{k}")
         };
+        // Keys become file names and log text for Update Modules; '=' is
+        // harmless there (meta-data is never printed as key=value).
+        check_text(member, "meta-data key", &at, false)?;
         match val {
             Value::Object(inner) => check_meta_values(member, &at, inner)?,
             Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
@@ -456,7 +462,10 @@ fn string_list(member: &str, path: &str, v: &Value) -> Result<Vec<String>, Artif
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(s) => Ok(s.clone()),
+            Value::String(s) => {
+                check_text(member, &format!("{path}[{i}]"), s, false)?;
+                Ok(s.clone())
+            }
             other => Err(type_error(
                 member,
                 &format!("{path}[{i}]"),
@@ -474,7 +483,11 @@ fn string_map(
 ) -> Result<Provides, ArtifactError> {
     obj.iter()
         .map(|(k, v)| match v {
-            Value::String(s) => Ok((k.clone(), s.clone())),
+            Value::String(s) => {
+                check_text(member, &format!("{path} key"), k, true)?;
+                check_text(member, &format!("{path}.{k}"), s, false)?;
+                Ok((k.clone(), s.clone()))
+            }
             other => Err(type_error(
                 member,
                 &format!("{path}.{k}"),
@@ -492,9 +505,13 @@ fn depends_map(
 ) -> Result<Depends, ArtifactError> {
     obj.iter()
         .map(|(k, v)| {
+            check_text(member, &format!("{path} key"), k, true)?;
             let p = format!("{path}.{k}");
             let dv = match v {
-                Value::String(s) => DependValue::One(s.clone()),
+                Value::String(s) => {
+                    check_text(member, &p, s, false)?;
+                    DependValue::One(s.clone())
+                }
                 Value::Array(_) => DependValue::Any(string_list(member, &p, v)?),
                 other => {
                     return Err(type_error(

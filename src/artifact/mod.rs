@@ -14,6 +14,7 @@ pub mod reader;
 pub mod signature;
 #[cfg(feature = "writer")]
 pub mod signer;
+mod tar_guard;
 #[cfg(feature = "writer")]
 pub mod writer;
 
@@ -89,6 +90,44 @@ impl std::error::Error for ArtifactError {
             ArtifactError::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// What is wrong with `text` as a name, key or value taken from an artifact,
+/// if anything. These end up in `show-provides` output, whose `key=value`
+/// lines device scripts parse, and in logs: a control character (C0, DEL
+/// and C1, `char::is_control`) could forge a line or a terminal sequence,
+/// and `=` or an empty string in a key could forge a `key=value` split.
+pub fn text_problem(text: &str, is_key: bool) -> Option<String> {
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "contains the control character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    if is_key && text.is_empty() {
+        return Some("is empty".into());
+    }
+    if is_key && text.contains('=') {
+        return Some("contains '='".into());
+    }
+    None
+}
+
+/// [`text_problem`] as an artifact error naming `member` and `field`.
+pub fn check_text(
+    member: &str,
+    field: &str,
+    text: &str,
+    is_key: bool,
+) -> Result<(), ArtifactError> {
+    match text_problem(text, is_key) {
+        None => Ok(()),
+        Some(why) => Err(ArtifactError::format(format!(
+            "{member}: {field} '{text}' {why}",
+            // Display escapes what is quoted here.
+            text = text.escape_debug()
+        ))),
     }
 }
 
@@ -183,6 +222,32 @@ mod tests {
             parse_script_name("ArtifactInstall_Enter_01_a/b", ARTIFACT_SCRIPT_STATES).is_none()
         );
         assert!(parse_script_name("ArtifactInstall_Enter_ab", ARTIFACT_SCRIPT_STATES).is_none());
+    }
+
+    #[test]
+    fn artifact_text() {
+        assert!(text_problem("rootfs-image.version", true).is_none());
+        assert!(text_problem("a=b", false).is_none());
+        assert!(text_problem("ä ü", false).is_none());
+        assert!(text_problem("a=b", true).unwrap().contains("'='"));
+        assert!(text_problem("", true).unwrap().contains("empty"));
+        for bad in ["a\nb", "a\rb", "\0", "a\x7f", "a\u{85}b", "a\u{9b}b", "\t"] {
+            assert!(text_problem(bad, false).is_some(), "{bad:?}");
+        }
+        let e = check_text(
+            "header-info",
+            "artifact_provides key",
+            "x\nartifact_name",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.contains("artifact_provides key 'x\\nartifact_name'"),
+            "{e}"
+        );
+        assert!(e.contains("U+000A"), "{e}");
     }
 
     #[test]

@@ -16,12 +16,20 @@ use super::hashing::BackgroundHasher;
 use super::header::{self, ArtifactHeader, PayloadHeader, Script};
 use super::manifest::{self, Digest, MAX_MANIFEST_SIZE, Manifest};
 use super::signature::{self, VerifyKey};
+use super::tar_guard::TarGuard;
 use super::{ArtifactError, valid_payload_file_name};
 
 const MAX_VERSION_SIZE: u64 = 4 << 10;
 const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 /// Headers hold JSON and state scripts: a few KiB in practice.
 pub const MAX_HEADER_SIZE: u64 = 16 << 20;
+/// `header-info`, `type-info` and `files` hold names, provides and
+/// depends: a few hundred bytes in practice. Their cap also bounds what a
+/// commit can add to the store.
+pub const MAX_HEADER_JSON_SIZE: u64 = 1 << 20;
+/// Every script becomes a file on the device; real artifacts carry a few.
+/// (Distinct `<State>_<Action>_NN` names without a suffix number 1800.)
+pub const MAX_SCRIPTS: usize = 1000;
 /// Payload bytes are handed to the handler in chunks of this size (three of
 /// them in flight with the hashing thread). Hashing is the slowest stage of
 /// an uncompressed install; 128 KiB chunks halve its hand-overs against
@@ -184,7 +192,7 @@ impl<'o> Reader<'o> {
         input: R,
         handler: &mut dyn ArtifactHandler,
     ) -> Result<ReadReport, ArtifactError> {
-        let mut archive = tar::Archive::new(input);
+        let mut archive = tar::Archive::new(TarGuard::new(input));
         let entries = archive
             .entries()
             .map_err(|e| ArtifactError::io("reading artifact", e))?;
@@ -386,7 +394,7 @@ impl<'o> Reader<'o> {
         handler: &mut dyn ArtifactHandler,
     ) -> Result<(), ArtifactError> {
         let decoder = compression.decoder(member, entry)?;
-        let mut inner = tar::Archive::new(decoder);
+        let mut inner = tar::Archive::new(TarGuard::new(decoder));
         let mut names = BTreeSet::new();
         let files = inner
             .entries()
@@ -585,7 +593,8 @@ fn parse_header_tar(
     let mut have_type_info = false;
     let mut have_meta = false;
     let mut have_files = false;
-    let mut archive = tar::Archive::new(&plain[..]);
+    let mut script_names = BTreeSet::new();
+    let mut archive = tar::Archive::new(TarGuard::new(&plain[..]));
     let entries = archive.entries().map_err(|e| inner_read_error(member, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| inner_read_error(member, e))?;
@@ -608,10 +617,12 @@ fn parse_header_tar(
             )));
         }
         let at = format!("{member}: {path}");
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| inner_read_error(&at, e))?;
+        let cap = match path.as_str() {
+            "header-info" | "headers/0000/type-info" | "headers/0000/files" => MAX_HEADER_JSON_SIZE,
+            _ => MAX_HEADER_SIZE,
+        };
+        let size = entry.size();
+        let bytes = read_small(&mut entry, &at, size, cap)?;
         if !have_info && path != "header-info" {
             return Err(ArtifactError::format(format!(
                 "{member}: first entry must be 'header-info', found '{path}'"
@@ -673,9 +684,14 @@ fn parse_header_tar(
                         script.escape_debug()
                     )));
                 }
-                if header.scripts.iter().any(|s| s.name == script) {
+                if !script_names.insert(script.to_string()) {
                     return Err(ArtifactError::format(format!(
                         "{member}: '{p}' appears twice"
+                    )));
+                }
+                if script_names.len() > MAX_SCRIPTS {
+                    return Err(ArtifactError::format(format!(
+                        "{member}: more than {MAX_SCRIPTS} state scripts"
                     )));
                 }
                 header.scripts.push(Script {

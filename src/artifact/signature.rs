@@ -287,10 +287,24 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// The largest key file read: a PEM RSA key of 8192 bits is under 7 KiB.
+pub const MAX_KEY_FILE_SIZE: u64 = 64 << 10;
+
 fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| SignatureError::ReadKey {
+    use crate::fsutil::ReadError;
+    let read_key = |error| SignatureError::ReadKey {
         path: path.to_owned(),
         error,
+    };
+    let invalid = |msg: String| read_key(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+    crate::fsutil::read_bounded(path, MAX_KEY_FILE_SIZE, "a key file").map_err(|e| match e {
+        ReadError::Io { source, .. } => read_key(source),
+        ReadError::NotRegular { kind, .. } => invalid(format!("it is {kind}, not a regular file")),
+        ReadError::TooLarge {
+            size, cap, what, ..
+        } => invalid(format!(
+            "{size} bytes, more than the {cap} allowed for {what}"
+        )),
     })
 }
 

@@ -7,6 +7,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::ArtifactError;
+use super::manifest::MAX_MANIFEST_SIZE;
 use super::reader::{Discard, ReadOptions, read_artifact};
 use super::signature::SigningKey;
 use super::writer::OuterTar;
@@ -31,7 +32,7 @@ pub fn sign_artifact(
     let out_err = |e: std::io::Error| ArtifactError::io(format!("writing {}", output.display()), e);
     let tmp = fsutil::temp_beside(output, 0o666).map_err(out_err)?;
     {
-        let mut archive = tar::Archive::new(open(input)?);
+        let mut archive = tar::Archive::new(super::tar_guard::TarGuard::new(open(input)?));
         let entries = archive
             .entries()
             .map_err(|e| ArtifactError::io("reading artifact", e))?;
@@ -44,9 +45,16 @@ pub fn sign_artifact(
             match name.as_str() {
                 "manifest" => {
                     let mut manifest = Vec::new();
-                    entry
+                    // Validated above, but the file may have changed since.
+                    (&mut entry)
+                        .take(MAX_MANIFEST_SIZE + 1)
                         .read_to_end(&mut manifest)
                         .map_err(|e| ArtifactError::io("reading manifest", e))?;
+                    if manifest.len() as u64 > MAX_MANIFEST_SIZE {
+                        return Err(ArtifactError::format(format!(
+                            "manifest: larger than the limit of {MAX_MANIFEST_SIZE} bytes"
+                        )));
+                    }
                     let sig = key
                         .sign(&manifest)
                         .map_err(|e| ArtifactError::Signature(e.to_string()))?;

@@ -18,7 +18,9 @@ use super::compression::Compression;
 use super::header::{DependValue, Depends, Provides};
 use super::manifest::{self, Digest};
 use super::signature::SigningKey;
-use super::{ARTIFACT_SCRIPT_STATES, ArtifactError, parse_script_name, valid_payload_file_name};
+use super::{
+    ARTIFACT_SCRIPT_STATES, ArtifactError, check_text, parse_script_name, valid_payload_file_name,
+};
 use crate::fsutil;
 
 /// The `version` member exactly as mender-artifact writes it.
@@ -178,6 +180,47 @@ fn validate_spec(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
             ));
         }
     }
+    check_spec_text(spec)
+}
+
+/// The reader refuses control characters in every name, key and value and
+/// '=' in keys: never write what it would refuse.
+fn check_spec_text(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
+    const W: &str = "artifact";
+    check_text(W, "name", &spec.name, false)?;
+    for d in &spec.device_types {
+        check_text(W, "device type", d, false)?;
+    }
+    if let Some(g) = &spec.provides_group {
+        check_text(W, "provides group", g, false)?;
+    }
+    for n in spec
+        .depends_artifact_names
+        .iter()
+        .chain(&spec.depends_groups)
+    {
+        check_text(W, "depends", n, false)?;
+    }
+    if let Some(t) = &spec.payload_type {
+        check_text(W, "payload type", t, false)?;
+    }
+    for (k, v) in &spec.type_provides {
+        check_text(W, "provides key", k, true)?;
+        check_text(W, &format!("provides {k}"), v, false)?;
+    }
+    for (k, v) in &spec.type_depends {
+        check_text(W, "depends key", k, true)?;
+        let values = match v {
+            DependValue::One(one) => std::slice::from_ref(one),
+            DependValue::Any(list) => &list[..],
+        };
+        for one in values {
+            check_text(W, &format!("depends {k}"), one, false)?;
+        }
+    }
+    for c in spec.clears_provides.iter().flatten() {
+        check_text(W, "clears_provides", c, false)?;
+    }
     Ok(())
 }
 
@@ -275,8 +318,13 @@ fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>
     };
     add("header-info", 0o644, header_info.to_string().as_bytes()).map_err(err)?;
     for script in &spec.scripts {
-        let content = std::fs::read(script)
-            .map_err(|e| ArtifactError::io(format!("reading {}", script.display()), e))?;
+        // The whole header must stay under the reader's cap anyway.
+        let content = fsutil::read_bounded(
+            script,
+            super::reader::MAX_HEADER_SIZE,
+            "a state script in the artifact header",
+        )
+        .map_err(|e| ArtifactError::format(e.to_string()))?;
         add(&format!("scripts/{}", file_name(script)?), 0o755, &content).map_err(err)?;
     }
     add(

@@ -339,7 +339,11 @@ fn write_module(a: ModuleArgs, compression: Option<Compression>) -> Result<i32> 
     let mut spec = common_spec(&a.common, &a.payload_type, false, compression)?;
     spec.files = a.files.clone();
     if let Some(path) = &a.meta_data {
-        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = crate::fsutil::read_bounded(
+            path,
+            crate::artifact::reader::MAX_HEADER_SIZE,
+            "a meta-data file",
+        )?;
         let parsed = crate::artifact::header::parse_meta_data(&path.display().to_string(), &text)?;
         spec.meta_data = parsed;
     }

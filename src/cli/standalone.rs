@@ -91,20 +91,43 @@ pub fn rollback(config: &Config) -> Result<i32> {
 
 pub fn show_artifact(config: &Config) -> Result<i32> {
     let store = Store::read_only(&config.data_dir)?;
-    println!(
-        "{}",
-        store.effective_provides(&config.artifact_info_file)["artifact_name"]
-    );
+    let provides = store.effective_provides(&config.artifact_info_file);
+    let name = provides
+        .get("artifact_name")
+        .map(String::as_str)
+        .unwrap_or(crate::store::UNKNOWN_ARTIFACT);
+    check_printable("artifact_name", name, false)?;
+    println!("{name}");
     Ok(EXIT_OK)
 }
 
 pub fn show_provides(config: &Config) -> Result<i32> {
     let store = Store::read_only(&config.data_dir)?;
+    // Everything is checked before the first line goes out: scripts that
+    // parse this output get all of it or an error, never a forged line.
+    for (k, v) in store.provides() {
+        check_printable(k, k, true)?;
+        check_printable(k, v, false)?;
+    }
     let mut out = std::io::stdout().lock();
     for (k, v) in store.provides() {
         writeln!(out, "{k}={v}")?;
     }
     Ok(EXIT_OK)
+}
+
+/// Refuses a stored key or value that would print as more than one
+/// `key=value` line (the reader refuses such artifacts; an older version
+/// or a hand edit may still have stored one).
+fn check_printable(key: &str, text: &str, is_key: bool) -> Result<()> {
+    match crate::artifact::text_problem(text, is_key) {
+        None => Ok(()),
+        Some(why) => anyhow::bail!(
+            "stored provide {}'{}' {why}: refusing to print it",
+            if is_key { "key " } else { "" },
+            if is_key { text } else { key }.escape_debug()
+        ),
+    }
 }
 
 /// A local file, or an http(s) URL streamed straight into the installer.
