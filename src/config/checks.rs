@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::keys::*;
-use super::syntax::{Checker, Setting, Value};
+use super::syntax::{Checker, Layer, Setting, Value};
 use super::{BootEnvType, ConfigError};
 
 /// Largest accepted number of seconds (about 136 years), so that adding a
@@ -130,8 +130,6 @@ impl Checker<'_> {
                 }
                 Setting::Str(s.to_string())
             }
-            // Handled by `object`.
-            Kind::Object(_) => return Err(self.type_error(path, "an object", value)),
         })
     }
 
@@ -150,11 +148,11 @@ impl Checker<'_> {
             let Value::Object(fields) = item else {
                 return Err(self.type_error(item_key, "an object", item));
             };
-            let url_key = format!("{item_key}.{SERVER_URL}");
+            let url_key = format!("{item_key}.{}", SERVER_URL.path);
             let mut url = None;
             let mut first: Option<&str> = None;
             for (name, field) in fields {
-                if !name.eq_ignore_ascii_case(SERVER_URL) {
+                if !name.eq_ignore_ascii_case(SERVER_URL.path) {
                     self.warnings.push(format!(
                         "{}: {item_key}.{name}: unknown configuration key, ignored",
                         self.file
@@ -233,6 +231,53 @@ pub(super) fn check_partition_path(part: &Path, data_dir: &Path) -> Result<(), S
             part.display(),
             data_dir.display()
         ));
+    }
+    Ok(())
+}
+
+/// The rules between keys, once the files are merged: keys that exclude
+/// each other, the rootfs partitions, the reboot command. Checked in this
+/// order, so the first problem found is the one reported.
+pub(super) fn across_keys(layer: &Layer, data_dir: &Path) -> Result<(), ConfigError> {
+    let conflict = |key: &Key, other_key: &Key| {
+        let file = layer.file(key).to_string();
+        let other = layer.file(other_key);
+        ConfigError::Conflict {
+            other_file: (other != file).then(|| other.to_string()),
+            file,
+            key: key.path,
+            other_key: other_key.path,
+        }
+    };
+    if layer.non_empty(&SERVER_URL).is_some() && !layer.urls(&SERVERS).is_empty() {
+        return Err(conflict(&SERVER_URL, &SERVERS));
+    }
+    if layer.opt_path(&ARTIFACT_VERIFY_KEY).is_some()
+        && !layer.paths(&ARTIFACT_VERIFY_KEYS).is_empty()
+    {
+        return Err(conflict(&ARTIFACT_VERIFY_KEY, &ARTIFACT_VERIFY_KEYS));
+    }
+
+    for key in [&ROOTFS_PART_A, &ROOTFS_PART_B] {
+        if let Some(part) = layer.opt_path(key) {
+            check_partition_path(&part, data_dir).map_err(|message| ConfigError::Invalid {
+                file: layer.file(key).to_string(),
+                key: key.path.to_string(),
+                message,
+            })?;
+        }
+    }
+
+    // split_whitespace would find no program, and that only when the
+    // daemon reboots into an installed update.
+    if let Some(command) = layer.non_empty(&REBOOT_COMMAND)
+        && command.trim().is_empty()
+    {
+        return Err(ConfigError::Invalid {
+            file: layer.file(&REBOOT_COMMAND).to_string(),
+            key: REBOOT_COMMAND.path.to_string(),
+            message: "only white space: no command (leave it out for the default, reboot)".into(),
+        });
     }
     Ok(())
 }

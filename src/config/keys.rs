@@ -1,7 +1,14 @@
-//! The key table: every key the client knows, with its type.
+//! The key table: every key the client knows, declared once with its
+//! type, its default and the line `docs/configuration.md` gives it.
 //!
-//! Separate so that a key is looked up in one place; the syntax walk
-//! (`syntax.rs`) and the value checks (`checks.rs`) follow it.
+//! Everything else follows this table: the syntax walk looks keys up here
+//! (`syntax.rs`), so a key not in it is warned about as unknown; the checks
+//! of a value follow its [`Kind`] (`checks.rs`); the defaults of
+//! [`super::Config`] come from [`Key::default`]; and a unit test holds the
+//! tables of `docs/configuration.md` to it. Separate from the syntax and the
+//! checks because it is the one list a newcomer reads to learn the keys.
+
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
@@ -27,144 +34,336 @@ pub(super) enum Kind {
     BootEnv,
     /// `rsa3072`, `ed25519` or `ecdsa-p256` (and their aliases).
     KeyType,
-    Object(&'static [Key]),
 }
 
-#[derive(Debug)]
-pub(super) struct Key {
-    /// Canonical spelling within its object.
-    pub(super) name: &'static str,
-    /// Canonical full name, as used in messages and in [`Layer`].
-    pub(super) path: &'static str,
-    pub(super) kind: Kind,
+/// What applies when a key is not set (or set to `null`, an empty string
+/// where empty means "not set", or 0 seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DefaultValue {
+    /// Nothing: the feature is off or the key is optional.
+    None,
+    /// A number (seconds or a count).
+    Number(u64),
+    Bool(bool),
+    /// A string or path; the empty string renders as "empty".
+    Text(&'static str),
+    /// A path under the data directory.
+    InDataDir(&'static str),
+    /// Not a value of the configuration: decided where it is used. The text
+    /// is the default column of the documentation.
+    Described(&'static str),
 }
 
-pub(super) const fn key(name: &'static str, kind: Kind) -> Key {
-    Key {
-        name,
-        path: name,
-        kind,
+impl DefaultValue {
+    /// The number, for [`Kind::Seconds`] and [`Kind::Count`] keys.
+    pub(super) fn number(self) -> u64 {
+        match self {
+            DefaultValue::Number(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// The string, for [`Kind::OptText`] keys with a default.
+    pub(super) fn text(self) -> &'static str {
+        match self {
+            DefaultValue::Text(text) => text,
+            _ => "",
+        }
+    }
+
+    /// The path, for [`Kind::Path`] keys.
+    pub(super) fn path(self, data_dir: &Path) -> PathBuf {
+        match self {
+            DefaultValue::Text(path) => PathBuf::from(path),
+            DefaultValue::InDataDir(path) => data_dir.join(path),
+            _ => PathBuf::new(),
+        }
     }
 }
 
-pub(super) const fn sub(name: &'static str, path: &'static str, kind: Kind) -> Key {
-    Key { name, path, kind }
+/// One key of the configuration.
+#[derive(Debug)]
+pub(super) struct Key {
+    /// Canonical full name, as used in messages and in the merged settings:
+    /// `HttpsClient.Key` for the key `Key` of the object `HttpsClient`.
+    pub(super) path: &'static str,
+    pub(super) kind: Kind,
+    pub(super) default: DefaultValue,
 }
 
-pub(super) const SERVER_URL: &str = "ServerURL";
-pub(super) const SERVERS: &str = "Servers";
-pub(super) const TENANT_TOKEN: &str = "TenantToken";
-pub(super) const SERVER_CERTIFICATE: &str = "ServerCertificate";
-pub(super) const SKIP_VERIFY: &str = "SkipVerify";
-pub(super) const HTTPS_CERTIFICATE: &str = "HttpsClient.Certificate";
-pub(super) const HTTPS_KEY: &str = "HttpsClient.Key";
-pub(super) const HTTPS_SSL_ENGINE: &str = "HttpsClient.SSLEngine";
-pub(super) const AUTH_PRIVATE_KEY: &str = "Security.AuthPrivateKey";
-pub(super) const UPDATE_POLL: &str = "UpdatePollIntervalSeconds";
-pub(super) const INVENTORY_POLL: &str = "InventoryPollIntervalSeconds";
-pub(super) const RETRY_POLL: &str = "RetryPollIntervalSeconds";
-pub(super) const RETRY_POLL_COUNT: &str = "RetryPollCount";
-pub(super) const STATE_SCRIPT_TIMEOUT: &str = "StateScriptTimeoutSeconds";
-pub(super) const STATE_SCRIPT_RETRY_INTERVAL: &str = "StateScriptRetryIntervalSeconds";
-pub(super) const STATE_SCRIPT_RETRY_TIMEOUT: &str = "StateScriptRetryTimeoutSeconds";
-pub(super) const MODULE_TIMEOUT: &str = "ModuleTimeoutSeconds";
-pub(super) const ARTIFACT_VERIFY_KEY: &str = "ArtifactVerifyKey";
-pub(super) const ARTIFACT_VERIFY_KEYS: &str = "ArtifactVerifyKeys";
-pub(super) const ROOTFS_PART_A: &str = "RootfsPartA";
-pub(super) const ROOTFS_PART_B: &str = "RootfsPartB";
-pub(super) const BOOT_SET_ACTIVE: &str = "BootUtilitiesSetActivePart";
-pub(super) const BOOT_GET_NEXT_ACTIVE: &str = "BootUtilitiesGetNextActivePart";
-pub(super) const DEVICE_TYPE_FILE: &str = "DeviceTypeFile";
-pub(super) const DBUS_ENABLED: &str = "DBus.Enabled";
-pub(super) const UCM_EXPIRATION: &str = "UpdateControlMapExpirationTimeSeconds";
-pub(super) const UCM_BOOT_EXPIRATION: &str = "UpdateControlMapBootExpirationTimeSeconds";
-pub(super) const DAEMON_LOG_LEVEL: &str = "DaemonLogLevel";
-pub(super) const ROOTFS_SCRIPTS_PATH: &str = "RootfsScriptsPath";
-pub(super) const ARTIFACT_SCRIPTS_PATH: &str = "ArtifactScriptsPath";
-pub(super) const MODULES_PATH: &str = "ModulesPath";
-pub(super) const MODULES_WORK_PATH: &str = "ModulesWorkPath";
-pub(super) const BOOT_ENV_TYPE: &str = "BootEnvType";
-pub(super) const BOOT_ENV_CONFIG: &str = "BootEnvConfig";
-pub(super) const GRUB_ENV_DIR: &str = "GrubEnvDir";
-pub(super) const IDENTITY_SCRIPT: &str = "IdentityScript";
-pub(super) const INVENTORY_SCRIPTS_PATH: &str = "InventoryScriptsPath";
-pub(super) const RETRY_DOWNLOAD_COUNT: &str = "RetryDownloadCount";
-pub(super) const REBOOT_COMMAND: &str = "RebootCommand";
-pub(super) const REBOOT_TIMEOUT: &str = "RebootTimeoutSeconds";
-pub(super) const DEVICE_KEY_TYPE: &str = "DeviceKeyType";
+/// Declares each key once: a constant named after it, its place in
+/// [`KEYS`], and (for the documentation test only, so the text stays out
+/// of the binary) its line in `docs/configuration.md`.
+macro_rules! keys {
+    ($($constant:ident = $path:literal, $kind:ident, $default:expr, $doc:literal;)*) => {
+        $(
+            pub(super) const $constant: Key = Key {
+                path: $path,
+                kind: Kind::$kind,
+                default: $default,
+            };
+        )*
 
-pub(super) const HTTPS_CLIENT_KEYS: &[Key] = &[
-    sub("Certificate", HTTPS_CERTIFICATE, Kind::OptPath),
-    sub("Key", HTTPS_KEY, Kind::OptPath),
-    sub("SSLEngine", HTTPS_SSL_ENGINE, Kind::OptText),
-];
+        /// Every key this client knows.
+        pub(super) const KEYS: &[Key] = &[$($constant),*];
 
-pub(super) const SECURITY_KEYS: &[Key] = &[
-    sub("AuthPrivateKey", AUTH_PRIVATE_KEY, Kind::OptPath),
-    sub("SSLEngine", "Security.SSLEngine", Kind::OptText),
-];
+        /// Each key's description in `docs/configuration.md`.
+        #[cfg(test)]
+        pub(super) const DOCS: &[(&str, &str)] = &[$(($path, $doc)),*];
+    };
+}
 
-pub(super) const CONNECTIVITY_KEYS: &[Key] = &[
-    sub(
-        "DisableKeepAlive",
-        "Connectivity.DisableKeepAlive",
-        Kind::Bool,
-    ),
-    sub(
-        "IdleConnTimeoutSeconds",
-        "Connectivity.IdleConnTimeoutSeconds",
-        Kind::Seconds,
-    ),
-];
+use DefaultValue::{Bool, Described, InDataDir, None as Unset, Number, Text};
 
-pub(super) const DBUS_KEYS: &[Key] = &[sub("Enabled", DBUS_ENABLED, Kind::Bool)];
+keys! {
+    // Both modes
+    ROOTFS_PART_A = "RootfsPartA", OptPath, Unset,
+        "A/B root partition A (a block device; a regular file works too, for simulation)";
+    ROOTFS_PART_B = "RootfsPartB", OptPath, Unset, "A/B root partition B";
+    DEVICE_TYPE_FILE = "DeviceTypeFile", Path, InDataDir("device_type"), "`device_type=<name>`";
+    ARTIFACT_VERIFY_KEY = "ArtifactVerifyKey", OptPath, Unset,
+        "a PEM public key; with any set, unsigned artifacts are refused";
+    ARTIFACT_VERIFY_KEYS = "ArtifactVerifyKeys", PathList, Unset,
+        "a list of them, any of which may sign; not together with `ArtifactVerifyKey`";
+    STATE_SCRIPT_TIMEOUT = "StateScriptTimeoutSeconds", Seconds, Number(3600), "per script";
+    STATE_SCRIPT_RETRY_INTERVAL = "StateScriptRetryIntervalSeconds", Seconds, Number(60),
+        "after exit 21";
+    STATE_SCRIPT_RETRY_TIMEOUT = "StateScriptRetryTimeoutSeconds", Seconds, Number(1800),
+        "total retry window";
+    MODULE_TIMEOUT = "ModuleTimeoutSeconds", Seconds, Number(14400), "per Update Module call";
+    ROOTFS_SCRIPTS_PATH = "RootfsScriptsPath", Path, Text("/etc/mender/scripts"),
+        "Idle, Sync, Download scripts";
+    ARTIFACT_SCRIPTS_PATH = "ArtifactScriptsPath", Path, InDataDir("scripts"),
+        "the artifact's scripts, replaced at each install";
+    MODULES_PATH = "ModulesPath", Path, Text("/usr/share/mender/modules/v3"), "Update Modules";
+    MODULES_WORK_PATH = "ModulesWorkPath", Path, InDataDir("modules/v3"), "their file trees";
+    BOOT_ENV_TYPE = "BootEnvType", BootEnv, Text("uboot"),
+        "`uboot` (native, libubootenv's format), `grub` (native, the two-copy grubenv layout), `tools` (runs the two commands below)";
+    BOOT_ENV_CONFIG = "BootEnvConfig", Path, Text("/etc/fw_env.config"),
+        "where the U-Boot environment lives (one line, or two for redundant copies)";
+    GRUB_ENV_DIR = "GrubEnvDir", OptPath,
+        Described("first of `/boot/efi/grub-mender-grubenv`, `/boot/grub/grub-mender-grubenv`, `/boot/efi/EFI/BOOT`, `/boot/grub` holding `mender_grubenv1`"),
+        "the GRUB environment copies";
+    BOOT_GET_NEXT_ACTIVE = "BootUtilitiesGetNextActivePart", OptText, Described("`fw_printenv`"),
+        "with `BootEnvType` `tools`, reads the environment, for storage not handled natively (MTD, UBI)";
+    BOOT_SET_ACTIVE = "BootUtilitiesSetActivePart", OptText, Described("`fw_setenv`"),
+        "with `BootEnvType` `tools`, writes it";
+    // Managed mode
+    SERVER_URL = "ServerURL", Url, Unset, "the server";
+    SERVERS = "Servers", ServerList, Unset,
+        "instead of `ServerURL`, a fail-over list `[{\"ServerURL\": ...}, ...]` tried in order";
+    TENANT_TOKEN = "TenantToken", Text, Text(""), "sent with the auth request";
+    SERVER_CERTIFICATE = "ServerCertificate", OptPath, Unset,
+        "a PEM CA or server certificate trusted besides the system store";
+    SKIP_VERIFY = "SkipVerify", Bool, Bool(false),
+        "no certificate checks (logged loudly at every start)";
+    HTTPS_CERTIFICATE = "HttpsClient.Certificate", OptPath, Unset,
+        "client certificate for mutual TLS, with `HttpsClient.Key`; its key also signs auth requests unless `Security.AuthPrivateKey` is set";
+    HTTPS_KEY = "HttpsClient.Key", OptPath, Unset, "the key of that certificate";
+    AUTH_PRIVATE_KEY = "Security.AuthPrivateKey", OptPath, Unset,
+        "the device key to use instead of `<data>/mender-agent.pem`";
+    UPDATE_POLL = "UpdatePollIntervalSeconds", Seconds, Number(1800), "how often to ask for an update";
+    INVENTORY_POLL = "InventoryPollIntervalSeconds", Seconds, Number(28800),
+        "how often to send the inventory";
+    RETRY_POLL = "RetryPollIntervalSeconds", Seconds, Number(300),
+        "the back-off after a failed request";
+    RETRY_POLL_COUNT = "RetryPollCount", Count, Number(0),
+        "attempts at each back-off interval; 0 means automatic";
+    RETRY_DOWNLOAD_COUNT = "RetryDownloadCount", Count, Number(10),
+        "resume attempts of a broken download without progress";
+    IDENTITY_SCRIPT = "IdentityScript", Path,
+        Text("/usr/share/mender/identity/mender-device-identity"), "prints the device identity";
+    INVENTORY_SCRIPTS_PATH = "InventoryScriptsPath", Path, Text("/usr/share/mender/inventory"),
+        "runs every `mender-inventory-*`";
+    DAEMON_LOG_LEVEL = "DaemonLogLevel", OptText, Described("info"), "`--log-level` wins";
+    DBUS_ENABLED = "DBus.Enabled", Bool, Bool(true), "the D-Bus API, when the bus is there";
+    UCM_EXPIRATION = "UpdateControlMapExpirationTimeSeconds", Seconds,
+        Described("twice `UpdatePollIntervalSeconds`"), "how long an update control map holds";
+    UCM_BOOT_EXPIRATION = "UpdateControlMapBootExpirationTimeSeconds", Seconds, Number(600),
+        "how long the maps kept over a restart hold";
+    DEVICE_KEY_TYPE = "DeviceKeyType", KeyType, Text("rsa3072"),
+        "(ours) the key generated on first start: `rsa3072`, `ed25519`, `ecdsa-p256`";
+    REBOOT_COMMAND = "RebootCommand", OptText, Text("reboot"),
+        "(ours) how the daemon reboots into (or back from) a rootfs update; white space alone is an error";
+    REBOOT_TIMEOUT = "RebootTimeoutSeconds", Seconds, Number(300),
+        "(ours) deadline of `RebootCommand`; a command that hangs or fails takes the failure path (rollback, `failure` reported)";
+    // Accepted and checked, not used
+    HTTPS_SSL_ENGINE = "HttpsClient.SSLEngine", OptText, Unset, "accepted and checked, not used";
+    SECURITY_SSL_ENGINE = "Security.SSLEngine", OptText, Unset, "accepted and checked, not used";
+    DISABLE_KEEP_ALIVE = "Connectivity.DisableKeepAlive", Bool, Unset,
+        "accepted and checked, not used";
+    IDLE_CONN_TIMEOUT = "Connectivity.IdleConnTimeoutSeconds", Seconds, Unset,
+        "accepted and checked, not used";
+    UPDATE_LOG_PATH = "UpdateLogPath", OptPath, Unset, "accepted and checked, not used";
+    DEVICE_TIER = "DeviceTier", OptText, Unset, "accepted and checked, not used";
+    UCM_POLL = "UpdateControlMapPollIntervalSeconds", Seconds, Unset,
+        "accepted and checked, not used";
+}
 
-/// Every top-level key this client knows.
-pub(super) const KEYS: &[Key] = &[
-    key(SERVER_URL, Kind::Url),
-    key(SERVERS, Kind::ServerList),
-    key(TENANT_TOKEN, Kind::Text),
-    key(SERVER_CERTIFICATE, Kind::OptPath),
-    key(SKIP_VERIFY, Kind::Bool),
-    key("HttpsClient", Kind::Object(HTTPS_CLIENT_KEYS)),
-    key("Security", Kind::Object(SECURITY_KEYS)),
-    key("Connectivity", Kind::Object(CONNECTIVITY_KEYS)),
-    key(UPDATE_POLL, Kind::Seconds),
-    key(INVENTORY_POLL, Kind::Seconds),
-    key(RETRY_POLL, Kind::Seconds),
-    key(RETRY_POLL_COUNT, Kind::Count),
-    key(RETRY_DOWNLOAD_COUNT, Kind::Count),
-    key(STATE_SCRIPT_TIMEOUT, Kind::Seconds),
-    key(STATE_SCRIPT_RETRY_INTERVAL, Kind::Seconds),
-    key(STATE_SCRIPT_RETRY_TIMEOUT, Kind::Seconds),
-    key(MODULE_TIMEOUT, Kind::Seconds),
-    key(ARTIFACT_VERIFY_KEY, Kind::OptPath),
-    key(ARTIFACT_VERIFY_KEYS, Kind::PathList),
-    key(ROOTFS_PART_A, Kind::OptPath),
-    key(ROOTFS_PART_B, Kind::OptPath),
-    key(BOOT_SET_ACTIVE, Kind::OptText),
-    key(BOOT_GET_NEXT_ACTIVE, Kind::OptText),
-    key(DEVICE_TYPE_FILE, Kind::Path),
-    key("UpdateLogPath", Kind::OptPath),
-    key("DBus", Kind::Object(DBUS_KEYS)),
-    key(UCM_EXPIRATION, Kind::Seconds),
-    key(UCM_BOOT_EXPIRATION, Kind::Seconds),
-    key("UpdateControlMapPollIntervalSeconds", Kind::Seconds),
-    key(DAEMON_LOG_LEVEL, Kind::OptText),
-    key("DeviceTier", Kind::OptText),
-    key(ROOTFS_SCRIPTS_PATH, Kind::Path),
-    key(ARTIFACT_SCRIPTS_PATH, Kind::Path),
-    key(MODULES_PATH, Kind::Path),
-    key(MODULES_WORK_PATH, Kind::Path),
-    key(BOOT_ENV_TYPE, Kind::BootEnv),
-    key(BOOT_ENV_CONFIG, Kind::Path),
-    key(GRUB_ENV_DIR, Kind::OptPath),
-    key(IDENTITY_SCRIPT, Kind::Path),
-    key(INVENTORY_SCRIPTS_PATH, Kind::Path),
-    key(REBOOT_COMMAND, Kind::OptText),
-    key(REBOOT_TIMEOUT, Kind::Seconds),
-    key(DEVICE_KEY_TYPE, Kind::KeyType),
-];
+/// What a name in the configuration is.
+pub(super) enum Found {
+    Key(&'static Key),
+    /// An object holding keys (`HttpsClient`), by its canonical full name.
+    Object(&'static str),
+}
 
-// ---------------------------------------------------------------------------
-// Semantics: one file's settings, and merging them
+/// The key or object called `name` (in any case) inside the object whose
+/// canonical full name is `prefix` followed by `.` (`prefix` empty at the
+/// top).
+pub(super) fn find(prefix: &str, name: &str) -> Option<Found> {
+    KEYS.iter().find_map(|key| {
+        let rest = key.path.strip_prefix(prefix)?;
+        let (first, nested) = match rest.split_once('.') {
+            Some((first, _)) => (first, true),
+            None => (rest, false),
+        };
+        if !first.eq_ignore_ascii_case(name) {
+            return None;
+        }
+        Some(if nested {
+            Found::Object(&key.path[..prefix.len() + first.len()])
+        } else {
+            Found::Key(key)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration reference, held to this table.
+    const DOC: &str = include_str!("../../docs/configuration.md");
+
+    /// How the default column of `docs/configuration.md` shows a default.
+    fn rendered(default: DefaultValue) -> String {
+        match default {
+            DefaultValue::None => "–".to_string(),
+            DefaultValue::Number(n) => n.to_string(),
+            DefaultValue::Bool(b) => b.to_string(),
+            DefaultValue::Text("") => "empty".to_string(),
+            DefaultValue::Text(text) => format!("`{text}`"),
+            DefaultValue::InDataDir(path) => format!("`<data>/{path}`"),
+            DefaultValue::Described(text) => text.to_string(),
+        }
+    }
+
+    /// The table's rows, as the documentation shows them:
+    /// key, default, description.
+    fn table_rows() -> Vec<[String; 3]> {
+        KEYS.iter()
+            .zip(DOCS)
+            .map(|(key, (path, doc))| {
+                assert_eq!(key.path, *path);
+                [key.path.to_string(), rendered(key.default), doc.to_string()]
+            })
+            .collect()
+    }
+
+    /// The rows of the documentation's key tables (those starting with a
+    /// key in back quotes).
+    fn documented_rows() -> Vec<[String; 3]> {
+        DOC.lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                assert_eq!(cells.len(), 3, "not a row of three cells: {line}");
+                let key = cells[0].trim_matches('`');
+                assert!(!key.contains('`'), "one key per row: {line}");
+                [key.to_string(), cells[1].to_string(), cells[2].to_string()]
+            })
+            .collect()
+    }
+
+    fn as_markdown(rows: &[[String; 3]]) -> String {
+        rows.iter()
+            .map(|[key, default, doc]| format!("| `{key}` | {default} | {doc} |\n"))
+            .collect()
+    }
+
+    #[test]
+    fn docs_tables_match_the_key_table() {
+        let table = table_rows();
+        let documented = documented_rows();
+        let hint = format!(
+            "the tables of docs/configuration.md should read, in this order:\n{}",
+            as_markdown(&table)
+        );
+        for [key, default, doc] in &table {
+            let Some(row) = documented.iter().find(|row| row[0] == *key) else {
+                panic!("{key} is not in docs/configuration.md\n{hint}");
+            };
+            assert_eq!(row[1], *default, "default of {key}\n{hint}");
+            assert_eq!(row[2], *doc, "description of {key}\n{hint}");
+        }
+        for [key, ..] in &documented {
+            assert!(
+                table.iter().any(|row| row[0] == *key),
+                "{key} is documented but not in the key table\n{hint}"
+            );
+        }
+        assert_eq!(documented, table, "{hint}");
+    }
+
+    #[test]
+    fn defaults_fit_kinds() {
+        for key in KEYS {
+            // What `Layer` reads for each kind (`syntax.rs`): a number for
+            // seconds and counts, a path for required paths, and so on;
+            // `None` and `Described` only where the setting is optional.
+            let fits = match (key.kind, key.default) {
+                (Kind::Path | Kind::Count, DefaultValue::None | DefaultValue::Described(_)) => {
+                    false
+                }
+                (_, DefaultValue::None | DefaultValue::Described(_)) => true,
+                (Kind::Seconds | Kind::Count, DefaultValue::Number(_)) => true,
+                (Kind::Bool, DefaultValue::Bool(_)) => true,
+                (Kind::Path, DefaultValue::Text(_) | DefaultValue::InDataDir(_)) => true,
+                (
+                    Kind::Text | Kind::OptText | Kind::KeyType | Kind::BootEnv,
+                    DefaultValue::Text(_),
+                ) => true,
+                _ => false,
+            };
+            assert!(fits, "{}: {:?} with {:?}", key.path, key.kind, key.default);
+        }
+        assert_eq!(
+            BOOT_ENV_TYPE.default,
+            DefaultValue::Text(super::super::BootEnvType::default().as_str())
+        );
+        assert_eq!(
+            rendered(DEVICE_KEY_TYPE.default),
+            format!("`{}`", crate::device_key::DeviceKeyType::default())
+        );
+    }
+
+    #[test]
+    fn keys_are_unique_and_found_in_any_case() {
+        for (i, key) in KEYS.iter().enumerate() {
+            assert!(
+                !KEYS[..i]
+                    .iter()
+                    .any(|k| k.path.eq_ignore_ascii_case(key.path)),
+                "{} twice",
+                key.path
+            );
+            let (prefix, name) = match key.path.rsplit_once('.') {
+                Some((object, name)) => (format!("{object}."), name),
+                None => (String::new(), key.path),
+            };
+            let found = find(&prefix, &name.to_ascii_uppercase());
+            assert!(matches!(found, Some(Found::Key(k)) if k.path == key.path));
+        }
+        assert!(matches!(
+            find("", "httpsclient"),
+            Some(Found::Object("HttpsClient"))
+        ));
+        assert!(find("", "Key").is_none());
+        assert!(find("", "HttpsClient.Key").is_none());
+    }
+}

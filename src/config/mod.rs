@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use checks::check_partition_path;
 use keys::*;
 use syntax::{Layer, Setting, files_in_order, is_toml_file, parse_layer, read_file};
 
@@ -42,23 +41,6 @@ pub const DEFAULT_FALLBACK_CONFIG: &str = "/var/lib/mender/mender.conf";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/mender";
 /// The TOML file read next to a main file called `mender.conf`.
 pub const TOML_SIBLING: &str = "mender.toml";
-
-const DEFAULT_STATE_SCRIPT_TIMEOUT: u64 = 3600;
-const DEFAULT_STATE_SCRIPT_RETRY_INTERVAL: u64 = 60;
-const DEFAULT_STATE_SCRIPT_RETRY_TIMEOUT: u64 = 1800;
-const DEFAULT_MODULE_TIMEOUT: u64 = 14400;
-const DEFAULT_UPDATE_POLL: u64 = 1800;
-const DEFAULT_INVENTORY_POLL: u64 = 28800;
-const DEFAULT_RETRY_POLL: u64 = 300;
-const DEFAULT_UCM_BOOT_EXPIRATION: u64 = 600;
-const DEFAULT_RETRY_DOWNLOAD_COUNT: u32 = 10;
-const DEFAULT_REBOOT_COMMAND: &str = "reboot";
-const DEFAULT_REBOOT_TIMEOUT: u64 = 300;
-const DEFAULT_ROOTFS_SCRIPTS: &str = "/etc/mender/scripts";
-const DEFAULT_MODULES: &str = "/usr/share/mender/modules/v3";
-const DEFAULT_BOOT_ENV_CONFIG: &str = "/etc/fw_env.config";
-const DEFAULT_IDENTITY_SCRIPT: &str = "/usr/share/mender/identity/mender-device-identity";
-const DEFAULT_INVENTORY_SCRIPTS: &str = "/usr/share/mender/inventory";
 
 /// Largest device-type file read. It holds one short line
 /// (`device_type=<name>`), perhaps a few more; 64 KiB is far beyond any
@@ -397,76 +379,49 @@ fn load_files(paths: &ConfigPaths, warnings: &mut Vec<String>) -> Result<Config,
 // ---------------------------------------------------------------------------
 // From the merged settings to the configuration
 
+/// The configuration from the merged settings and the keys' defaults
+/// (`keys.rs`), once the rules between keys hold (`checks.rs`).
 fn build(
     layer: &Layer,
     data_dir: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<Config, ConfigError> {
-    let conflict = |key: &'static str, other_key: &'static str| {
-        let file = layer.file(key).to_string();
-        let other = layer.file(other_key);
-        ConfigError::Conflict {
-            other_file: (other != file).then(|| other.to_string()),
-            file,
-            key,
-            other_key,
-        }
+    checks::across_keys(layer, data_dir)?;
+
+    // Neither pair is set together: `across_keys` refused that.
+    let servers = match layer.non_empty(&SERVER_URL) {
+        Some(url) => vec![url.to_string()],
+        None => layer.urls(&SERVERS).to_vec(),
+    };
+    let artifact_verify_keys = match layer.opt_path(&ARTIFACT_VERIFY_KEY) {
+        Some(key) => vec![key],
+        None => layer.paths(&ARTIFACT_VERIFY_KEYS).to_vec(),
     };
 
-    let servers = layer.urls(SERVERS);
-    let server_url = layer.non_empty(SERVER_URL);
-    let servers = match (server_url, servers.is_empty()) {
-        (Some(_), false) => return Err(conflict(SERVER_URL, SERVERS)),
-        (Some(url), true) => vec![url.to_string()],
-        (None, _) => servers.to_vec(),
-    };
-
-    let verify_keys = layer.paths(ARTIFACT_VERIFY_KEYS);
-    let artifact_verify_keys = match (layer.opt_path(ARTIFACT_VERIFY_KEY), verify_keys.is_empty()) {
-        (Some(_), false) => return Err(conflict(ARTIFACT_VERIFY_KEY, ARTIFACT_VERIFY_KEYS)),
-        (Some(key), true) => vec![key],
-        (None, _) => verify_keys.to_vec(),
-    };
-
-    for key in [ROOTFS_PART_A, ROOTFS_PART_B] {
-        if let Some(part) = layer.opt_path(key) {
-            check_partition_path(&part, data_dir).map_err(|message| ConfigError::Invalid {
-                file: layer.file(key).to_string(),
-                key: key.to_string(),
-                message,
-            })?;
-        }
-    }
-
-    // split_whitespace would find no program, and that only when the
-    // daemon reboots into an installed update.
-    if let Some(command) = layer.non_empty(REBOOT_COMMAND)
-        && command.trim().is_empty()
-    {
-        return Err(ConfigError::Invalid {
-            file: layer.file(REBOOT_COMMAND).to_string(),
-            key: REBOOT_COMMAND.to_string(),
-            message: "only white space: no command (leave it out for the default, reboot)".into(),
-        });
-    }
-
-    let https_client = match (layer.opt_path(HTTPS_CERTIFICATE), layer.opt_path(HTTPS_KEY)) {
+    let https_client = match (
+        layer.opt_path(&HTTPS_CERTIFICATE),
+        layer.opt_path(&HTTPS_KEY),
+    ) {
         (Some(certificate), Some(key)) => Some(HttpsClient {
             certificate,
             key,
-            ssl_engine: layer.opt_string(HTTPS_SSL_ENGINE),
+            ssl_engine: layer.opt_string(&HTTPS_SSL_ENGINE),
         }),
         (Some(_), None) => {
             warnings.push(format!(
-                "{}: {HTTPS_CERTIFICATE}: set without {HTTPS_KEY}; no client certificate is used",
-                layer.file(HTTPS_CERTIFICATE)
+                "{}: {}: set without {}; no client certificate is used",
+                layer.file(&HTTPS_CERTIFICATE),
+                HTTPS_CERTIFICATE.path,
+                HTTPS_KEY.path
             ));
             None
         }
         (None, Some(_)) => {
             warnings.push(format!(
-                "{}: {HTTPS_KEY}: set without {HTTPS_CERTIFICATE}; no client certificate is used",
-                layer.file(HTTPS_KEY)
+                "{}: {}: set without {}; no client certificate is used",
+                layer.file(&HTTPS_KEY),
+                HTTPS_KEY.path,
+                HTTPS_CERTIFICATE.path
             ));
             None
         }
@@ -476,68 +431,48 @@ fn build(
     Ok(Config {
         data_dir: data_dir.to_path_buf(),
         artifact_info_file: PathBuf::from("/etc/mender/artifact_info"),
-        rootfs_part_a: layer.opt_path(ROOTFS_PART_A),
-        rootfs_part_b: layer.opt_path(ROOTFS_PART_B),
-        device_type_file: layer.path_or(DEVICE_TYPE_FILE, data_dir.join("device_type")),
+        rootfs_part_a: layer.opt_path(&ROOTFS_PART_A),
+        rootfs_part_b: layer.opt_path(&ROOTFS_PART_B),
+        device_type_file: layer.path(&DEVICE_TYPE_FILE, data_dir),
         artifact_verify_keys,
-        state_script_timeout: layer.seconds_or(STATE_SCRIPT_TIMEOUT, DEFAULT_STATE_SCRIPT_TIMEOUT),
-        state_script_retry_interval: layer.seconds_or(
-            STATE_SCRIPT_RETRY_INTERVAL,
-            DEFAULT_STATE_SCRIPT_RETRY_INTERVAL,
-        ),
-        state_script_retry_timeout: layer.seconds_or(
-            STATE_SCRIPT_RETRY_TIMEOUT,
-            DEFAULT_STATE_SCRIPT_RETRY_TIMEOUT,
-        ),
-        module_timeout: layer.seconds_or(MODULE_TIMEOUT, DEFAULT_MODULE_TIMEOUT),
-        rootfs_scripts_path: layer.path_or(ROOTFS_SCRIPTS_PATH, DEFAULT_ROOTFS_SCRIPTS.into()),
-        artifact_scripts_path: layer.path_or(ARTIFACT_SCRIPTS_PATH, data_dir.join("scripts")),
-        modules_path: layer.path_or(MODULES_PATH, DEFAULT_MODULES.into()),
-        modules_work_path: layer.path_or(MODULES_WORK_PATH, data_dir.join("modules/v3")),
-        boot_env_type: match layer.get(BOOT_ENV_TYPE) {
+        state_script_timeout: layer.seconds(&STATE_SCRIPT_TIMEOUT),
+        state_script_retry_interval: layer.seconds(&STATE_SCRIPT_RETRY_INTERVAL),
+        state_script_retry_timeout: layer.seconds(&STATE_SCRIPT_RETRY_TIMEOUT),
+        module_timeout: layer.seconds(&MODULE_TIMEOUT),
+        rootfs_scripts_path: layer.path(&ROOTFS_SCRIPTS_PATH, data_dir),
+        artifact_scripts_path: layer.path(&ARTIFACT_SCRIPTS_PATH, data_dir),
+        modules_path: layer.path(&MODULES_PATH, data_dir),
+        modules_work_path: layer.path(&MODULES_WORK_PATH, data_dir),
+        boot_env_type: match layer.get(&BOOT_ENV_TYPE) {
             Some(Setting::Boot(boot)) => *boot,
             _ => BootEnvType::default(),
         },
-        boot_env_config: layer.path_or(BOOT_ENV_CONFIG, DEFAULT_BOOT_ENV_CONFIG.into()),
-        grub_env_dir: layer.opt_path(GRUB_ENV_DIR),
-        boot_utilities_set_active_part: layer.opt_string(BOOT_SET_ACTIVE),
-        boot_utilities_get_next_active_part: layer.opt_string(BOOT_GET_NEXT_ACTIVE),
+        boot_env_config: layer.path(&BOOT_ENV_CONFIG, data_dir),
+        grub_env_dir: layer.opt_path(&GRUB_ENV_DIR),
+        boot_utilities_set_active_part: layer.opt_string(&BOOT_SET_ACTIVE),
+        boot_utilities_get_next_active_part: layer.opt_string(&BOOT_GET_NEXT_ACTIVE),
         servers,
-        tenant_token: layer.text(TENANT_TOKEN).unwrap_or("").trim().to_string(),
-        server_certificate: layer.opt_path(SERVER_CERTIFICATE),
-        skip_verify: layer.bool_or(SKIP_VERIFY, false),
+        tenant_token: layer.text(&TENANT_TOKEN).unwrap_or("").trim().to_string(),
+        server_certificate: layer.opt_path(&SERVER_CERTIFICATE),
+        skip_verify: layer.flag(&SKIP_VERIFY),
         https_client,
-        auth_private_key: layer.opt_path(AUTH_PRIVATE_KEY),
-        update_poll_interval: layer.seconds_or(UPDATE_POLL, DEFAULT_UPDATE_POLL),
-        inventory_poll_interval: layer.seconds_or(INVENTORY_POLL, DEFAULT_INVENTORY_POLL),
-        retry_poll_interval: layer.seconds_or(RETRY_POLL, DEFAULT_RETRY_POLL),
-        retry_poll_count: layer
-            .num(RETRY_POLL_COUNT)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
-        update_control_map_expiration: layer.opt_seconds(UCM_EXPIRATION),
-        update_control_map_boot_expiration: layer
-            .seconds_or(UCM_BOOT_EXPIRATION, DEFAULT_UCM_BOOT_EXPIRATION),
-        daemon_log_level: layer.opt_string(DAEMON_LOG_LEVEL),
-        identity_script: layer.path_or(IDENTITY_SCRIPT, DEFAULT_IDENTITY_SCRIPT.into()),
-        inventory_scripts_path: layer
-            .path_or(INVENTORY_SCRIPTS_PATH, DEFAULT_INVENTORY_SCRIPTS.into()),
-        dbus_enabled: layer.bool_or(DBUS_ENABLED, true),
-        retry_download_count: layer
-            .num(RETRY_DOWNLOAD_COUNT)
-            .filter(|&n| n > 0)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(DEFAULT_RETRY_DOWNLOAD_COUNT),
-        reboot_command: layer
-            .opt_string(REBOOT_COMMAND)
-            .unwrap_or_else(|| DEFAULT_REBOOT_COMMAND.to_string()),
-        // 0 would kill the command at once: the default instead.
-        reboot_timeout: layer
-            .opt_seconds(REBOOT_TIMEOUT)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(DEFAULT_REBOOT_TIMEOUT)),
+        auth_private_key: layer.opt_path(&AUTH_PRIVATE_KEY),
+        update_poll_interval: layer.seconds(&UPDATE_POLL),
+        inventory_poll_interval: layer.seconds(&INVENTORY_POLL),
+        retry_poll_interval: layer.seconds(&RETRY_POLL),
+        retry_poll_count: layer.count(&RETRY_POLL_COUNT),
+        update_control_map_expiration: layer.opt_seconds(&UCM_EXPIRATION),
+        update_control_map_boot_expiration: layer.seconds(&UCM_BOOT_EXPIRATION),
+        daemon_log_level: layer.opt_string(&DAEMON_LOG_LEVEL),
+        identity_script: layer.path(&IDENTITY_SCRIPT, data_dir),
+        inventory_scripts_path: layer.path(&INVENTORY_SCRIPTS_PATH, data_dir),
+        dbus_enabled: layer.flag(&DBUS_ENABLED),
+        retry_download_count: layer.count(&RETRY_DOWNLOAD_COUNT),
+        reboot_command: layer.string(&REBOOT_COMMAND),
+        // 0 (which would kill the command at once) means the default.
+        reboot_timeout: layer.seconds(&REBOOT_TIMEOUT),
         device_key_type: layer
-            .non_empty(DEVICE_KEY_TYPE)
+            .non_empty(&DEVICE_KEY_TYPE)
             .and_then(|s| crate::device_key::DeviceKeyType::from_str(s).ok())
             .unwrap_or_default(),
     })

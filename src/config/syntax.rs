@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::keys::{KEYS, Key, Kind};
+use super::keys::{self, DefaultValue, Found, Key};
 use super::{BootEnvType, ConfigError, ConfigPaths, TOML_SIBLING};
 
 /// Largest configuration file read (JSON or TOML). Mender's own files are a
@@ -272,15 +272,16 @@ impl Layer {
         self.entries.extend(upper.entries);
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&Setting> {
-        self.entries.get(key).map(|entry| &entry.setting)
+    pub(super) fn get(&self, key: &Key) -> Option<&Setting> {
+        self.entries.get(key.path).map(|entry| &entry.setting)
     }
 
-    pub(super) fn file(&self, key: &str) -> &str {
-        self.entries.get(key).map_or("", |entry| &entry.file)
+    /// The file that set `key` (empty when none did).
+    pub(super) fn file(&self, key: &Key) -> &str {
+        self.entries.get(key.path).map_or("", |entry| &entry.file)
     }
 
-    pub(super) fn text(&self, key: &str) -> Option<&str> {
+    pub(super) fn text(&self, key: &Key) -> Option<&str> {
         match self.get(key) {
             Some(Setting::Str(s)) => Some(s),
             _ => None,
@@ -288,23 +289,32 @@ impl Layer {
     }
 
     /// A string that is set and not empty.
-    pub(super) fn non_empty(&self, key: &str) -> Option<&str> {
+    pub(super) fn non_empty(&self, key: &Key) -> Option<&str> {
         self.text(key).filter(|s| !s.is_empty())
     }
 
-    pub(super) fn opt_path(&self, key: &str) -> Option<PathBuf> {
+    pub(super) fn opt_path(&self, key: &Key) -> Option<PathBuf> {
         self.non_empty(key).map(PathBuf::from)
     }
 
-    pub(super) fn path_or(&self, key: &str, default: PathBuf) -> PathBuf {
-        self.opt_path(key).unwrap_or(default)
+    /// A path, or the key's default.
+    pub(super) fn path(&self, key: &Key, data_dir: &Path) -> PathBuf {
+        self.opt_path(key)
+            .unwrap_or_else(|| key.default.path(data_dir))
     }
 
-    pub(super) fn opt_string(&self, key: &str) -> Option<String> {
+    pub(super) fn opt_string(&self, key: &Key) -> Option<String> {
         self.non_empty(key).map(str::to_string)
     }
 
-    pub(super) fn num(&self, key: &str) -> Option<u64> {
+    /// A string, or the key's default.
+    pub(super) fn string(&self, key: &Key) -> String {
+        self.non_empty(key)
+            .unwrap_or(key.default.text())
+            .to_string()
+    }
+
+    fn num(&self, key: &Key) -> Option<u64> {
         match self.get(key) {
             Some(Setting::Num(n)) => Some(*n),
             _ => None,
@@ -312,30 +322,41 @@ impl Layer {
     }
 
     /// Seconds, with 0 or absent meaning `None`.
-    pub(super) fn opt_seconds(&self, key: &str) -> Option<Duration> {
+    pub(super) fn opt_seconds(&self, key: &Key) -> Option<Duration> {
         self.num(key).filter(|&n| n > 0).map(Duration::from_secs)
     }
 
-    pub(super) fn seconds_or(&self, key: &str, default: u64) -> Duration {
+    /// Seconds, with 0 or absent meaning the key's default.
+    pub(super) fn seconds(&self, key: &Key) -> Duration {
         self.opt_seconds(key)
-            .unwrap_or(Duration::from_secs(default))
+            .unwrap_or(Duration::from_secs(key.default.number()))
     }
 
-    pub(super) fn bool_or(&self, key: &str, default: bool) -> bool {
+    /// A count, with 0 or absent meaning the key's default.
+    pub(super) fn count(&self, key: &Key) -> u32 {
+        self.num(key)
+            .filter(|&n| n > 0)
+            .unwrap_or(key.default.number())
+            .try_into()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// A boolean, or the key's default.
+    pub(super) fn flag(&self, key: &Key) -> bool {
         match self.get(key) {
             Some(Setting::Bool(b)) => *b,
-            _ => default,
+            _ => key.default == DefaultValue::Bool(true),
         }
     }
 
-    pub(super) fn paths(&self, key: &str) -> &[PathBuf] {
+    pub(super) fn paths(&self, key: &Key) -> &[PathBuf] {
         match self.get(key) {
             Some(Setting::Paths(paths)) => paths,
             _ => &[],
         }
     }
 
-    pub(super) fn urls(&self, key: &str) -> &[String] {
+    pub(super) fn urls(&self, key: &Key) -> &[String] {
         match self.get(key) {
             Some(Setting::Urls(urls)) => urls,
             _ => &[],
@@ -357,7 +378,7 @@ pub(super) fn parse_layer(
         warnings,
         layer: Layer::default(),
     };
-    checker.object(&entries, KEYS, "")?;
+    checker.object(&entries, "")?;
     Ok(checker.layer)
 }
 
@@ -369,38 +390,44 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Checks the entries of an object against `keys`; `prefix` is the
-    /// object's own canonical name followed by `.` (empty at the top).
+    /// Checks the entries of an object against the key table; `prefix` is
+    /// the object's own canonical name followed by `.` (empty at the top).
     pub(super) fn object(
         &mut self,
         entries: &[(String, Value)],
-        keys: &'static [Key],
         prefix: &str,
     ) -> Result<(), ConfigError> {
         // Each known key with the spelling it was first given in.
         let mut seen: Vec<(&'static str, &str)> = Vec::new();
         for (name, value) in entries {
-            let Some(key) = keys.iter().find(|k| k.name.eq_ignore_ascii_case(name)) else {
+            let Some(found) = keys::find(prefix, name) else {
                 self.warnings.push(format!(
                     "{}: {prefix}{name}: unknown configuration key, ignored",
                     self.file
                 ));
                 continue;
             };
-            if let Some((_, first)) = seen.iter().find(|(path, _)| *path == key.path) {
-                return Err(self.duplicate(key.path, first, name));
+            let path = match found {
+                Found::Key(key) => key.path,
+                Found::Object(path) => path,
+            };
+            if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == path) {
+                return Err(self.duplicate(path, first, name));
             }
-            seen.push((key.path, name));
+            seen.push((path, name));
             if *value == Value::Null {
                 continue;
             }
-            if let Kind::Object(sub_keys) = key.kind {
-                let Value::Object(sub_entries) = value else {
-                    return Err(self.type_error(key.path, "an object", value));
-                };
-                self.object(sub_entries, sub_keys, &format!("{}.", key.path))?;
-                continue;
-            }
+            let key = match found {
+                Found::Key(key) => key,
+                Found::Object(path) => {
+                    let Value::Object(sub_entries) = value else {
+                        return Err(self.type_error(path, "an object", value));
+                    };
+                    self.object(sub_entries, &format!("{path}."))?;
+                    continue;
+                }
+            };
             let setting = self.setting(key, value)?;
             self.layer.entries.insert(
                 key.path,
