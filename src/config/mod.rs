@@ -48,7 +48,8 @@ pub const TOML_SIBLING: &str = "mender.toml";
 const MAX_DEVICE_TYPE_FILE: u64 = 64 << 10;
 
 /// The effective configuration, after merging the files and applying the
-/// defaults.
+/// defaults. Each field names its key; the defaults are those of the key
+/// table (`keys.rs`, documented in `docs/configuration.md`).
 #[derive(Debug, Clone)]
 pub struct Config {
     // Paths that decide where things are
@@ -61,30 +62,30 @@ pub struct Config {
     pub rootfs_part_a: Option<PathBuf>,
     /// `RootfsPartB`.
     pub rootfs_part_b: Option<PathBuf>,
-    /// `DeviceTypeFile`, default `<data_dir>/device_type`.
+    /// `DeviceTypeFile`.
     pub device_type_file: PathBuf,
     /// `ArtifactVerifyKey` (one) or `ArtifactVerifyKeys` (list, in order).
     pub artifact_verify_keys: Vec<PathBuf>,
-    /// `StateScriptTimeoutSeconds`, default 3600 s.
+    /// `StateScriptTimeoutSeconds`.
     pub state_script_timeout: Duration,
-    /// `StateScriptRetryIntervalSeconds`, default 60 s.
+    /// `StateScriptRetryIntervalSeconds`.
     pub state_script_retry_interval: Duration,
-    /// `StateScriptRetryTimeoutSeconds`, default 1800 s.
+    /// `StateScriptRetryTimeoutSeconds`.
     pub state_script_retry_timeout: Duration,
-    /// `ModuleTimeoutSeconds`, default 14400 s.
+    /// `ModuleTimeoutSeconds`.
     pub module_timeout: Duration,
-    /// `RootfsScriptsPath`, default `/etc/mender/scripts`.
+    /// `RootfsScriptsPath`.
     pub rootfs_scripts_path: PathBuf,
-    /// `ArtifactScriptsPath`, default `<data_dir>/scripts`.
+    /// `ArtifactScriptsPath`.
     pub artifact_scripts_path: PathBuf,
-    /// `ModulesPath`, default `/usr/share/mender/modules/v3`.
+    /// `ModulesPath`.
     pub modules_path: PathBuf,
-    /// `ModulesWorkPath`, default `<data_dir>/modules/v3`.
+    /// `ModulesWorkPath`.
     pub modules_work_path: PathBuf,
     // Boot environment
-    /// `BootEnvType`: `uboot` (default), `grub` or `tools`.
+    /// `BootEnvType`: `uboot`, `grub` or `tools`.
     pub boot_env_type: BootEnvType,
-    /// `BootEnvConfig`, default `/etc/fw_env.config`.
+    /// `BootEnvConfig`.
     pub boot_env_config: PathBuf,
     /// `GrubEnvDir`; `None` means detect it later.
     pub grub_env_dir: Option<PathBuf>,
@@ -107,40 +108,39 @@ pub struct Config {
     pub https_client: Option<HttpsClient>,
     /// `Security.AuthPrivateKey`.
     pub auth_private_key: Option<PathBuf>,
-    /// `UpdatePollIntervalSeconds`, default 1800 s.
+    /// `UpdatePollIntervalSeconds`.
     pub update_poll_interval: Duration,
-    /// `InventoryPollIntervalSeconds`, default 28800 s.
+    /// `InventoryPollIntervalSeconds`.
     pub inventory_poll_interval: Duration,
-    /// `RetryPollIntervalSeconds`, default 300 s (as configured; the
+    /// `RetryPollIntervalSeconds` (as configured; the
     /// back-off applies its own minimum).
     pub retry_poll_interval: Duration,
-    /// `RetryPollCount`, default 0 (automatic).
+    /// `RetryPollCount`, 0 meaning automatic.
     pub retry_poll_count: u32,
     /// `UpdateControlMapExpirationTimeSeconds`; `None` means twice the
     /// update poll interval.
     pub update_control_map_expiration: Option<Duration>,
-    /// `UpdateControlMapBootExpirationTimeSeconds`, default 600 s.
+    /// `UpdateControlMapBootExpirationTimeSeconds`.
     pub update_control_map_boot_expiration: Duration,
     /// `DaemonLogLevel`, as written (not validated here).
     pub daemon_log_level: Option<String>,
-    /// `IdentityScript`, default
-    /// `/usr/share/mender/identity/mender-device-identity`.
+    /// `IdentityScript`.
     pub identity_script: PathBuf,
-    /// `InventoryScriptsPath`, default `/usr/share/mender/inventory`.
+    /// `InventoryScriptsPath`.
     pub inventory_scripts_path: PathBuf,
-    /// `DBus.Enabled`, default true.
+    /// `DBus.Enabled`.
     pub dbus_enabled: bool,
     /// `RetryDownloadCount` (from the 4.x client): resume attempts of an
-    /// interrupted download without progress, default 10.
+    /// interrupted download without progress.
     pub retry_download_count: u32,
     /// `RebootCommand` (ours): how the daemon reboots the device for a
-    /// `rootfs-image` update, default `reboot`. Split at white space.
+    /// `rootfs-image` update. Split at white space.
     pub reboot_command: String,
     /// `RebootTimeoutSeconds` (ours): how long `RebootCommand` may run
-    /// before it is killed and the reboot counts as failed, default 300.
+    /// before it is killed and the reboot counts as failed.
     pub reboot_timeout: Duration,
     /// `DeviceKeyType` (ours): the kind of device key generated on first
-    /// start when none exists: `rsa3072` (default), `ed25519`,
+    /// start when none exists: `rsa3072`, `ed25519`,
     /// `ecdsa-p256`.
     pub device_key_type: crate::device_key::DeviceKeyType,
     // Accepted, type-checked and not used (no warning): Connectivity,
