@@ -27,10 +27,9 @@ use crate::artifact::signature::VerifyKey;
 use crate::bootenv::BootEnv;
 use crate::config::Config;
 use crate::deployment_log::DeploymentLog;
-use crate::installer::module::ModuleInstaller;
+use crate::installer::module::{self, ModuleConfig, ModuleInstaller};
 use crate::installer::rootfs::RootfsInstaller;
 use crate::installer::{DeviceContext, Installer, InstallerState, Reboot};
-use crate::modules::{self, ModuleConfig};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::DeploymentInstruction;
 use crate::store::Store;
@@ -324,7 +323,7 @@ impl<'c> Engine<'c> {
             let (a, b) = self.rootfs_parts()?;
             return Ok(Box::new(RootfsInstaller::new(a, b, self.boot_env()?)));
         }
-        match modules::find_module(&self.config.modules_path, payload_type)? {
+        match module::find_module(&self.config.modules_path, payload_type)? {
             Some(path) => Ok(Box::new(ModuleInstaller::new(
                 &self.module_config(),
                 payload_type,
