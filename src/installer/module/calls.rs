@@ -162,7 +162,6 @@ impl UpdateModule {
         &self.module
     }
 
-    /// The file tree path: `<work_dir>/payloads/0000/tree`.
     pub(super) fn io_err(
         &self,
         context: impl Into<String>,
@@ -174,6 +173,8 @@ impl UpdateModule {
             source,
         }
     }
+
+    /// A state call (`ArtifactInstall`, `ArtifactReboot`, …, `Cleanup`). A
     /// non-zero exit is an error; output is logged.
     pub fn call(&self, state: &str) -> Result<(), ModuleError> {
         self.run(state, false).map(drop)

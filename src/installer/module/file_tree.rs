@@ -15,9 +15,11 @@ use crate::artifact::header::{ArtifactHeader, Provides};
 use crate::fsutil::{sync_dir, write_atomic};
 
 impl UpdateModule {
+    /// The file tree path: `<work_dir>/payloads/0000/tree`.
     pub fn tree(&self) -> PathBuf {
         self.work_dir.join("payloads").join("0000").join("tree")
     }
+
     /// (Re)creates the file tree, removing an old one first. JSON is
     /// re-serialised from the parsed header; directories are 0700, files
     /// 0600, and everything is fsynced.
