@@ -21,8 +21,11 @@ pub mod http;
 pub mod identity;
 pub mod installer;
 pub mod logging;
-pub mod modules;
 pub mod process;
 pub mod scripts;
 pub mod server;
 pub mod store;
+
+/// The Update Module protocol's old path, kept for the tests and other
+/// callers; it lives in [`installer::module`].
+pub use installer::module as modules;

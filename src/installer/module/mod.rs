@@ -1,10 +1,23 @@
-//! Payloads handled by an Update Module (protocol v3).
+//! Payloads handled by an Update Module (protocol v3): the [`Installer`]
+//! adapter that drives the protocol, which lives in the files below it:
+//!
+//! * `calls.rs`: finding a module, the state calls and queries, the errors;
+//! * `file_tree.rs`: the file tree written before `Download`;
+//! * `download.rs`: the streaming `Download` session (the FIFOs).
+
+mod calls;
+mod download;
+mod file_tree;
+
+pub use calls::{
+    KILL_GRACE, ModuleConfig, ModuleError, OUTPUT_CAP, RebootKind, UpdateModule, find_module,
+};
+pub use download::DownloadSession;
 
 use anyhow::{Context, Result, anyhow};
 
 use super::{DeviceContext, Installer, InstallerState, Reboot};
 use crate::artifact::header::ArtifactHeader;
-use crate::modules::{DownloadSession, ModuleConfig, RebootKind, UpdateModule};
 
 pub struct ModuleInstaller {
     payload_type: String,
