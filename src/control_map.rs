@@ -54,7 +54,7 @@
 //!   process of one boot. Tests pass made-up instants.
 //! * Several processes share the file (the daemon, `mender-rs control`).
 //!   Every change is recorded as an operation; [`ControlMapSet::save`] takes
-//!   the lock file beside the maps (`flock`), reads the file again, replays
+//!   the lock file beside the maps (`crate::persist`), reads the file again, replays
 //!   this process's operations on what it finds, writes the result and keeps
 //!   it. A change made by another process in between is therefore never lost,
 //!   and the in-memory set also picks up other processes' changes. An
@@ -97,17 +97,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::fsutil;
+use crate::persist::{Lock, PersistError, StateFile};
 
 /// Largest accepted map document, in bytes.
 pub const MAX_MAP_BYTES: usize = 64 * 1024;
@@ -869,10 +867,18 @@ pub enum ControlMapError {
     Busy { path: String, secs: u64 },
 }
 
-fn io_error(path: &Path, source: io::Error) -> ControlMapError {
-    ControlMapError::Io {
-        path: path.display().to_string(),
-        source,
+impl From<PersistError> for ControlMapError {
+    fn from(e: PersistError) -> ControlMapError {
+        match e {
+            PersistError::Io { path, source } => ControlMapError::Io { path, source },
+            PersistError::Read(e) => ControlMapError::Read(e),
+            PersistError::Corrupt { path, reason } => ControlMapError::Corrupt { path, reason },
+            PersistError::TooNew { path, found } => ControlMapError::TooNew { path, found },
+            PersistError::Busy { path, waited } => ControlMapError::Busy {
+                path,
+                secs: waited.unwrap_or(LOCK_WAIT).as_secs(),
+            },
+        }
     }
 }
 
@@ -1329,70 +1335,34 @@ impl ControlMapSet {
 // ---------------------------------------------------------------------------
 // The file and its lock
 
-/// The lock beside the file, held while alive.
-struct Lock {
-    _file: File,
+/// The maps' file, as `crate::persist` handles it.
+fn state_file(path: &Path) -> StateFile {
+    StateFile {
+        path: path.to_path_buf(),
+        max_size: MAX_FILE_BYTES,
+        what: "an update control maps file",
+        schema: SCHEMA_VERSION,
+    }
 }
 
+/// The lock beside the maps' file, waiting up to [`LOCK_WAIT`].
 fn lock(data_dir: &Path) -> Result<Lock, ControlMapError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| io_error(data_dir, e))?;
-    let path = data_dir.join(LOCK_FILE);
-    let file = fsutil::open_regular_with(
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600),
-        &path,
-    )
-    .map_err(|e| io_error(&path, e))?;
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Lock { _file: file });
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(code) if code == libc::EWOULDBLOCK || code == libc::EINTR => {}
-            _ => return Err(io_error(&path, err)),
-        }
-        if Instant::now() >= deadline {
-            return Err(ControlMapError::Busy {
-                path: path.display().to_string(),
-                secs: LOCK_WAIT.as_secs(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    Ok(Lock::exclusive_within(
+        &data_dir.join(LOCK_FILE),
+        0o600,
+        LOCK_WAIT,
+    )?)
 }
 
 /// The file's boot id and maps; `None` when there is no file.
 fn read_file(path: &Path) -> Result<Option<(String, Vec<ActiveMap>)>, ControlMapError> {
-    let bytes = match fsutil::read_bounded(path, MAX_FILE_BYTES, "an update control maps file") {
-        Ok(bytes) => bytes,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(ControlMapError::Read(e)),
+    let file = state_file(path);
+    let corrupt = |reason: String| ControlMapError::from(file.corrupt(reason));
+    let top = match file.read()? {
+        None => return Ok(None),
+        Some(Value::Object(top)) => top,
+        Some(_) => return Err(corrupt("not a JSON object".into())),
     };
-    let corrupt = |reason: String| ControlMapError::Corrupt {
-        path: path.display().to_string(),
-        reason,
-    };
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let Value::Object(top) = value else {
-        return Err(corrupt("not a JSON object".into()));
-    };
-    let schema = top.get("schema").and_then(Value::as_u64).unwrap_or(0);
-    if schema > SCHEMA_VERSION {
-        return Err(ControlMapError::TooNew {
-            path: path.display().to_string(),
-            found: schema,
-        });
-    }
-    if schema == 0 {
-        return Err(corrupt("no schema version".into()));
-    }
     let boot_id = match top.get("boot_id") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -1457,16 +1427,13 @@ fn write_file(path: &Path, boot_id: &str, maps: &[ActiveMap]) -> Result<(), Cont
         })
         .collect();
     let doc = json!({ "schema": SCHEMA_VERSION, "boot_id": boot_id, "maps": entries });
-    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| ControlMapError::Corrupt {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    fsutil::write_atomic(path, &bytes, 0o600).map_err(|e| io_error(path, e))
+    Ok(state_file(path).write(&doc)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     const ID: &str = "01234567-89ab-cdef-0123-456789abcdef";
     const ID2: &str = "11111111-2222-3333-4444-555555555555";

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod installer;
 pub mod logging;
 pub mod modules;
+pub mod persist;
 pub mod process;
 pub mod scripts;
 pub mod server;
