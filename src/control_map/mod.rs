@@ -147,6 +147,35 @@ pub enum ControlMapError {
     Busy { path: String, secs: u64 },
 }
 
+/// What [`set_device_map`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMapOutcome {
+    /// Inserted, replaced or removed.
+    pub change: DeviceChange,
+    /// What `SetUpdateControlMap` answers ([`ControlMapSet::refresh_timeout`]).
+    pub refresh_timeout: i32,
+}
+
+/// Sets a map from a device application, the one way for both `mender-rs
+/// control set` and D-Bus `SetUpdateControlMap`: the stored maps are
+/// opened, expired ones marked, the map inserted (or, with no state left
+/// after the defaults, its (id, priority) removed) and the file saved. The
+/// caller wakes the daemon, each in its own way.
+pub fn set_device_map(
+    config: &Config,
+    map: ControlMap,
+    now: BootTime,
+) -> Result<DeviceMapOutcome, ControlMapError> {
+    let mut maps = ControlMapSet::open_at(config, now)?;
+    maps.expire(now);
+    let change = maps.insert_from_device(map, now)?;
+    maps.save()?;
+    Ok(DeviceMapOutcome {
+        change,
+        refresh_timeout: maps.refresh_timeout(),
+    })
+}
+
 /// What the tests of the submodules share.
 #[cfg(test)]
 mod test_support {
@@ -244,5 +273,21 @@ mod tests {
         let set = ControlMapSet::new(Settings::from_config(&c));
         assert_eq!(set.refresh_timeout(), 45);
         assert_eq!(set.settings().boot_expiration, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn set_device_map_inserts_saves_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), r#""UpdateControlMapExpirationTimeSeconds": 91"#);
+        let pause = with_state(ID, 1, "ArtifactInstall_Enter", r#"{"action":"pause"}"#);
+        let outcome = set_device_map(&c, pause, T0).unwrap();
+        assert_eq!(outcome.change, DeviceChange::Inserted { replaced: false });
+        assert_eq!(outcome.refresh_timeout, 45);
+        let stored = ControlMapSet::open_at(&c, T0).unwrap();
+        assert_eq!(stored.decision(INSTALL, T0).action, Action::Pause);
+        let empty = map(&format!(r#"{{"id":"{ID}","priority":1}}"#));
+        let outcome = set_device_map(&c, empty, T0).unwrap();
+        assert_eq!(outcome.change, DeviceChange::Removed { existed: true });
+        assert!(ControlMapSet::open_at(&c, T0).unwrap().maps().is_empty());
     }
 }
