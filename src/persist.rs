@@ -14,11 +14,11 @@
 //!   old one or the new one, never a mix. A leftover temporary file is
 //!   named `.<file>.<random>.tmp` and is never read.
 //! * **Readers take no lock.** Because of the atomic replace, a read always
-//!   sees one complete version. Writers take the lock file beside the state
-//!   file ([`Lock`]) for the time of their read-change-write, so two writers
-//!   never lose each other's change. The lock is `File::lock`'s `flock`:
-//!   the kernel drops it when the process dies, a crash never leaves it
-//!   held.
+//!   sees one complete version. Writers hold the lock file beside the state
+//!   file ([`Lock`]) while they read, change and write (the store: for as
+//!   long as it is open), so two writers never lose each other's change.
+//!   The lock is std's `File::try_lock` (`flock`): the kernel drops it when
+//!   the process dies, so a crash never leaves it held.
 //! * **Every read is bounded and checked.** At most [`StateFile::max_size`]
 //!   bytes of a regular file are read (`fsutil::read_bounded`); the document
 //!   must be a JSON object whose `schema` is a known version. A newer schema

@@ -110,7 +110,9 @@ pub struct ActiveMap {
     pub stamped: BootTime,
     /// When it expires.
     pub expires: BootTime,
-    /// Marked expired (by [`ControlMapSet::expire`], or stored so).
+    /// Marked expired (by
+    /// [`ControlMapSet::expire`](super::ControlMapSet::expire), or stored
+    /// so).
     pub expired: bool,
 }
 

@@ -62,6 +62,8 @@
 //!   and the in-memory set also picks up other processes' changes. An
 //!   `on_action_executed` or expiry change is dropped when the map was
 //!   replaced meanwhile (a refresh replaces the copy).
+//! * [`set_device_map`] is the one way a device application sets a map
+//!   (`mender-rs control set`, D-Bus `SetUpdateControlMap`).
 
 mod file;
 mod lifetime;
