@@ -42,7 +42,7 @@ use dbus::channel::{BusType, Channel};
 use dbus::message::{Message, MessageType};
 
 use crate::config::Config;
-use crate::control_map::{BootTime, ControlMap, ControlMapSet, DeviceChange};
+use crate::control_map::{self, BootTime, ControlMap, DeviceChange};
 use crate::daemon::signals;
 use crate::daemon::token::TokenCell;
 use crate::server::ServerClient;
@@ -367,20 +367,15 @@ pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<
     Some(reply)
 }
 
-/// What `mender-rs control set` does (`crate::cli::control`), then wakes
-/// the daemon.
+/// [`control_map::set_device_map`], as `mender-rs control set`, then
+/// wakes the daemon.
 fn set_update_control_map(config: &Config, json: &str) -> Result<i32, String> {
     let map = ControlMap::parse(json.as_bytes()).map_err(|e| e.to_string())?;
     let (id, priority) = (map.id.clone(), map.priority);
-    let now = BootTime::now();
-    let mut maps = ControlMapSet::open_at(config, now).map_err(|e| e.to_string())?;
-    maps.expire(now);
-    let change = maps
-        .insert_from_device(map, now)
-        .map_err(|e| e.to_string())?;
-    maps.save().map_err(|e| e.to_string())?;
+    let outcome =
+        control_map::set_device_map(config, map, BootTime::now()).map_err(|e| e.to_string())?;
     signals::wake();
-    match change {
+    match outcome.change {
         DeviceChange::Inserted { .. } => {
             log::info!("update control map {id} (priority {priority}) set over D-Bus")
         }
@@ -393,7 +388,7 @@ fn set_update_control_map(config: &Config, json: &str) -> Result<i32, String> {
             }
         ),
     }
-    Ok(maps.refresh_timeout())
+    Ok(outcome.refresh_timeout)
 }
 
 /// The introspection XML of our object paths and their parents.

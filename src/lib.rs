@@ -21,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod installer;
 pub mod logging;
+pub mod persist;
 pub mod process;
 pub mod scripts;
 pub mod server;

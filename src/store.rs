@@ -4,21 +4,24 @@
 //! commit changes the provides and the update state in the same write.
 //!
 //! Mender keeps these in an LMDB database (`mender-store`); mender-rs uses
-//! its own file, `mender-rs-store.json`, with a schema version.
+//! its own file, `mender-rs-store.json`, with a schema version. Locking,
+//! reading and replacing it follow `crate::persist`.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::header::Provides;
+use crate::persist::{Lock, PersistError, StateFile};
 use crate::{crash, fsutil};
 
 pub const STORE_FILE: &str = "mender-rs-store.json";
 pub const LOCK_FILE: &str = "mender-rs.lock";
 pub const SCHEMA_VERSION: u32 = 1;
+/// Mode of a newly created lock file (before the umask), as `open(2)`'s
+/// default.
+const LOCK_FILE_MODE: u32 = 0o666;
 
 /// Name a device has before anything was ever installed (as Mender).
 pub const UNKNOWN_ARTIFACT: &str = "unknown";
@@ -40,11 +43,24 @@ pub enum StoreError {
     #[error(
         "{path}: written by a newer mender-rs (schema {found}, this one knows {SCHEMA_VERSION})"
     )]
-    TooNew { path: String, found: u32 },
+    TooNew { path: String, found: u64 },
     #[error("another mender-rs process is working on {0}")]
     Busy(String),
     #[error("{0}")]
     Read(#[from] fsutil::ReadError),
+}
+
+impl StoreError {
+    /// The store's wording of a [`PersistError`] on the store in `data_dir`.
+    fn from_persist(data_dir: &Path, e: PersistError) -> StoreError {
+        match e {
+            PersistError::Io { path, source } => StoreError::Io { path, source },
+            PersistError::Read(e) => StoreError::Read(e),
+            PersistError::Corrupt { path, reason } => StoreError::Corrupt { path, reason },
+            PersistError::TooNew { path, found } => StoreError::TooNew { path, found },
+            PersistError::Busy { .. } => StoreError::Busy(data_dir.display().to_string()),
+        }
+    }
 }
 
 /// Everything the store holds.
@@ -72,32 +88,19 @@ impl Default for StoreData {
 /// The open store, holding the data directory's lock for its lifetime so two
 /// processes never drive an update at once.
 pub struct Store {
-    path: PathBuf,
+    data_dir: PathBuf,
+    file: StateFile,
     data: StoreData,
     existed: bool,
     /// None for a read-only view.
-    _lock: Option<File>,
+    _lock: Option<Lock>,
 }
 
 impl Store {
     /// Opens (or starts) the store in `data_dir`, taking its lock.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let io_err = |p: &Path, e| StoreError::Io {
-            path: p.display().to_string(),
-            source: e,
-        };
-        std::fs::create_dir_all(data_dir).map_err(|e| io_err(data_dir, e))?;
-        let lock_path = data_dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Busy(data_dir.display().to_string()));
-        }
+        let lock = Lock::try_exclusive(&data_dir.join(LOCK_FILE), LOCK_FILE_MODE)
+            .map_err(|e| StoreError::from_persist(data_dir, e))?;
         let mut store = Self::read_only(data_dir)?;
         store._lock = Some(lock);
         Ok(store)
@@ -107,38 +110,28 @@ impl Store {
     /// runs). The file is replaced atomically, so a read never sees half of
     /// a write. [`Store::open`] is this plus the lock.
     pub fn read_only(data_dir: &Path) -> Result<Store, StoreError> {
-        let path = data_dir.join(STORE_FILE);
-        let (data, existed) = match fsutil::read_bounded(&path, MAX_STORE_SIZE, "the store") {
-            Ok(bytes) => (Self::parse(&path, &bytes)?, true),
-            Err(e) if e.is_not_found() => (StoreData::default(), false),
-            Err(e) => return Err(e.into()),
+        let file = StateFile {
+            path: data_dir.join(STORE_FILE),
+            max_size: MAX_STORE_SIZE,
+            what: "the store",
+            schema: SCHEMA_VERSION.into(),
+        };
+        let from_persist = |e| StoreError::from_persist(data_dir, e);
+        let (data, existed) = match file.read().map_err(from_persist)? {
+            Some(value) => {
+                let data = serde_json::from_value(value)
+                    .map_err(|e| from_persist(file.corrupt(e.to_string())))?;
+                (data, true)
+            }
+            None => (StoreData::default(), false),
         };
         Ok(Store {
-            path,
+            data_dir: data_dir.to_path_buf(),
+            file,
             data,
             existed,
             _lock: None,
         })
-    }
-
-    fn parse(path: &Path, bytes: &[u8]) -> Result<StoreData, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-        let schema = value.get("schema").and_then(|s| s.as_u64()).unwrap_or(0) as u32;
-        if schema > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: path.display().to_string(),
-                found: schema,
-            });
-        }
-        if schema == 0 {
-            return Err(corrupt("no schema version".into()));
-        }
-        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Whether a store file existed when it was opened (a fresh device has none).
@@ -203,20 +196,15 @@ impl Store {
         if self._lock.is_none() {
             return Err(StoreError::Busy(format!(
                 "{} (opened read-only)",
-                self.path.display()
+                self.file.path.display()
             )));
         }
         let mut next = self.data.clone();
         change(&mut next);
         next.schema = SCHEMA_VERSION;
-        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(|e| StoreError::Io {
-            path: self.path.display().to_string(),
-            source: e,
-        })?;
+        self.file
+            .write(&next)
+            .map_err(|e| StoreError::from_persist(&self.data_dir, e))?;
         self.data = next;
         self.existed = true;
         crash::point(crash::Point::Step);

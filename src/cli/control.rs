@@ -74,13 +74,9 @@ fn set(config: &Config, file: &str) -> Result<i32> {
     let (name, bytes) = read_input(file)?;
     let map = ControlMap::parse(&bytes).with_context(|| name.clone())?;
     let (id, priority) = (map.id.clone(), map.priority);
-    let now = BootTime::now();
-    let mut maps = ControlMapSet::open_at(config, now)?;
-    maps.expire(now);
-    let change = maps.insert_from_device(map, now)?;
-    maps.save()?;
+    let outcome = control_map::set_device_map(config, map, BootTime::now())?;
     wake_daemon(config);
-    if let DeviceChange::Removed { existed } = change {
+    if let DeviceChange::Removed { existed } = outcome.change {
         let what = if existed {
             "removed"
         } else {
@@ -88,7 +84,7 @@ fn set(config: &Config, file: &str) -> Result<i32> {
         };
         eprintln!("no state left after the defaults: {what} (id {id}, priority {priority})");
     }
-    println!("{}", maps.refresh_timeout());
+    println!("{}", outcome.refresh_timeout);
     Ok(EXIT_OK)
 }
 
