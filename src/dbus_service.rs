@@ -44,8 +44,8 @@ use dbus::message::{Message, MessageType};
 use crate::config::Config;
 use crate::control_map::{BootTime, ControlMap, ControlMapSet, DeviceChange};
 use crate::daemon::signals;
-use crate::daemon::token::TokenCell;
 use crate::server::ServerClient;
+use crate::server::token::TokenCell;
 
 pub const UPDATE_NAME: &str = "io.mender.UpdateManager";
 pub const UPDATE_PATH: &str = "/io/mender/UpdateManager";
@@ -357,6 +357,7 @@ pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<
         (AUTH_PATH, "FetchJwtToken") if on(AUTH_INTERFACE) => {
             log::debug!("D-Bus: FetchJwtToken");
             tokens.request_fetch();
+            signals::wake();
             message.method_return().append1(true)
         }
         (p, "Introspect") if on(INTROSPECTABLE) && introspection(p).is_some() => message

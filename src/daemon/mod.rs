@@ -10,7 +10,6 @@
 
 pub mod memory;
 pub mod signals;
-pub mod token;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -26,6 +25,7 @@ use crate::identity::{self, AttributeValue, Attributes};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::backoff::{backoff, status_report_tries};
 use crate::server::client::NextDeployment;
+use crate::server::token;
 use crate::server::{ApiError, DownloadOptions, ResumableDownload, ServerClient, Status};
 use crate::store::Store;
 use signals::{PidFile, Signals};

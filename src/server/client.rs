@@ -274,7 +274,7 @@ pub struct ServerClient {
     inventory_patch_only: bool,
     /// D-Bus (`GetJwtToken`, the `JwtTokenStateChange` signal): where
     /// every change of the token is published, when the daemon shares it.
-    shared_token: Option<crate::daemon::token::TokenCell>,
+    shared_token: Option<super::token::TokenCell>,
     /// [`API_CALL_DEADLINE`] (shorter in tests).
     deadline: Duration,
 }
@@ -353,13 +353,13 @@ impl ServerClient {
     }
 
     /// D-Bus: publishes the token (and each change of it) to `cell`.
-    pub fn share_token(&mut self, cell: crate::daemon::token::TokenCell) {
+    pub fn share_token(&mut self, cell: super::token::TokenCell) {
         self.shared_token = Some(cell);
         self.publish_token(false);
     }
 
     /// D-Bus: the cell the token is published to, if shared.
-    pub fn token_cell(&self) -> Option<&crate::daemon::token::TokenCell> {
+    pub fn token_cell(&self) -> Option<&super::token::TokenCell> {
         self.shared_token.as_ref()
     }
 

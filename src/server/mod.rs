@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod client;
 pub mod download;
+pub mod token;
 
 pub use client::{ApiError, DeploymentInstruction, ServerClient, Status};
 pub use download::{DownloadOptions, ResumableDownload};
