@@ -11,8 +11,6 @@ pub mod config;
 pub mod control_map;
 pub mod crash;
 pub mod daemon;
-#[cfg(feature = "dbus")]
-pub mod dbus_service;
 pub mod deployment_log;
 pub mod device_key;
 pub mod engine;

@@ -8,6 +8,8 @@
 //! `Sync_Leave`, and the deployment if one came. Idle script failures are
 //! ignored; a Sync failure runs `Sync_Error` and skips this round.
 
+#[cfg(feature = "dbus")]
+pub mod dbus;
 pub mod memory;
 pub mod signals;
 
@@ -126,7 +128,7 @@ pub fn run(config: &Config) -> Result<()> {
     );
     // D-Bus API (DBus.Enabled): shares the token, starts the service thread.
     #[cfg(feature = "dbus")]
-    let client = crate::dbus_service::start(config, client);
+    let client = dbus::start(config, client);
     let scripts = ScriptRunner::new(ScriptConfig::from_config(config));
     let now = Instant::now();
     let start = now

@@ -34,7 +34,7 @@ pub fn set_busy(busy: bool) {
 }
 
 /// Wakes the daemon's wait without a request of its own (the D-Bus thread,
-/// `crate::dbus_service`: the update control maps changed, or a token
+/// `super::dbus`: the update control maps changed, or a token
 /// fetch was asked for). An idle daemon goes on waiting; a paused
 /// deployment looks at the maps again.
 pub fn wake() {

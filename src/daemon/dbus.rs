@@ -1,6 +1,7 @@
-//! The D-Bus API of the Mender client (spec §4.8, `update-control-maps.md`
-//! §3.1 and §8), on the system bus, for device applications and add-ons
-//! written for Mender:
+//! The D-Bus API of the Mender client (`docs/managed-mode.md`, "Update
+//! control maps and the D-Bus API"), on the system bus, for device
+//! applications and add-ons written for Mender. Part of the daemon: only
+//! the daemon starts it, and it wakes the daemon's wait. It serves:
 //!
 //! * `io.mender.UpdateManager`, object `/io/mender/UpdateManager`,
 //!   interface `io.mender.Update1`: `SetUpdateControlMap(s map_json) → (i
@@ -41,9 +42,9 @@ use std::time::Duration;
 use dbus::channel::{BusType, Channel};
 use dbus::message::{Message, MessageType};
 
+use super::signals;
 use crate::config::Config;
 use crate::control_map::{BootTime, ControlMap, ControlMapSet, DeviceChange};
-use crate::daemon::signals;
 use crate::server::ServerClient;
 use crate::server::token::TokenCell;
 
