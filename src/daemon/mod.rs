@@ -22,7 +22,8 @@ use anyhow::{Context, Result, bail};
 use crate::config::Config;
 use crate::control_map::{Action, BootTime, ControlMap, ControlMapSet, StateKey};
 use crate::device_key::DeviceKey;
-use crate::engine::{DeploymentHooks, Engine, managed::Aborted};
+use crate::engine::managed::{Aborted, Progress};
+use crate::engine::{DeploymentHooks, Engine};
 use crate::identity::{self, AttributeValue, Attributes};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::backoff::{backoff, status_report_tries};
@@ -552,8 +553,20 @@ impl ServerHooks<'_> {
     }
 }
 
+/// The server's status for the engine's progress. Mapped here, where both
+/// are known: the engine does not speak the wire, and the server does not
+/// know the engine.
+fn wire_status(progress: Progress) -> Status {
+    match progress {
+        Progress::Downloading => Status::Downloading,
+        Progress::Installing => Status::Installing,
+        Progress::Rebooting => Status::Rebooting,
+    }
+}
+
 impl DeploymentHooks for ServerHooks<'_> {
-    fn status(&mut self, id: &str, status: Status) -> Result<(), Aborted> {
+    fn status(&mut self, id: &str, progress: Progress) -> Result<(), Aborted> {
+        let status = wire_status(progress);
         match self.client.report_status(id, status, None) {
             Ok(()) => Ok(()),
             Err(ApiError::Aborted) => {
