@@ -23,4 +23,5 @@ pub mod modules;
 pub mod process;
 pub mod scripts;
 pub mod server;
+pub mod states;
 pub mod store;
