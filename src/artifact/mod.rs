@@ -64,12 +64,12 @@ impl fmt::Display for ArtifactError {
         // Messages quote names and fields from the input (and the tar
         // crate's errors quote raw header bytes): keep them on one line and
         // free of terminal control sequences.
-        f.write_str(&one_line(&text))
+        f.write_str(&escape_controls(&text))
     }
 }
 
 /// Escapes control characters so that untrusted text stays one printable line.
-pub fn one_line(text: &str) -> String {
+pub fn escape_controls(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_string();
     }

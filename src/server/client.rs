@@ -304,7 +304,7 @@ impl Answer {
         }
         match serde_json::from_slice::<ServerError>(&self.body) {
             Ok(e) => e.error,
-            Err(_) => crate::artifact::one_line(&String::from_utf8_lossy(
+            Err(_) => crate::artifact::escape_controls(&String::from_utf8_lossy(
                 &self.body[..self.body.len().min(200)],
             )),
         }
