@@ -760,11 +760,6 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
-/// Wait helper shared by the retry loops.
-pub fn sleep(d: Duration) {
-    std::thread::sleep(d);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
