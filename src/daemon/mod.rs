@@ -1,7 +1,7 @@
 //! `mender-rs daemon`: managed mode. Authenticates with the server, sends
 //! the inventory, polls for deployments and runs them through the update
 //! state machine, with the `Idle` and `Sync` state scripts around the
-//! polling (spec §3, §5.8).
+//! polling (`docs/managed-mode.md`).
 //!
 //! The loop: `Idle_Enter` scripts, wait for the next poll (or a signal),
 //! `Idle_Leave`, then `Sync_Enter`, the inventory and/or the update check,
@@ -525,7 +525,7 @@ struct ServerHooks<'a> {
 const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl ServerHooks<'_> {
-    /// Sends a status with the retries of spec §5.9; 409 ends at once.
+    /// Sends a status with the retries of `docs/managed-mode.md`; 409 ends at once.
     fn report_with_retries(&mut self, id: &str, status: Status) -> Result<(), ApiError> {
         let tries = status_report_tries(
             self.config.update_poll_interval,

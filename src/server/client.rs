@@ -3,7 +3,7 @@
 //! The token lives in memory only. A call without a token authenticates
 //! first; a 401 answer (or, with several servers, a transport error) leads
 //! to one new authentication, trying the servers in order, and one retry of
-//! the call (spec §5.1).
+//! the call (`docs/managed-mode.md`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -69,7 +69,7 @@ pub enum ApiError {
     Local(String),
 }
 
-/// Deployment status values (spec §5.5).
+/// Deployment status values (`docs/managed-mode.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {

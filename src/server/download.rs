@@ -1,6 +1,6 @@
 //! The artifact download: one GET of the (pre-signed) URL, streamed into
 //! the installer, resumed with `Range` requests from the byte reached when
-//! the connection breaks (spec §5.4). Nothing is stored on the way.
+//! the connection breaks (`docs/managed-mode.md`). Nothing is stored on the way.
 //!
 //! The URL is storage, not the API: the device's JWT is never sent there.
 

@@ -1,4 +1,4 @@
-//! The device side of the Mender server API (spec §5): authentication,
+//! The device side of the Mender server API (`docs/managed-mode.md`): authentication,
 //! inventory, deployments, status and log reports, and the artifact
 //! download with resume.
 
