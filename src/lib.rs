@@ -11,8 +11,6 @@ pub mod config;
 pub mod control_map;
 pub mod crash;
 pub mod daemon;
-#[cfg(feature = "dbus")]
-pub mod dbus_service;
 pub mod deployment_log;
 pub mod device_key;
 pub mod engine;
@@ -25,6 +23,7 @@ pub mod persist;
 pub mod process;
 pub mod scripts;
 pub mod server;
+pub mod states;
 pub mod store;
 
 /// The Update Module protocol's old path, kept for the tests and other

@@ -15,9 +15,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::artifact::{ALL_SCRIPT_STATES, parse_script_name};
 use crate::fsutil::{parent_dir, read_bounded, sync_dir};
 use crate::process::{Exit, Spec};
+use crate::states::{is_plain_file_name, parse_script_name, state_label};
+
+/// The states and actions scripts run at, defined in [`crate::states`].
+pub use crate::states::{ScriptAction, ScriptState};
 
 /// Default `StateScriptTimeoutSeconds`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -36,63 +39,6 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[2, 3];
 /// Most bytes read from a scripts directory's `version` file (it holds a
 /// number).
 pub const VERSION_FILE_CAP: u64 = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptState {
-    Idle,
-    Sync,
-    Download,
-    ArtifactInstall,
-    ArtifactReboot,
-    ArtifactCommit,
-    ArtifactRollback,
-    ArtifactRollbackReboot,
-    ArtifactFailure,
-}
-
-impl ScriptState {
-    /// The state as spelled in script names.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScriptState::Idle => "Idle",
-            ScriptState::Sync => "Sync",
-            ScriptState::Download => "Download",
-            ScriptState::ArtifactInstall => "ArtifactInstall",
-            ScriptState::ArtifactReboot => "ArtifactReboot",
-            ScriptState::ArtifactCommit => "ArtifactCommit",
-            ScriptState::ArtifactRollback => "ArtifactRollback",
-            ScriptState::ArtifactRollbackReboot => "ArtifactRollbackReboot",
-            ScriptState::ArtifactFailure => "ArtifactFailure",
-        }
-    }
-
-    /// Whether the scripts of this state live in the root filesystem
-    /// directory (`Idle`, `Sync`, `Download`) rather than the Artifact one.
-    pub fn is_rootfs(self) -> bool {
-        matches!(
-            self,
-            ScriptState::Idle | ScriptState::Sync | ScriptState::Download
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptAction {
-    Enter,
-    Leave,
-    Error,
-}
-
-impl ScriptAction {
-    /// The action as spelled in script names.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScriptAction::Enter => "Enter",
-            ScriptAction::Leave => "Leave",
-            ScriptAction::Error => "Error",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ScriptConfig {
@@ -261,7 +207,7 @@ impl ScriptRunner {
             if ignore_errors {
                 log::error!(
                     "{e}; not running the {} scripts (ignored)",
-                    label(state, action)
+                    state_label(state, action)
                 );
                 return Ok(Vec::new());
             }
@@ -446,18 +392,9 @@ impl ScriptRunner {
     }
 }
 
-fn label(state: ScriptState, action: ScriptAction) -> String {
-    format!("{}_{}", state.name(), action.name())
-}
-
-/// Plain names for files in the scripts directory.
+/// Plain names for files in the scripts directory (never its `version`).
 fn plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name != "version"
-        && !name.contains('/')
-        && !name.contains('\0')
+    is_plain_file_name(name) && name != "version"
 }
 
 /// The scripts of (state, action) in `dir` that are to run, sorted by name.
@@ -490,12 +427,12 @@ fn select_scripts(
         if name == "version" {
             continue;
         }
-        match parse_script_name(name, ALL_SCRIPT_STATES) {
+        match parse_script_name(name) {
             None => log::debug!(
                 "skipping {}: not a state script name",
                 entry.path().display()
             ),
-            Some(parsed) if parsed.state == state.name() && parsed.action == action.name() => {
+            Some(parsed) if parsed.state == state && parsed.action == action => {
                 names.push(name.to_owned())
             }
             Some(_) => {}
@@ -585,7 +522,7 @@ mod tests {
             ScriptState::ArtifactRollbackReboot,
             ScriptState::ArtifactFailure,
         ] {
-            assert!(ALL_SCRIPT_STATES.contains(&state.name()));
+            assert!(ScriptState::ALL.contains(&state));
         }
         assert_eq!(ScriptAction::Error.name(), "Error");
     }

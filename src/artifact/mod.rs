@@ -64,12 +64,12 @@ impl fmt::Display for ArtifactError {
         // Messages quote names and fields from the input (and the tar
         // crate's errors quote raw header bytes): keep them on one line and
         // free of terminal control sequences.
-        f.write_str(&one_line(&text))
+        f.write_str(&escape_controls(&text))
     }
 }
 
 /// Escapes control characters so that untrusted text stays one printable line.
-pub fn one_line(text: &str) -> String {
+pub fn escape_controls(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_string();
     }
@@ -133,96 +133,15 @@ pub fn check_text(
 
 /// Payload file names: flat, and only `[A-Za-z0-9_.,-]`, never `.` or `..`.
 pub fn valid_payload_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
+    crate::states::is_plain_file_name(name)
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'-'))
 }
 
-/// The states whose scripts an artifact may carry.
-pub const ARTIFACT_SCRIPT_STATES: &[&str] = &[
-    "ArtifactInstall",
-    "ArtifactReboot",
-    "ArtifactCommit",
-    "ArtifactRollback",
-    "ArtifactRollbackReboot",
-    "ArtifactFailure",
-];
-
-/// All states that have scripts (rootfs scripts and artifact scripts).
-pub const ALL_SCRIPT_STATES: &[&str] = &[
-    "Idle",
-    "Sync",
-    "Download",
-    "ArtifactInstall",
-    "ArtifactReboot",
-    "ArtifactCommit",
-    "ArtifactRollback",
-    "ArtifactRollbackReboot",
-    "ArtifactFailure",
-];
-
-/// A parsed state script name `<State>_<Enter|Leave|Error>_NN[_text]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScriptName<'a> {
-    pub state: &'a str,
-    pub action: &'a str,
-    pub order: u8,
-}
-
-/// Parses a state script name; `states` restricts the state part. The
-/// optional `_text` suffix must be non-empty and free of white space and `/`.
-pub fn parse_script_name<'a>(name: &'a str, states: &[&str]) -> Option<ScriptName<'a>> {
-    let mut parts = name.splitn(4, '_');
-    let state = parts.next()?;
-    let action = parts.next()?;
-    let order = parts.next()?;
-    let rest = parts.next();
-    if !states.contains(&state) || !matches!(action, "Enter" | "Leave" | "Error") {
-        return None;
-    }
-    if order.len() != 2 || !order.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if let Some(text) = rest
-        && (text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '/'))
-    {
-        return None;
-    }
-    Some(ScriptName {
-        state,
-        action,
-        order: order.parse().ok()?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn script_names() {
-        let s = parse_script_name("ArtifactInstall_Enter_01", ARTIFACT_SCRIPT_STATES).unwrap();
-        assert_eq!(
-            (s.state, s.action, s.order),
-            ("ArtifactInstall", "Enter", 1)
-        );
-        assert!(
-            parse_script_name("ArtifactCommit_Leave_99_send-mail", ARTIFACT_SCRIPT_STATES)
-                .is_some()
-        );
-        assert!(parse_script_name("Download_Enter_01", ARTIFACT_SCRIPT_STATES).is_none());
-        assert!(parse_script_name("Download_Enter_01", ALL_SCRIPT_STATES).is_some());
-        assert!(parse_script_name("ArtifactInstall_Enter_1", ARTIFACT_SCRIPT_STATES).is_none());
-        assert!(parse_script_name("ArtifactInstall_Start_01", ARTIFACT_SCRIPT_STATES).is_none());
-        assert!(parse_script_name("ArtifactInstall_Enter_01_", ARTIFACT_SCRIPT_STATES).is_none());
-        assert!(
-            parse_script_name("ArtifactInstall_Enter_01_a/b", ARTIFACT_SCRIPT_STATES).is_none()
-        );
-        assert!(parse_script_name("ArtifactInstall_Enter_ab", ARTIFACT_SCRIPT_STATES).is_none());
-    }
 
     #[test]
     fn artifact_text() {

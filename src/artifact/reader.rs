@@ -18,6 +18,7 @@ use super::manifest::{self, Digest, MAX_MANIFEST_SIZE, Manifest};
 use super::signature::{self, VerifyKey};
 use super::tar_guard::TarGuard;
 use super::{ArtifactError, valid_payload_file_name};
+use crate::states::is_plain_file_name;
 
 const MAX_VERSION_SIZE: u64 = 4 << 10;
 const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
@@ -673,10 +674,7 @@ fn parse_header_tar(
             }
             p if p.starts_with("scripts/") => {
                 let script = &p["scripts/".len()..];
-                if script.is_empty()
-                    || script == "."
-                    || script == ".."
-                    || script.contains('/')
+                if !is_plain_file_name(script)
                     || script.chars().any(|c| c.is_control() || c.is_whitespace())
                 {
                     return Err(ArtifactError::format(format!(

@@ -18,10 +18,9 @@ use super::compression::Compression;
 use super::header::{DependValue, Depends, Provides};
 use super::manifest::{self, Digest};
 use super::signature::SigningKey;
-use super::{
-    ARTIFACT_SCRIPT_STATES, ArtifactError, check_text, parse_script_name, valid_payload_file_name,
-};
+use super::{ArtifactError, check_text, valid_payload_file_name};
 use crate::fsutil;
+use crate::states::{ScriptState, parse_script_name};
 
 /// The `version` member exactly as mender-artifact writes it.
 pub const VERSION_V3: &[u8] = br#"{"format":"mender","version":3}"#;
@@ -151,11 +150,14 @@ fn validate_spec(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
     let mut scripts = Vec::new();
     for s in &spec.scripts {
         let name = file_name(s)?;
-        if parse_script_name(&name, ARTIFACT_SCRIPT_STATES).is_none() {
+        if parse_script_name(&name)
+            .filter(|s| !s.state.is_rootfs())
+            .is_none()
+        {
             return bad(format!(
                 "{}: state script names must be <State>_<Enter|Leave|Error>_NN[_text] with an Artifact* state ({})",
                 s.display(),
-                ARTIFACT_SCRIPT_STATES.join(", ")
+                ScriptState::artifact_state_names()
             ));
         }
         if scripts.contains(&name) {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::cli::EXIT_OK;
 use crate::config::Config;
 use crate::control_map::{self, BootTime, ControlMap, ControlMapSet, DeviceChange, MAX_MAP_BYTES};
+use crate::daemon::signals::{SignalError, signal_daemon};
 use crate::fsutil;
 
 #[derive(clap::Subcommand, Debug)]
@@ -128,11 +129,8 @@ fn clear(config: &Config, id: &str, priority: Option<i64>) -> Result<i32> {
 /// Wakes a running daemon. No daemon is the usual case from a shell and
 /// says nothing; anything else is a warning (the maps are saved anyway).
 fn wake_daemon(config: &Config) {
-    if let Err(e) = crate::daemon::signals::signal_daemon(&config.data_dir, libc::SIGUSR1) {
-        // signal_daemon's "no daemon" error is the one to stay quiet about.
-        let message = format!("{e:#}");
-        if !message.starts_with("no mender-rs daemon") {
-            eprintln!("mender-rs: warning: the daemon was not woken: {message}");
-        }
+    match signal_daemon(&config.data_dir, libc::SIGUSR1) {
+        Ok(_) | Err(SignalError::NoDaemon(_)) => {}
+        Err(e) => eprintln!("mender-rs: warning: the daemon was not woken: {e:#}"),
     }
 }

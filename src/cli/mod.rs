@@ -129,7 +129,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             // One line on stderr; a log file gets the error too.
-            let message = crate::artifact::one_line(&format!("{e:#}"));
+            let message = crate::artifact::escape_controls(&format!("{e:#}"));
             if crate::logging::logs_to_file() {
                 log::error!("{message}");
             }

@@ -1,16 +1,17 @@
 //! `mender-rs daemon`: managed mode. Authenticates with the server, sends
 //! the inventory, polls for deployments and runs them through the update
 //! state machine, with the `Idle` and `Sync` state scripts around the
-//! polling (spec §3, §5.8).
+//! polling (`docs/managed-mode.md`).
 //!
 //! The loop: `Idle_Enter` scripts, wait for the next poll (or a signal),
 //! `Idle_Leave`, then `Sync_Enter`, the inventory and/or the update check,
 //! `Sync_Leave`, and the deployment if one came. Idle script failures are
 //! ignored; a Sync failure runs `Sync_Error` and skips this round.
 
+#[cfg(feature = "dbus")]
+pub mod dbus;
 pub mod memory;
 pub mod signals;
-pub mod token;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -21,11 +22,13 @@ use anyhow::{Context, Result, bail};
 use crate::config::Config;
 use crate::control_map::{Action, BootTime, ControlMap, ControlMapSet, StateKey};
 use crate::device_key::DeviceKey;
-use crate::engine::{DeploymentHooks, Engine, managed::Aborted};
+use crate::engine::managed::{Aborted, Progress};
+use crate::engine::{DeploymentHooks, Engine};
 use crate::identity::{self, AttributeValue, Attributes};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::backoff::{backoff, status_report_tries};
 use crate::server::client::NextDeployment;
+use crate::server::token;
 use crate::server::{ApiError, DownloadOptions, ResumableDownload, ServerClient, Status};
 use crate::store::Store;
 use signals::{PidFile, Signals};
@@ -126,7 +129,7 @@ pub fn run(config: &Config) -> Result<()> {
     );
     // D-Bus API (DBus.Enabled): shares the token, starts the service thread.
     #[cfg(feature = "dbus")]
-    let client = crate::dbus_service::start(config, client);
+    let client = dbus::start(config, client);
     let scripts = ScriptRunner::new(ScriptConfig::from_config(config));
     let now = Instant::now();
     let start = now
@@ -522,7 +525,7 @@ struct ServerHooks<'a> {
 const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl ServerHooks<'_> {
-    /// Sends a status with the retries of spec §5.9; 409 ends at once.
+    /// Sends a status with the retries of `docs/managed-mode.md`; 409 ends at once.
     fn report_with_retries(&mut self, id: &str, status: Status) -> Result<(), ApiError> {
         let tries = status_report_tries(
             self.config.update_poll_interval,
@@ -550,8 +553,20 @@ impl ServerHooks<'_> {
     }
 }
 
+/// The server's status for the engine's progress. Mapped here, where both
+/// are known: the engine does not speak the wire, and the server does not
+/// know the engine.
+fn wire_status(progress: Progress) -> Status {
+    match progress {
+        Progress::Downloading => Status::Downloading,
+        Progress::Installing => Status::Installing,
+        Progress::Rebooting => Status::Rebooting,
+    }
+}
+
 impl DeploymentHooks for ServerHooks<'_> {
-    fn status(&mut self, id: &str, status: Status) -> Result<(), Aborted> {
+    fn status(&mut self, id: &str, progress: Progress) -> Result<(), Aborted> {
+        let status = wire_status(progress);
         match self.client.report_status(id, status, None) {
             Ok(()) => Ok(()),
             Err(ApiError::Aborted) => {

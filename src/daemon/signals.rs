@@ -34,7 +34,7 @@ pub fn set_busy(busy: bool) {
 }
 
 /// Wakes the daemon's wait without a request of its own (the D-Bus thread,
-/// `crate::dbus_service`: the update control maps changed, or a token
+/// `super::dbus`: the update control maps changed, or a token
 /// fetch was asked for). An idle daemon goes on waiting; a paused
 /// deployment looks at the maps again.
 pub fn wake() {
@@ -218,24 +218,29 @@ impl PidFile {
     }
 }
 
+/// Why [`signal_daemon`] did not signal a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// No daemon holds the pid file's lock (the usual case from a shell).
+    #[error("no mender-rs daemon is running (no lock on {})", .0.display())]
+    NoDaemon(PathBuf),
+    /// The pid file or the signal failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 /// Sends `signal` to the running daemon of `data_dir`.
-pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> anyhow::Result<u32> {
+pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> Result<u32, SignalError> {
     let path = pid_file_path(data_dir);
-    let no_daemon = || {
-        anyhow::anyhow!(
-            "no mender-rs daemon is running (no lock on {})",
-            path.display()
-        )
-    };
     let (file, _) = match crate::fsutil::open_regular(&path) {
         Ok(opened) => opened,
-        Err(e) if e.is_not_found() => return Err(no_daemon()),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.is_not_found() => return Err(SignalError::NoDaemon(path)),
+        Err(e) => return Err(anyhow::Error::from(e).into()),
     };
     // SAFETY: flock on a descriptor we own; a shared lock we get means
     // nobody holds the exclusive one: no daemon.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-        return Err(no_daemon());
+        return Err(SignalError::NoDaemon(path));
     }
     let text = read_pid_text(&file, &path)?;
     let pid: i32 = text
@@ -243,14 +248,15 @@ pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> anyhow::Result<u32
         .parse()
         .map_err(|_| anyhow::anyhow!("{}: not a process id: {:?}", path.display(), text.trim()))?;
     if pid <= 0 {
-        anyhow::bail!("{}: not a process id: {pid}", path.display());
+        return Err(anyhow::anyhow!("{}: not a process id: {pid}", path.display()).into());
     }
     // SAFETY: kill(2) with a positive pid.
     if unsafe { libc::kill(pid, signal) } != 0 {
-        anyhow::bail!(
+        return Err(anyhow::anyhow!(
             "signalling the daemon (pid {pid}): {}",
             io::Error::last_os_error()
-        );
+        )
+        .into());
     }
     Ok(pid as u32)
 }

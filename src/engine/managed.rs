@@ -18,7 +18,7 @@ use crate::deployment_log::DeploymentLog;
 use crate::installer::{Installer, Reboot};
 use crate::process::{Exit, Spec};
 use crate::scripts::{ScriptAction, ScriptState};
-use crate::server::{DeploymentInstruction, Status};
+use crate::server::DeploymentInstruction;
 
 /// How long the daemon waits to be killed by the reboot it asked for
 /// before it calls the reboot failed.
@@ -26,11 +26,20 @@ const REBOOT_WAIT: Duration = Duration::from_secs(600);
 /// Most output of `RebootCommand` kept for the log, per stream.
 const REBOOT_OUTPUT_CAP: usize = 4096;
 
+/// How far a deployment got, as the state machine reports it to its hooks
+/// on the way (the daemon maps it to the server's wire status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Downloading,
+    Installing,
+    Rebooting,
+}
+
 /// What the state machine needs from the server side.
 pub trait DeploymentHooks {
     /// An intermediate status report. Best effort: only an answer saying
     /// that the server aborted the deployment is an error.
-    fn status(&mut self, deployment_id: &str, status: Status) -> Result<(), Aborted>;
+    fn status(&mut self, deployment_id: &str, progress: Progress) -> Result<(), Aborted>;
     /// The report before the commit (after a new authentication): a
     /// failure here fails the commit.
     fn pre_commit(&mut self, deployment_id: &str) -> Result<()>;
@@ -187,7 +196,7 @@ impl Engine<'_> {
         hooks: &mut dyn DeploymentHooks,
     ) -> Result<()> {
         let id = deployment.id.clone();
-        if hooks.status(&id, Status::Downloading).is_err() {
+        if hooks.status(&id, Progress::Downloading).is_err() {
             state.failed = true;
             self.cleanup(state, None)?;
             bail!("deployment {id} was aborted on the server");
@@ -227,7 +236,7 @@ impl Engine<'_> {
             return Err(e);
         }
         let (reboot, mut installer) = self.install_state(state, installer, &mut || {
-            if hooks.status(&id, Status::Installing).is_err() {
+            if hooks.status(&id, Progress::Installing).is_err() {
                 bail!("the deployment was aborted on the server");
             }
             Ok(())
@@ -260,7 +269,7 @@ impl Engine<'_> {
         }
         self.persist(state, Phase::ArtifactReboot)?;
         let rebooted = (|| -> Result<()> {
-            if hooks.status(&id, Status::Rebooting).is_err() {
+            if hooks.status(&id, Progress::Rebooting).is_err() {
                 bail!("the deployment was aborted on the server");
             }
             self.run_scripts(ScriptState::ArtifactReboot, ScriptAction::Enter)?;

@@ -1,4 +1,4 @@
-//! The retry back-off of the Mender clients (spec §5.9): a base of one
+//! The retry back-off of the Mender clients (`docs/managed-mode.md`): a base of one
 //! minute, each interval used for three attempts and then doubled, capped at
 //! the configured maximum.
 //!
@@ -60,7 +60,7 @@ fn first_attempt_at(max_interval: Duration) -> u32 {
     attempt
 }
 
-/// How many times a final status report is tried (spec §5.9): `1 + m`
+/// How many times a final status report is tried (`docs/managed-mode.md`): `1 + m`
 /// with `n = floor(update_poll / retry_poll)`, `m = 3` when `n <= 3` (or no
 /// retry interval), else `min(2n, 10)`.
 pub fn status_report_tries(update_poll: Duration, retry_poll: Duration) -> u32 {

@@ -3,7 +3,7 @@
 //! The token lives in memory only. A call without a token authenticates
 //! first; a 401 answer (or, with several servers, a transport error) leads
 //! to one new authentication, trying the servers in order, and one retry of
-//! the call (spec §5.1).
+//! the call (`docs/managed-mode.md`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -69,7 +69,7 @@ pub enum ApiError {
     Local(String),
 }
 
-/// Deployment status values (spec §5.5).
+/// Deployment status values (`docs/managed-mode.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
@@ -274,7 +274,7 @@ pub struct ServerClient {
     inventory_patch_only: bool,
     /// D-Bus (`GetJwtToken`, the `JwtTokenStateChange` signal): where
     /// every change of the token is published, when the daemon shares it.
-    shared_token: Option<crate::daemon::token::TokenCell>,
+    shared_token: Option<super::token::TokenCell>,
     /// [`API_CALL_DEADLINE`] (shorter in tests).
     deadline: Duration,
 }
@@ -304,7 +304,7 @@ impl Answer {
         }
         match serde_json::from_slice::<ServerError>(&self.body) {
             Ok(e) => e.error,
-            Err(_) => crate::artifact::one_line(&String::from_utf8_lossy(
+            Err(_) => crate::artifact::escape_controls(&String::from_utf8_lossy(
                 &self.body[..self.body.len().min(200)],
             )),
         }
@@ -353,13 +353,13 @@ impl ServerClient {
     }
 
     /// D-Bus: publishes the token (and each change of it) to `cell`.
-    pub fn share_token(&mut self, cell: crate::daemon::token::TokenCell) {
+    pub fn share_token(&mut self, cell: super::token::TokenCell) {
         self.shared_token = Some(cell);
         self.publish_token(false);
     }
 
     /// D-Bus: the cell the token is published to, if shared.
-    pub fn token_cell(&self) -> Option<&crate::daemon::token::TokenCell> {
+    pub fn token_cell(&self) -> Option<&super::token::TokenCell> {
         self.shared_token.as_ref()
     }
 
@@ -758,11 +758,6 @@ pub fn url_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Wait helper shared by the retry loops.
-pub fn sleep(d: Duration) {
-    std::thread::sleep(d);
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The artifact download: one GET of the (pre-signed) URL, streamed into
 //! the installer, resumed with `Range` requests from the byte reached when
-//! the connection breaks (spec §5.4). Nothing is stored on the way.
+//! the connection breaks (`docs/managed-mode.md`). Nothing is stored on the way.
 //!
 //! The URL is storage, not the API: the device's JWT is never sent there.
 
@@ -50,7 +50,6 @@ pub struct ResumableDownload {
     attempts: u32,
     /// Offset at the last (re)connection: progress is measured from there.
     connected_at: u64,
-    resumes: u32,
     /// Start of the current progress window, and the offset then.
     window_start: Instant,
     window_offset: u64,
@@ -105,25 +104,9 @@ impl ResumableDownload {
             options,
             attempts: 0,
             connected_at: 0,
-            resumes: 0,
             window_start: Instant::now(),
             window_offset: 0,
         })
-    }
-
-    /// The artifact's size.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// Bytes delivered so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// How many times the download was resumed.
-    pub fn resumes(&self) -> u32 {
-        self.resumes
     }
 
     fn shown(&self) -> &str {
@@ -197,7 +180,6 @@ impl ResumableDownload {
                     )));
                 }
             }
-            self.resumes += 1;
             self.connected_at = self.offset;
             self.window_start = Instant::now();
             self.window_offset = self.offset;

@@ -1,6 +1,7 @@
-//! The D-Bus API of the Mender client (spec §4.8, `update-control-maps.md`
-//! §3.1 and §8), on the system bus, for device applications and add-ons
-//! written for Mender:
+//! The D-Bus API of the Mender client (`docs/managed-mode.md`, "Update
+//! control maps and the D-Bus API"), on the system bus, for device
+//! applications and add-ons written for Mender. Part of the daemon: only
+//! the daemon starts it, and it wakes the daemon's wait. It serves:
 //!
 //! * `io.mender.UpdateManager`, object `/io/mender/UpdateManager`,
 //!   interface `io.mender.Update1`: `SetUpdateControlMap(s map_json) → (i
@@ -41,11 +42,11 @@ use std::time::Duration;
 use dbus::channel::{BusType, Channel};
 use dbus::message::{Message, MessageType};
 
+use super::signals;
 use crate::config::Config;
 use crate::control_map::{self, BootTime, ControlMap, DeviceChange};
-use crate::daemon::signals;
-use crate::daemon::token::TokenCell;
 use crate::server::ServerClient;
+use crate::server::token::TokenCell;
 
 pub const UPDATE_NAME: &str = "io.mender.UpdateManager";
 pub const UPDATE_PATH: &str = "/io/mender/UpdateManager";
@@ -357,6 +358,7 @@ pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<
         (AUTH_PATH, "FetchJwtToken") if on(AUTH_INTERFACE) => {
             log::debug!("D-Bus: FetchJwtToken");
             tokens.request_fetch();
+            signals::wake();
             message.method_return().append1(true)
         }
         (p, "Introspect") if on(INTROSPECTABLE) && introspection(p).is_some() => message

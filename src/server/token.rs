@@ -1,6 +1,8 @@
 //! The device's JWT, shared between the daemon loop (which authenticates)
 //! and the D-Bus thread (`GetJwtToken`, `FetchJwtToken`, the
-//! `JwtTokenStateChange` signal; see `crate::dbus_service`).
+//! `JwtTokenStateChange` signal; see `crate::daemon::dbus`). It lives with
+//! the server client, which owns the token; the daemon and its D-Bus thread
+//! use it from above, so the server never imports from the daemon.
 //!
 //! [`ServerClient`] publishes every change of its token here: a new token
 //! after an authentication (announced even when it is the same string, and
@@ -10,8 +12,8 @@
 //! the cell's pipe and on its bus connection, so a change is announced at
 //! once and an idle daemon costs no wake-ups.
 //!
-//! `FetchJwtToken` sets a request flag and wakes the daemon's wait
-//! ([`super::signals::wake`]); the daemon serves it with
+//! `FetchJwtToken` sets a request flag and the D-Bus thread wakes the
+//! daemon's wait (`crate::daemon::signals::wake`); the daemon serves it with
 //! [`serve_fetch_request`] when it is idle or paused by an update control
 //! map (a running download or install finishes its step first).
 
@@ -20,7 +22,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::server::ServerClient;
+use super::ServerClient;
 
 /// A token and the URL of the server that issued it.
 pub type Token = (String, String);
@@ -114,10 +116,10 @@ impl TokenCell {
     }
 
     /// `FetchJwtToken`: asks the daemon to authenticate (requests made
-    /// before it gets to it merge into one).
+    /// before it gets to it merge into one). The caller then wakes the
+    /// daemon's wait.
     pub fn request_fetch(&self) {
         self.lock().fetch = true;
-        super::signals::wake();
     }
 
     /// Takes the pending fetch request, if any.
