@@ -632,6 +632,23 @@ pub fn sleep(d: Duration) {
     std::thread::sleep(d);
 }
 
+/// For the fuzz target `server_reply` only: a `deployments/next` 200 body
+/// as [`ServerClient::next_deployment`] parses it, and any body as the
+/// message of an error answer.
+#[doc(hidden)]
+pub fn fuzz_parse_reply(
+    body: &[u8],
+) -> (
+    Result<DeploymentInstruction, (Option<String>, String)>,
+    String,
+) {
+    let answer = Answer {
+        status: 500,
+        body: body.to_vec(),
+    };
+    (DeploymentInstruction::parse(body), answer.message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
