@@ -35,8 +35,14 @@ fn check_path(what: &str, p: &Path) {
 
 fn check(config: &Config) {
     check_seconds("state_script_timeout", config.state_script_timeout);
-    check_seconds("state_script_retry_interval", config.state_script_retry_interval);
-    check_seconds("state_script_retry_timeout", config.state_script_retry_timeout);
+    check_seconds(
+        "state_script_retry_interval",
+        config.state_script_retry_interval,
+    );
+    check_seconds(
+        "state_script_retry_timeout",
+        config.state_script_retry_timeout,
+    );
     check_seconds("module_timeout", config.module_timeout);
     check_seconds("update_poll_interval", config.update_poll_interval);
     check_seconds("inventory_poll_interval", config.inventory_poll_interval);
@@ -53,7 +59,10 @@ fn check(config: &Config) {
         let (scheme, host) = url
             .split_once("://")
             .unwrap_or_else(|| panic!("server URL without a scheme: {url:?}"));
-        assert!(!scheme.is_empty() && !host.is_empty(), "bad server URL {url:?}");
+        assert!(
+            !scheme.is_empty() && !host.is_empty(),
+            "bad server URL {url:?}"
+        );
         assert!(!url.ends_with('/'), "server URL ends in '/': {url:?}");
         assert!(
             !url.chars().any(char::is_whitespace),
@@ -96,8 +105,14 @@ fn check(config: &Config) {
         check_path("https_client.key", &client.key);
     }
     for (what, s) in [
-        ("boot_utilities_set_active_part", &config.boot_utilities_set_active_part),
-        ("boot_utilities_get_next_active_part", &config.boot_utilities_get_next_active_part),
+        (
+            "boot_utilities_set_active_part",
+            &config.boot_utilities_set_active_part,
+        ),
+        (
+            "boot_utilities_get_next_active_part",
+            &config.boot_utilities_get_next_active_part,
+        ),
         ("daemon_log_level", &config.daemon_log_level),
     ] {
         if let Some(s) = s {

@@ -15,7 +15,10 @@
 //!   survives `to_value` → JSON bytes → `parse` unchanged;
 //! - an accepted file holds only such maps, and opening it again (after
 //!   `open_at` rewrote it for this boot, when its boot id was another one)
-//!   gives the same maps.
+//!   gives the same maps;
+//! - the merged decision of a set holding the map(s) is never `pause` once
+//!   every map expired (a pause cannot outlive its map), and names a
+//!   priority level exactly when it is not plain `continue`.
 
 #![no_main]
 
@@ -25,8 +28,8 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use mender_rs::config::Config;
 use mender_rs::control_map::{
-    Action, BootTime, ControlMap, ControlMapSet, MAPS_FILE, MAX_PRIORITY, MIN_PRIORITY,
-    validate_id,
+    Action, BootTime, ControlMap, ControlMapSet, MAPS_FILE, MAX_PRIORITY, MIN_PRIORITY, Settings,
+    StateKey, validate_id,
 };
 
 /// A data directory of this process, so that parallel jobs do not share it.
@@ -53,8 +56,15 @@ fn check_map(map: &ControlMap) {
         map.priority
     );
     for (state, rule) in &map.states {
-        assert!(!rule.is_noop(), "{state:?}: a rule that says nothing was kept");
-        assert_ne!(rule.on_map_expire, Action::Pause, "{state:?}: on_map_expire pause");
+        assert!(
+            !rule.is_noop(),
+            "{state:?}: a rule that says nothing was kept"
+        );
+        assert_ne!(
+            rule.on_map_expire,
+            Action::Pause,
+            "{state:?}: on_map_expire pause"
+        );
     }
     let value = map.to_value();
     let again = ControlMap::from_value(&value)
@@ -66,6 +76,27 @@ fn check_map(map: &ControlMap) {
     assert_eq!(&again, map, "JSON round trip changed the map");
 }
 
+fn check_decisions(set: &ControlMapSet, now: BootTime) {
+    let never = BootTime::from_millis(u64::MAX);
+    for state in StateKey::ALL {
+        for at in [now, never] {
+            let d = set.decision(state, at);
+            assert_eq!(
+                d.priority.is_some(),
+                d.action != Action::Continue,
+                "{state:?} at {at:?}: {d:?}"
+            );
+            if at == never {
+                assert_ne!(
+                    d.action,
+                    Action::Pause,
+                    "{state:?}: paused after every map expired"
+                );
+            }
+        }
+    }
+}
+
 fn check_message(message: &str) {
     assert!(!message.is_empty(), "empty error message");
     assert!(!message.contains('\n'), "multi-line message: {message:?}");
@@ -75,7 +106,16 @@ fn map_document(data: &[u8]) {
     match ControlMap::parse(data) {
         Ok(map) => {
             check_map(&map);
-            assert_eq!(ControlMap::parse(data).ok(), Some(map), "not deterministic");
+            assert_eq!(
+                ControlMap::parse(data).ok(),
+                Some(map.clone()),
+                "not deterministic"
+            );
+            let now = BootTime::from_secs(1000);
+            let mut set = ControlMapSet::new(Settings::from_config(&CONFIG));
+            set.insert_from_device(map, now)
+                .expect("one map into an empty set");
+            check_decisions(&set, now);
         }
         Err(e) => {
             check_message(&e.to_string());
@@ -95,7 +135,12 @@ fn maps_file(data: &[u8]) {
             }
             let again = ControlMapSet::open_at(&CONFIG, now)
                 .unwrap_or_else(|e| panic!("an accepted file is refused when read again: {e}"));
-            assert_eq!(set.maps(), again.maps(), "reading the file again changed the maps");
+            assert_eq!(
+                set.maps(),
+                again.maps(),
+                "reading the file again changed the maps"
+            );
+            check_decisions(&set, now);
         }
         Err(e) => check_message(&e.to_string()),
     }

@@ -45,12 +45,18 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let dir = base.join(format!("mender-rs-fuzz-grub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the fuzz directory");
     let env = GrubEnv::new(dir.clone()).with_lock_file(dir.join("grubenv.lock"));
-    env.create(&EnvVars::new()).expect("create an empty environment");
+    env.create(&EnvVars::new())
+        .expect("create an empty environment");
     let read = |p: &str| std::fs::read(dir.join(p)).expect("read what create wrote");
     let empty = read("mender_grubenv1/env");
     let locks = ["mender_grubenv1", "mender_grubenv2"]
         .iter()
-        .map(|c| (read(&format!("{c}/lock")), read(&format!("{c}/lock.sha256sum"))))
+        .map(|c| {
+            (
+                read(&format!("{c}/lock")),
+                read(&format!("{c}/lock.sha256sum")),
+            )
+        })
         .collect();
     // What a write cut short leaves: the lock says editing=1.
     env.create(&EnvVars::new()).expect("create again");

@@ -27,7 +27,10 @@ static LAX_MESSAGES: LazyLock<bool> =
 
 fn one_line(what: &str, message: &str) {
     if !*LAX_MESSAGES {
-        assert!(!message.contains(['\n', '\r']), "multi-line {what}: {message:?}");
+        assert!(
+            !message.contains(['\n', '\r']),
+            "multi-line {what}: {message:?}"
+        );
     }
 }
 
@@ -36,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     match &next {
         Ok(d) => {
             assert!(!d.id.is_empty(), "accepted with an empty id");
-            assert!(!d.artifact_name.is_empty(), "accepted with no artifact name");
+            assert!(
+                !d.artifact_name.is_empty(),
+                "accepted with no artifact name"
+            );
             assert!(!d.uri.is_empty(), "accepted with no URI");
             assert!(
                 !d.device_types_compatible.is_empty(),

@@ -91,7 +91,8 @@ fn config_text(text: &str) {
                 assert_eq!(a.size, b.size, "redundant areas of different sizes");
                 if a.device == b.device {
                     assert!(
-                        a.offset + a.size as u64 <= b.offset || b.offset + b.size as u64 <= a.offset,
+                        a.offset + a.size as u64 <= b.offset
+                            || b.offset + b.size as u64 <= a.offset,
                         "overlapping areas accepted"
                     );
                 }
@@ -109,8 +110,14 @@ fn config_text(text: &str) {
     }
     let again = UBootEnv::from_config_str(CONFIG_NAME, text);
     assert_eq!(
-        result.as_ref().map(|e| e.areas().to_vec()).map_err(ToString::to_string),
-        again.as_ref().map(|e| e.areas().to_vec()).map_err(ToString::to_string),
+        result
+            .as_ref()
+            .map(|e| e.areas().to_vec())
+            .map_err(ToString::to_string),
+        again
+            .as_ref()
+            .map(|e| e.areas().to_vec())
+            .map_err(ToString::to_string),
         "not deterministic"
     );
 }
@@ -147,7 +154,9 @@ fn binary(data: &[u8], redundant: bool, fix_crc: bool) {
             return;
         }
     };
-    let again = env.read().expect("a second read of an environment that was read");
+    let again = env
+        .read()
+        .expect("a second read of an environment that was read");
     assert_eq!(vars, again, "a second read gives other variables");
 
     match env.write(&[(PROBE, Some("1"))]) {
