@@ -159,6 +159,17 @@ impl DeploymentInstruction {
             .artifact_name
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("artifact.artifact_name"))?;
+        // Names go into log lines and are compared with the artifact's,
+        // which may not hold control characters either.
+        if artifact_name.chars().any(char::is_control) {
+            return Err((
+                Some(id.clone()),
+                format!(
+                    "deployment {id}: artifact.artifact_name {:?} holds control characters",
+                    crate::artifact::escape_controls(&artifact_name)
+                ),
+            ));
+        }
         let uri = artifact
             .source
             .and_then(|s| s.uri)
@@ -180,6 +191,9 @@ impl DeploymentInstruction {
 
 /// A deployment id the device can use: 1 to [`MAX_DEPLOYMENT_ID`]
 /// characters of `A-Z a-z 0-9 . _ -` (a UUID), not `.` or `..`.
+/// The longest server error message kept for a log line.
+const MAX_SERVER_MESSAGE: usize = 1024;
+
 fn check_deployment_id(id: &str) -> Result<(), String> {
     let ok = id.len() <= MAX_DEPLOYMENT_ID
         && id != "."
@@ -302,12 +316,23 @@ impl Answer {
         struct ServerError {
             error: String,
         }
-        match serde_json::from_slice::<ServerError>(&self.body) {
+        // Either way the text goes into log lines: control characters are
+        // escaped (a server must not write lines of its own into the log)
+        // and it is cut to what a message needs.
+        let text = match serde_json::from_slice::<ServerError>(&self.body) {
             Ok(e) => e.error,
-            Err(_) => crate::artifact::escape_controls(&String::from_utf8_lossy(
-                &self.body[..self.body.len().min(200)],
-            )),
+            Err(_) => String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned(),
+        };
+        let mut shown = crate::artifact::escape_controls(&text);
+        if shown.len() > MAX_SERVER_MESSAGE {
+            let mut end = MAX_SERVER_MESSAGE;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push_str("...");
         }
+        shown
     }
 }
 
@@ -760,9 +785,41 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// For the fuzz target `server_reply` only: a `deployments/next` 200 body
+/// as [`ServerClient::next_deployment`] parses it, and any body as the
+/// message of an error answer.
+#[doc(hidden)]
+pub fn fuzz_parse_reply(
+    body: &[u8],
+) -> (
+    Result<DeploymentInstruction, (Option<String>, String)>,
+    String,
+) {
+    let answer = Answer {
+        status: 500,
+        body: body.to_vec(),
+    };
+    (DeploymentInstruction::parse(body), answer.message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_cannot_write_log_lines() {
+        let (parsed, message) = fuzz_parse_reply(br#"{"error":"a\nb"}"#);
+        assert!(parsed.is_err());
+        assert_eq!(message, "a\\nb");
+        let long = format!(r#"{{"error":"{}"}}"#, "x".repeat(5000));
+        let (_, message) = fuzz_parse_reply(long.as_bytes());
+        assert!(message.len() <= MAX_SERVER_MESSAGE + 3, "{}", message.len());
+        let name = br#"{"id":"d1","artifact":{"artifact_name":"a\nartifact_name=evil","source":{"uri":"u"},"device_types_compatible":["t"]}}"#;
+        let (id, reason) = DeploymentInstruction::parse(name).unwrap_err();
+        assert_eq!(id.as_deref(), Some("d1"));
+        assert!(!reason.contains('\n'), "{reason}");
+        assert!(reason.contains("control characters"), "{reason}");
+    }
 
     #[test]
     fn instruction_fields_are_required() {
