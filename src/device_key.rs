@@ -258,11 +258,6 @@ impl DeviceKey {
         pem_encode("PUBLIC KEY", &self.spki)
     }
 
-    /// The public key as DER SubjectPublicKeyInfo.
-    pub fn public_key_der(&self) -> &[u8] {
-        &self.spki
-    }
-
     /// Signs `body` as the server expects for `X-MEN-Signature` (spec §5.1).
     pub fn sign(&self, body: &[u8]) -> Result<Vec<u8>> {
         let rng = SystemRandom::new();
@@ -421,7 +416,7 @@ mod tests {
 
     /// Verifies with ring, from the SPKI we publish (so the SPKI is checked too).
     fn verify(key: &DeviceKey, msg: &[u8], sig: &[u8]) -> bool {
-        let spki = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_der()).unwrap();
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(&key.spki).unwrap();
         let raw = spki.subject_public_key.as_bytes().unwrap();
         let alg: &dyn VerificationAlgorithm = match key.key_type() {
             DeviceKeyType::Rsa3072 => &RSA_PKCS1_2048_8192_SHA256,
@@ -455,7 +450,7 @@ mod tests {
             let (key, pem) = DeviceKey::generate(t).unwrap();
             assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
             let again = DeviceKey::from_pem(pem.as_bytes()).unwrap();
-            assert_eq!(again.public_key_der(), key.public_key_der());
+            assert_eq!(again.spki, key.spki);
             assert_eq!(again.key_type(), t);
             let body = b"{\"id_data\":\"{}\"}\n";
             let sig = key.sign(body).unwrap();
