@@ -1,5 +1,5 @@
 //! The device's own key pair: the identity the device proves to the server
-//! when it authenticates (spec §5.1), kept in `<DataStore>/mender-agent.pem`.
+//! when it authenticates (`docs/managed-mode.md`, "The server API"), kept in `<DataStore>/mender-agent.pem`.
 //!
 //! Formats read: PKCS#1 `RSA PRIVATE KEY` (what Mender 3.x writes), PKCS#8
 //! `PRIVATE KEY` (RSA, EC P-256 or Ed25519, unencrypted, v1 or v2) and SEC1
@@ -258,7 +258,8 @@ impl DeviceKey {
         pem_encode("PUBLIC KEY", &self.spki)
     }
 
-    /// Signs `body` as the server expects for `X-MEN-Signature` (spec §5.1).
+    /// Signs `body` as the server expects for `X-MEN-Signature`
+    /// (`docs/managed-mode.md`, "The server API").
     pub fn sign(&self, body: &[u8]) -> Result<Vec<u8>> {
         let rng = SystemRandom::new();
         let failed = || DeviceKeyError::Sign {

@@ -84,8 +84,8 @@ impl ArtifactHeader {
     }
 
     /// The concatenated `clears_artifact_provides` of all payloads; None
-    /// when no payload has a non-empty list (spec 1.15: an explicit empty
-    /// list behaves as absent).
+    /// when no payload has a non-empty list (an explicit empty list behaves
+    /// as absent: `docs/artifacts.md`, "Depends and provides").
     pub fn clears_provides(&self) -> Option<Vec<String>> {
         let all: Vec<String> = self
             .payloads

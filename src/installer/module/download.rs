@@ -1,6 +1,7 @@
 //! The `Download` call: the streaming session that hands the payload files
 //! to a running module through FIFOs (`stream-next`, `streams/<name>`), or
-//! into `files/` when the module does not stream. Separate from the other
+//! into `files/` when the module does not stream (`docs/update-modules.md`,
+//! "Download: streams or files"). Separate from the other
 //! calls because it is the only one that talks to the module while it runs.
 
 use std::ffi::CString;

@@ -1,5 +1,6 @@
-//! Payloads handled by an Update Module (protocol v3): the [`Installer`]
-//! adapter that drives the protocol, which lives in the files below it:
+//! Payloads handled by an Update Module (protocol v3, as
+//! `docs/update-modules.md` describes it): the [`Installer`] adapter that
+//! drives the protocol, which lives in the files below it:
 //!
 //! * `calls.rs`: finding a module, the state calls and queries, the errors;
 //! * `file_tree.rs`: the file tree written before `Download`;
