@@ -1,4 +1,4 @@
-//! The deployment log (spec §5.6): the log records of one deployment, kept
+//! The deployment log (`docs/managed-mode.md`): the log records of one deployment, kept
 //! in the data directory as JSON lines so that they can be uploaded to the
 //! server when the deployment fails.
 //!

@@ -1,5 +1,5 @@
 //! The device's own key pair: the identity the device proves to the server
-//! when it authenticates (spec §5.1), kept in `<DataStore>/mender-agent.pem`.
+//! when it authenticates (`docs/managed-mode.md`, "The server API"), kept in `<DataStore>/mender-agent.pem`.
 //!
 //! Formats read: PKCS#1 `RSA PRIVATE KEY` (what Mender 3.x writes), PKCS#8
 //! `PRIVATE KEY` (RSA, EC P-256 or Ed25519, unencrypted, v1 or v2) and SEC1
@@ -258,12 +258,8 @@ impl DeviceKey {
         pem_encode("PUBLIC KEY", &self.spki)
     }
 
-    /// The public key as DER SubjectPublicKeyInfo.
-    pub fn public_key_der(&self) -> &[u8] {
-        &self.spki
-    }
-
-    /// Signs `body` as the server expects for `X-MEN-Signature` (spec §5.1).
+    /// Signs `body` as the server expects for `X-MEN-Signature`
+    /// (`docs/managed-mode.md`, "The server API").
     pub fn sign(&self, body: &[u8]) -> Result<Vec<u8>> {
         let rng = SystemRandom::new();
         let failed = || DeviceKeyError::Sign {
@@ -421,7 +417,7 @@ mod tests {
 
     /// Verifies with ring, from the SPKI we publish (so the SPKI is checked too).
     fn verify(key: &DeviceKey, msg: &[u8], sig: &[u8]) -> bool {
-        let spki = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_der()).unwrap();
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(&key.spki).unwrap();
         let raw = spki.subject_public_key.as_bytes().unwrap();
         let alg: &dyn VerificationAlgorithm = match key.key_type() {
             DeviceKeyType::Rsa3072 => &RSA_PKCS1_2048_8192_SHA256,
@@ -455,7 +451,7 @@ mod tests {
             let (key, pem) = DeviceKey::generate(t).unwrap();
             assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
             let again = DeviceKey::from_pem(pem.as_bytes()).unwrap();
-            assert_eq!(again.public_key_der(), key.public_key_der());
+            assert_eq!(again.spki, key.spki);
             assert_eq!(again.key_type(), t);
             let body = b"{\"id_data\":\"{}\"}\n";
             let sig = key.sign(body).unwrap();

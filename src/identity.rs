@@ -1,4 +1,4 @@
-//! Device identity and inventory attributes (spec §4.5, §4.6): produced by
+//! Device identity and inventory attributes (`docs/managed-mode.md`): produced by
 //! executables that print `key=value` lines.
 //!
 //! Parsing follows the reference clients: each line is split at its first

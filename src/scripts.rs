@@ -1,4 +1,4 @@
-//! State scripts (spec §3): selection, the `version` file, execution with
+//! State scripts (`docs/state-scripts.md`): selection, the `version` file, execution with
 //! timeout and retry-later, stderr capture, and storing an Artifact's
 //! scripts.
 //!
@@ -259,8 +259,8 @@ impl ScriptRunner {
         }
     }
 
-    /// The explicit rootfs-dir version check done at commit (§3.3
-    /// CheckRootfsScriptsVersion): when the root filesystem scripts
+    /// The explicit rootfs-dir version check done at commit
+    /// (`docs/state-scripts.md`, "The `version` file"): when the root filesystem scripts
     /// directory exists and is not empty, its `version` file must exist and
     /// hold a supported version.
     pub fn check_rootfs_version(&self) -> Result<(), ScriptError> {

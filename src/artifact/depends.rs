@@ -1,5 +1,5 @@
-//! Depends against the device's provides (spec 1.14) and the provides
-//! bookkeeping done when an update is committed (spec 1.15).
+//! Depends against the device's provides and the provides bookkeeping done
+//! when an update is committed (`docs/artifacts.md`, "Depends and provides").
 //!
 //! Device provides are one flat map, as `show-provides` prints them:
 //! `artifact_name`, `artifact_group` (when set) and every stored type-info
@@ -93,7 +93,8 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// The device provides after committing `header` over `current` (spec 1.15).
+/// The device provides after committing `header` over `current`
+/// (`docs/artifacts.md`, "Depends and provides").
 pub fn provides_after_commit(current: &Provides, header: &ArtifactHeader) -> Provides {
     let clears = header.clears_provides();
     let cleared = |key: &str| match &clears {

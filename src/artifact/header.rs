@@ -83,18 +83,9 @@ impl ArtifactHeader {
         all
     }
 
-    /// All provides: header-info's and every payload's.
-    pub fn merged_provides(&self) -> Provides {
-        let mut all = self.provides.clone();
-        for p in &self.payloads {
-            all.extend(p.provides.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        all
-    }
-
     /// The concatenated `clears_artifact_provides` of all payloads; None
-    /// when no payload has a non-empty list (spec 1.15: an explicit empty
-    /// list behaves as absent).
+    /// when no payload has a non-empty list (an explicit empty list behaves
+    /// as absent: `docs/artifacts.md`, "Depends and provides").
     pub fn clears_provides(&self) -> Option<Vec<String>> {
         let all: Vec<String> = self
             .payloads

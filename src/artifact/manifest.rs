@@ -55,14 +55,6 @@ impl Manifest {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Digest)> {
         self.entries.iter()
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Serialises lines in the order given (mender-artifact writes data files,
@@ -114,7 +106,7 @@ mod tests {
     fn parses_and_round_trips() {
         let text = format!("{H}  data/0000/a\n{H}  version\n");
         let m = Manifest::parse(text.as_bytes()).unwrap();
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.entries.len(), 2);
         assert_eq!(to_hex(m.get("version").unwrap()), H);
         let back = format_manifest(m.iter().map(|(p, d)| (p.as_str(), d)));
         assert_eq!(back, text);

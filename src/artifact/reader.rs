@@ -122,8 +122,6 @@ pub struct FileReport {
 pub struct ReadReport {
     pub header: ArtifactHeader,
     pub signature: SignatureState,
-    /// Which configured key verified the signature.
-    pub verified_by: Option<usize>,
     pub files: Vec<FileReport>,
 }
 
@@ -165,7 +163,6 @@ struct Reader<'o> {
     /// Manifest paths matched by a member or payload file.
     seen: BTreeSet<String>,
     signature: SignatureState,
-    verified_by: Option<usize>,
     header: Option<ArtifactHeader>,
     files: Vec<FileReport>,
 }
@@ -182,7 +179,6 @@ impl<'o> Reader<'o> {
             manifest_bytes: Vec::new(),
             seen: BTreeSet::new(),
             signature: SignatureState::None,
-            verified_by: None,
             header: None,
             files: Vec::new(),
         }
@@ -290,10 +286,7 @@ impl<'o> Reader<'o> {
             SignatureState::Unverified
         } else {
             match signature::verify_with_any(keys, &self.manifest_bytes, &sig) {
-                Ok(index) => {
-                    self.verified_by = Some(index);
-                    SignatureState::Verified
-                }
+                Ok(_) => SignatureState::Verified,
                 Err(e) if self.options.policy == SignaturePolicy::Enforce => {
                     return Err(ArtifactError::Signature(format!("manifest.sig: {e}")));
                 }
@@ -563,7 +556,6 @@ impl<'o> Reader<'o> {
         Ok(ReadReport {
             header,
             signature: self.signature,
-            verified_by: self.verified_by,
             files: self.files,
         })
     }

@@ -1,4 +1,5 @@
-//! The GRUB environment as laid out by `grub-mender-grubenv` (spec §6.7):
+//! The GRUB environment as laid out by `grub-mender-grubenv`
+//! (`docs/bootloaders.md`, "The boot environment variables"):
 //! two copies, each a GRUB environment block with a lock beside it, that
 //! GRUB loads and saves at boot with `load_env`/`save_env`.
 //!

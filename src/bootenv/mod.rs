@@ -1,5 +1,6 @@
 //! The bootloader environment: the variables through which the client and
-//! the bootloader hand over control of an update (spec §6.5).
+//! the bootloader hand over control of an update (`docs/bootloaders.md`,
+//! "The boot environment variables").
 //!
 //! [`BootEnv`] is what the update engine uses; [`uboot::UBootEnv`] stores
 //! the variables in a U-Boot environment area described by an
@@ -23,7 +24,8 @@ use std::io;
 /// All variables of an environment, by name.
 pub type EnvVars = BTreeMap<String, String>;
 
-/// Variables of the bootloader contract (spec §6.5).
+/// Variables of the bootloader contract (`docs/bootloaders.md`), named
+/// here once.
 pub const MENDER_BOOT_PART: &str = "mender_boot_part";
 pub const MENDER_BOOT_PART_HEX: &str = "mender_boot_part_hex";
 pub const UPGRADE_AVAILABLE: &str = "upgrade_available";
@@ -111,7 +113,7 @@ pub enum BootEnvError {
     /// Another process holds the environment.
     #[error("{path}: locked by another process (gave up after {seconds} s)")]
     Locked { path: String, seconds: u64 },
-    /// The canary rule of spec §6.5 failed.
+    /// The canary rule ([`check_canary`], `docs/bootloaders.md`) failed.
     #[error(
         "the bootloader's environment is not visible to us: check fw_env.config ({MENDER_CHECK_SAVEENV_CANARY}=1 but {MENDER_SAVEENV_CANARY}={found})"
     )]

@@ -87,11 +87,6 @@ impl ToolsEnv {
         &self.print
     }
 
-    /// The set command as configured.
-    pub fn set_command(&self) -> &str {
-        &self.set
-    }
-
     /// Runs `command` with `args` appended, feeding it `input`; its
     /// standard output if it exits with status 0.
     fn run(
@@ -288,7 +283,7 @@ mod tests {
     fn defaults_and_arguments() {
         let env = ToolsEnv::new("", "  ");
         assert_eq!(env.print_command(), "fw_printenv");
-        assert_eq!(env.set_command(), "fw_setenv");
+        assert_eq!(env.set, "fw_setenv");
         let env = ToolsEnv::new(" my-print -c x ", "my-set");
         assert_eq!(env.print_command(), "my-print -c x");
         assert_eq!(env.describe(), "tools my-print -c x / my-set");

@@ -22,13 +22,6 @@ pub struct Decision {
     pub ids: Vec<String>,
 }
 
-impl Decision {
-    /// Whether the deployment goes on.
-    pub fn proceeds(&self) -> bool {
-        matches!(self.action, Action::Continue | Action::ForceContinue)
-    }
-}
-
 /// What a device insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChange {
@@ -62,7 +55,6 @@ pub(super) enum Op {
         priority: Option<i32>,
     },
     MarkExpired(Version),
-    Purge(BootTime),
     SetAction(Version, StateKey, Action),
 }
 
@@ -91,7 +83,6 @@ pub(super) fn apply(maps: &mut Vec<ActiveMap>, op: &Op) {
                 m.expired = true;
             }
         }
-        Op::Purge(now) => maps.retain(|m| !m.is_expired(*now)),
         Op::SetAction(v, state, action) => {
             if let Some(rule) = maps
                 .iter_mut()
@@ -241,7 +232,7 @@ impl ControlMapSet {
 
     /// Marks the maps whose lifetime is over at `now` and returns them (as
     /// they are now): from here on their `on_map_expire` values count.
-    /// Expired maps stay in the set until [`ControlMapSet::purge_expired`].
+    /// Expired maps stay in the set.
     pub fn expire(&mut self, now: BootTime) -> Vec<ActiveMap> {
         let newly: Vec<ActiveMap> = self
             .maps
@@ -259,16 +250,6 @@ impl ControlMapSet {
                 m
             })
             .collect()
-    }
-
-    /// Removes the expired maps (the daemon does it on entering Idle, as
-    /// Mender); returns how many.
-    pub fn purge_expired(&mut self, now: BootTime) -> usize {
-        let count = self.maps.iter().filter(|m| m.is_expired(now)).count();
-        if count > 0 {
-            self.record(Op::Purge(now));
-        }
-        count
     }
 
     /// The earliest expiry among the maps alive at `now`.
@@ -388,7 +369,6 @@ mod tests {
                 .collect();
             let d = set_of(&list).decision(INSTALL, T0);
             assert_eq!(d.action, want, "{maps:?}");
-            assert_eq!(d.proceeds(), matches!(want, Continue | ForceContinue));
         }
         let d = set_of(&[(ID, 1, "force_continue"), (ID2, 0, "pause")]).decision(INSTALL, T0);
         assert_eq!((d.priority, d.ids), (Some(1), vec![ID.to_string()]));
@@ -553,10 +533,8 @@ mod tests {
         // ID2 expired: its on_map_expire is continue.
         assert_eq!(set.decision(INSTALL, t(180)).action, Action::Continue);
         assert_eq!(set.expire(t(180)).len(), 1);
-        // Expired maps stay until purged (on entering Idle).
+        // Expired maps stay in the set.
         assert_eq!(set.maps().len(), 1);
-        assert_eq!(set.purge_expired(t(180)), 1);
-        assert!(set.maps().is_empty());
     }
 
     #[test]

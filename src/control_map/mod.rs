@@ -25,13 +25,13 @@
 //!     Action::Continue | Action::ForceContinue => { maps.after_action(state, now); enter the state }
 //!     Action::Fail => { maps.after_action(state, now); error path ("Forced a failed update") }
 //!     Action::Pause => { first time at this checkpoint: maps.after_action(state, now);
-//!                        report state.pause_status(); wait for SIGUSR1 (a CLI change),
+//!                        report the pause status; wait for SIGUSR1 (a CLI change),
 //!                        maps.earliest_halfway(now) or maps.next_expiry(now); then
 //!                        maps.save() (which also reads other processes' changes)
 //!                        and evaluate again }
 //! }
 //! maps.save()?;                                      // after every change
-//! // Idle: maps.purge_expired(now); deployment cleanup: maps.remove(&deployment_id, None)
+//! // deployment cleanup: maps.remove(&deployment_id, None)
 //! ```
 //!
 //! * [`ControlMapSet::load`] is for the daemon's start: every stored map gets

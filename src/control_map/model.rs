@@ -34,6 +34,7 @@ use std::fmt;
 use serde_json::{Map, Value, json};
 
 use super::{MAX_MAP_BYTES, MAX_PRIORITY, MIN_PRIORITY};
+use crate::states::{self, ScriptAction, ScriptState};
 
 /// What a map says to do at a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,33 +97,30 @@ impl StateKey {
         StateKey::ArtifactCommitEnter,
     ];
 
-    /// The name used in JSON (and by the state scripts).
-    pub fn as_str(self) -> &'static str {
+    /// The update state this checkpoint is the entry of.
+    pub fn state(self) -> ScriptState {
         match self {
-            StateKey::ArtifactInstallEnter => "ArtifactInstall_Enter",
-            StateKey::ArtifactRebootEnter => "ArtifactReboot_Enter",
-            StateKey::ArtifactCommitEnter => "ArtifactCommit_Enter",
+            StateKey::ArtifactInstallEnter => ScriptState::ArtifactInstall,
+            StateKey::ArtifactRebootEnter => ScriptState::ArtifactReboot,
+            StateKey::ArtifactCommitEnter => ScriptState::ArtifactCommit,
         }
+    }
+
+    /// The name used in JSON, as the state scripts spell it
+    /// (`ArtifactInstall_Enter`, from [`states::state_label`]).
+    pub fn label(self) -> String {
+        states::state_label(self.state(), ScriptAction::Enter)
     }
 
     /// The state named exactly `name` (case-sensitive).
     pub fn parse(name: &str) -> Option<StateKey> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// The deployment status reported while paused here.
-    pub fn pause_status(self) -> &'static str {
-        match self {
-            StateKey::ArtifactInstallEnter => "pause_before_installing",
-            StateKey::ArtifactRebootEnter => "pause_before_rebooting",
-            StateKey::ArtifactCommitEnter => "pause_before_committing",
-        }
+        Self::ALL.into_iter().find(|s| s.label() == name)
     }
 }
 
 impl fmt::Display for StateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.label())
     }
 }
 
@@ -225,7 +223,13 @@ impl std::error::Error for MapError {}
 
 const ACTIONS: &str = "continue, force_continue, pause or fail";
 const EXPIRE_ACTIONS: &str = "continue, force_continue or fail";
-const STATES: &str = "ArtifactInstall_Enter, ArtifactReboot_Enter or ArtifactCommit_Enter";
+
+/// The state names a map may use, for an error message:
+/// `ArtifactInstall_Enter, ArtifactReboot_Enter or ArtifactCommit_Enter`.
+fn state_names() -> String {
+    let [first, second, third] = StateKey::ALL.map(StateKey::label);
+    format!("{first}, {second} or {third}")
+}
 
 /// A short rendering of a JSON value for an error message.
 fn describe(v: &Value) -> String {
@@ -452,7 +456,7 @@ impl ControlMap {
             let Some(key) = StateKey::parse(name) else {
                 return Err(MapError::new(
                     raw.path,
-                    format!("unknown state (expected {STATES})"),
+                    format!("unknown state (expected {})", state_names()),
                 ));
             };
             keyed.push((key, raw));
@@ -510,7 +514,7 @@ impl ControlMap {
             .iter()
             .map(|(key, rule)| {
                 (
-                    key.as_str().to_string(),
+                    key.label(),
                     json!({
                         "action": rule.action.as_str(),
                         "on_map_expire": rule.on_map_expire.as_str(),
@@ -527,6 +531,25 @@ impl ControlMap {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn state_keys_spell_the_script_states() {
+        let labels = StateKey::ALL.map(StateKey::label);
+        assert_eq!(
+            labels,
+            [
+                "ArtifactInstall_Enter",
+                "ArtifactReboot_Enter",
+                "ArtifactCommit_Enter"
+            ]
+        );
+        for key in StateKey::ALL {
+            assert_eq!(StateKey::parse(&key.label()), Some(key));
+            assert_eq!(key.to_string(), key.label());
+        }
+        assert_eq!(StateKey::parse("ArtifactInstall_Leave"), None);
+        assert_eq!(StateKey::parse("artifactinstall_enter"), None);
+    }
 
     #[test]
     fn defaults_and_sanitizing() {

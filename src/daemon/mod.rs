@@ -601,7 +601,7 @@ impl DeploymentHooks for ServerHooks<'_> {
         loop {
             let now = BootTime::now();
             // The server's map for this deployment is fetched again from
-            // half its lifetime on (spec: refresh before it expires).
+            // half its lifetime on (`docs/managed-mode.md`, "Update control maps").
             // At each checkpoint it is fetched once at once (after a
             // restart the stored copy only has the boot lifetime).
             if maps.has_id(id)

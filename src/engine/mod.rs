@@ -32,6 +32,7 @@ use crate::installer::rootfs::RootfsInstaller;
 use crate::installer::{Installer, InstallerState, Reboot};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::DeploymentInstruction;
+use crate::states::state_label;
 use crate::store::Store;
 use download::DownloadHandler;
 
@@ -679,7 +680,8 @@ impl<'c> Engine<'c> {
             self.mark_inconsistent(state)?;
             state.failed = true;
             self.cleanup(state, Some(installer))?;
-            return Err(e.context("ArtifactCommit_Leave failed after the commit"));
+            let label = state_label(ScriptState::ArtifactCommit, ScriptAction::Leave);
+            return Err(e.context(format!("{label} failed after the commit")));
         }
         self.cleanup(state, Some(installer))
     }

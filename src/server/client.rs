@@ -681,7 +681,7 @@ impl ServerClient {
         }
     }
 
-    /// The current update control map of a deployment (spec 5.7): `None`
+    /// The current update control map of a deployment (`docs/managed-mode.md`): `None`
     /// when the server has none for it any more (404: the deployment is
     /// gone or aborted).
     pub fn control_map(

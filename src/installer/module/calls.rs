@@ -31,6 +31,56 @@ pub const OUTPUT_CAP: usize = 10 << 10;
 /// shorter timeout shortens it to the timeout.
 pub const KILL_GRACE: Duration = Duration::from_secs(60);
 
+/// The verbs of the protocol: the first argument of every invocation of a
+/// module (`docs/update-modules.md`), in the order of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleCall {
+    Download,
+    ArtifactInstall,
+    NeedsArtifactReboot,
+    SupportsRollback,
+    ArtifactReboot,
+    ArtifactVerifyReboot,
+    ArtifactCommit,
+    ArtifactRollback,
+    ArtifactRollbackReboot,
+    ArtifactVerifyRollbackReboot,
+    ArtifactFailure,
+    Cleanup,
+}
+
+impl ModuleCall {
+    /// The verb as the module receives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleCall::Download => "Download",
+            ModuleCall::ArtifactInstall => "ArtifactInstall",
+            ModuleCall::NeedsArtifactReboot => "NeedsArtifactReboot",
+            ModuleCall::SupportsRollback => "SupportsRollback",
+            ModuleCall::ArtifactReboot => "ArtifactReboot",
+            ModuleCall::ArtifactVerifyReboot => "ArtifactVerifyReboot",
+            ModuleCall::ArtifactCommit => "ArtifactCommit",
+            ModuleCall::ArtifactRollback => "ArtifactRollback",
+            ModuleCall::ArtifactRollbackReboot => "ArtifactRollbackReboot",
+            ModuleCall::ArtifactVerifyRollbackReboot => "ArtifactVerifyRollbackReboot",
+            ModuleCall::ArtifactFailure => "ArtifactFailure",
+            ModuleCall::Cleanup => "Cleanup",
+        }
+    }
+}
+
+impl AsRef<str> for ModuleCall {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for ModuleCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One-line errors naming the module and the call.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
@@ -174,15 +224,17 @@ impl UpdateModule {
         }
     }
 
-    /// A state call (`ArtifactInstall`, `ArtifactReboot`, …, `Cleanup`). A
-    /// non-zero exit is an error; output is logged.
-    pub fn call(&self, state: &str) -> Result<(), ModuleError> {
-        self.run(state, false).map(drop)
+    /// A state call (`ArtifactInstall`, `ArtifactReboot`, …, `Cleanup`; a
+    /// [`ModuleCall`], or any verb as text). A non-zero exit is an error;
+    /// output is logged.
+    pub fn call(&self, state: impl AsRef<str>) -> Result<(), ModuleError> {
+        self.run(state.as_ref(), false).map(drop)
     }
 
     /// A query (`NeedsArtifactReboot`, `SupportsRollback`): the first line
     /// of stdout, trimmed. A further non-empty line is a protocol error.
-    pub fn query(&self, query: &str) -> Result<String, ModuleError> {
+    pub fn query(&self, query: impl AsRef<str>) -> Result<String, ModuleError> {
+        let query = query.as_ref();
         let out = self.run(query, true)?;
         parse_answer(&out).map_err(|detail| ModuleError::Protocol {
             module: self.module.clone(),
@@ -193,22 +245,22 @@ impl UpdateModule {
 
     /// `NeedsArtifactReboot`: `Yes`, `No` (or nothing) or `Automatic`.
     pub fn needs_reboot(&self) -> Result<RebootKind, ModuleError> {
-        const Q: &str = "NeedsArtifactReboot";
+        const Q: ModuleCall = ModuleCall::NeedsArtifactReboot;
         match self.query(Q)?.as_str() {
             "" | "No" => Ok(RebootKind::No),
             "Yes" => Ok(RebootKind::Yes),
             "Automatic" => Ok(RebootKind::Automatic),
-            other => Err(self.bad_answer(Q, other)),
+            other => Err(self.bad_answer(Q.as_str(), other)),
         }
     }
 
     /// `SupportsRollback`: `Yes`, or `No` (or nothing).
     pub fn supports_rollback(&self) -> Result<bool, ModuleError> {
-        const Q: &str = "SupportsRollback";
+        const Q: ModuleCall = ModuleCall::SupportsRollback;
         match self.query(Q)?.as_str() {
             "" | "No" => Ok(false),
             "Yes" => Ok(true),
-            other => Err(self.bad_answer(Q, other)),
+            other => Err(self.bad_answer(Q.as_str(), other)),
         }
     }
 
@@ -217,7 +269,7 @@ impl UpdateModule {
     pub fn cleanup(&self) -> Result<(), ModuleError> {
         let tree = self.tree();
         let called = if tree.is_dir() {
-            self.call("Cleanup")
+            self.call(ModuleCall::Cleanup)
         } else {
             Ok(())
         };
@@ -393,6 +445,40 @@ impl Proc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::states::ScriptState;
+
+    #[test]
+    fn verbs_are_spelled_as_the_protocol_says() {
+        let state_calls = [
+            (ModuleCall::ArtifactInstall, ScriptState::ArtifactInstall),
+            (ModuleCall::ArtifactReboot, ScriptState::ArtifactReboot),
+            (ModuleCall::ArtifactCommit, ScriptState::ArtifactCommit),
+            (ModuleCall::ArtifactRollback, ScriptState::ArtifactRollback),
+            (
+                ModuleCall::ArtifactRollbackReboot,
+                ScriptState::ArtifactRollbackReboot,
+            ),
+            (ModuleCall::ArtifactFailure, ScriptState::ArtifactFailure),
+            (ModuleCall::Download, ScriptState::Download),
+        ];
+        for (call, state) in state_calls {
+            assert_eq!(call.as_str(), state.name());
+        }
+        assert_eq!(
+            ModuleCall::NeedsArtifactReboot.to_string(),
+            "NeedsArtifactReboot"
+        );
+        assert_eq!(ModuleCall::SupportsRollback.as_ref(), "SupportsRollback");
+        assert_eq!(
+            ModuleCall::ArtifactVerifyReboot.as_str(),
+            "ArtifactVerifyReboot"
+        );
+        assert_eq!(
+            ModuleCall::ArtifactVerifyRollbackReboot.as_str(),
+            "ArtifactVerifyRollbackReboot"
+        );
+        assert_eq!(ModuleCall::Cleanup.as_str(), "Cleanup");
+    }
 
     #[test]
     fn answers() {

@@ -1,6 +1,7 @@
 //! The `Download` call: the streaming session that hands the payload files
 //! to a running module through FIFOs (`stream-next`, `streams/<name>`), or
-//! into `files/` when the module does not stream. Separate from the other
+//! into `files/` when the module does not stream (`docs/update-modules.md`,
+//! "Download: streams or files"). Separate from the other
 //! calls because it is the only one that talks to the module while it runs.
 
 use std::ffi::CString;
@@ -12,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::calls::{ModuleError, Proc, UpdateModule};
+use super::calls::{ModuleCall, ModuleError, Proc, UpdateModule};
 use super::file_tree::{remove_path, remove_tree};
 use crate::artifact::valid_payload_file_name;
 use crate::fsutil::sync_dir;
@@ -26,7 +27,7 @@ impl UpdateModule {
     /// receives the payload files. The tree must have been prepared.
     pub fn start_download(&self) -> Result<DownloadSession, ModuleError> {
         let tree = self.tree();
-        self.check_tree(&tree, "Download")?;
+        self.check_tree(&tree, ModuleCall::Download.as_str())?;
         let stream_next = tree.join("stream-next");
         let streams = tree.join("streams");
         remove_path(&stream_next).map_err(self.io_err("removing an old stream-next"))?;
@@ -37,7 +38,13 @@ impl UpdateModule {
             .mode(0o700)
             .create(&streams)
             .map_err(self.io_err("creating streams/"))?;
-        let proc = match Proc::spawn(&self.module, "Download", &tree, self.timeout, false) {
+        let proc = match Proc::spawn(
+            &self.module,
+            ModuleCall::Download.as_str(),
+            &tree,
+            self.timeout,
+            false,
+        ) {
             Ok(proc) => proc,
             Err(e) => {
                 let _ = remove_path(&stream_next);
@@ -246,7 +253,7 @@ impl DownloadSession {
     fn protocol(&self, detail: String) -> ModuleError {
         ModuleError::Protocol {
             module: self.proc.module.clone(),
-            call: "Download".into(),
+            call: ModuleCall::Download.to_string(),
             detail,
         }
     }

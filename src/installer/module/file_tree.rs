@@ -1,7 +1,8 @@
 //! The file tree an Update Module works in (`<ModulesWorkPath>/payloads/0000/tree`):
 //! what the client writes there before `Download` (the header, the current
-//! software, the protocol version) and the helpers that remove it. Separate
-//! from the calls because it is the data handed over, not the conversation.
+//! software, the protocol version; `docs/update-modules.md`, "The file
+//! tree") and the helpers that remove it. Separate from the calls because
+//! it is the data handed over, not the conversation.
 
 use std::fs::{self, DirBuilder};
 use std::io;

@@ -1,5 +1,6 @@
-//! Payloads handled by an Update Module (protocol v3): the [`Installer`]
-//! adapter that drives the protocol, which lives in the files below it:
+//! Payloads handled by an Update Module (protocol v3, as
+//! `docs/update-modules.md` describes it): the [`Installer`] adapter that
+//! drives the protocol, which lives in the files below it:
 //!
 //! * `calls.rs`: finding a module, the state calls and queries, the errors;
 //! * `file_tree.rs`: the file tree written before `Download`;
@@ -10,7 +11,8 @@ mod download;
 mod file_tree;
 
 pub use calls::{
-    KILL_GRACE, ModuleConfig, ModuleError, OUTPUT_CAP, RebootKind, UpdateModule, find_module,
+    KILL_GRACE, ModuleCall, ModuleConfig, ModuleError, OUTPUT_CAP, RebootKind, UpdateModule,
+    find_module,
 };
 pub use download::DownloadSession;
 
@@ -85,7 +87,7 @@ impl Installer for ModuleInstaller {
     }
 
     fn install(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactInstall")?)
+        Ok(self.module.call(ModuleCall::ArtifactInstall)?)
     }
 
     fn needs_reboot(&mut self) -> Result<Reboot> {
@@ -111,37 +113,41 @@ impl Installer for ModuleInstaller {
     }
 
     fn reboot(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactReboot")?)
+        Ok(self.module.call(ModuleCall::ArtifactReboot)?)
     }
 
     fn verify_reboot(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactVerifyReboot")?)
+        Ok(self.module.call(ModuleCall::ArtifactVerifyReboot)?)
     }
 
     fn commit(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactCommit")?)
+        Ok(self.module.call(ModuleCall::ArtifactCommit)?)
     }
 
     fn rollback(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactRollback")?)
+        Ok(self.module.call(ModuleCall::ArtifactRollback)?)
     }
 
     fn rollback_reboot(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactRollbackReboot")?)
+        Ok(self.module.call(ModuleCall::ArtifactRollbackReboot)?)
     }
 
     fn verify_rollback_reboot(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactVerifyRollbackReboot")?)
+        Ok(self.module.call(ModuleCall::ArtifactVerifyRollbackReboot)?)
     }
 
     fn failure(&mut self) -> Result<()> {
-        Ok(self.module.call("ArtifactFailure")?)
+        Ok(self.module.call(ModuleCall::ArtifactFailure)?)
     }
 
     fn cleanup(&mut self) -> Result<()> {
-        self.module
-            .cleanup()
-            .with_context(|| format!("module {}: Cleanup", self.module_path.display()))
+        self.module.cleanup().with_context(|| {
+            format!(
+                "module {}: {}",
+                self.module_path.display(),
+                ModuleCall::Cleanup
+            )
+        })
     }
 
     fn state(&self) -> Option<InstallerState> {

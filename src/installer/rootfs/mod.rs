@@ -29,7 +29,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{DeviceContext, Installer, InstallerState, Reboot};
 use crate::artifact::header::ArtifactHeader;
-use crate::bootenv::{self, BootEnv, EnvVars};
+use crate::bootenv::{
+    self, BOOTCOUNT, BootEnv, EnvVars, MENDER_BOOT_PART, MENDER_BOOT_PART_HEX, UPGRADE_AVAILABLE,
+};
 use partition_writer::PartitionWriter;
 use slot::{SlotId, in_use};
 
@@ -100,11 +102,11 @@ impl RootfsInstaller {
             }
         }
         let boot_part = env
-            .get("mender_boot_part")
+            .get(MENDER_BOOT_PART)
             .ok_or_else(|| anyhow!("cannot tell the active partition: / is on neither RootfsPartA nor RootfsPartB and mender_boot_part is not set in the boot environment"))?;
         let named = self.partition_by_number(boot_part)?;
-        let never_booted = env.get("upgrade_available").map(String::as_str) == Some("1")
-            && env.get("bootcount").is_none_or(|c| c.trim() == "0");
+        let never_booted = env.get(UPGRADE_AVAILABLE).map(String::as_str) == Some("1")
+            && env.get(BOOTCOUNT).is_none_or(|c| c.trim() == "0");
         Ok(if never_booted {
             self.other(&named).to_path_buf()
         } else {
@@ -116,14 +118,14 @@ impl RootfsInstaller {
         let n: u32 = number
             .trim()
             .parse()
-            .map_err(|_| anyhow!("mender_boot_part '{number}' is not a partition number"))?;
+            .map_err(|_| anyhow!("{MENDER_BOOT_PART} '{number}' is not a partition number"))?;
         for part in [&self.part_a, &self.part_b] {
             if partition_number(part)? == n {
                 return Ok(part.clone());
             }
         }
         bail!(
-            "mender_boot_part={n} names neither RootfsPartA ({}) nor RootfsPartB ({})",
+            "{MENDER_BOOT_PART}={n} names neither RootfsPartA ({}) nor RootfsPartB ({})",
             self.part_a.display(),
             self.part_b.display()
         )
@@ -200,12 +202,12 @@ impl RootfsInstaller {
         let dec = n.to_string();
         let hex = format!("{n:X}");
         let mut changes = vec![
-            ("mender_boot_part", Some(dec.as_str())),
-            ("mender_boot_part_hex", Some(hex.as_str())),
-            ("upgrade_available", Some(if upgrade { "1" } else { "0" })),
+            (MENDER_BOOT_PART, Some(dec.as_str())),
+            (MENDER_BOOT_PART_HEX, Some(hex.as_str())),
+            (UPGRADE_AVAILABLE, Some(if upgrade { "1" } else { "0" })),
         ];
         if upgrade {
-            changes.push(("bootcount", Some("0")));
+            changes.push((BOOTCOUNT, Some("0")));
         }
         self.write_env(&changes)
     }
@@ -313,7 +315,7 @@ impl Installer for RootfsInstaller {
 
     fn verify_reboot(&mut self) -> Result<()> {
         let env = self.read_env()?;
-        if env.get("upgrade_available").map(String::as_str) != Some("1") {
+        if env.get(UPGRADE_AVAILABLE).map(String::as_str) != Some("1") {
             bail!(
                 "the new partition did not boot: the bootloader rolled back (upgrade_available is not 1)"
             );
@@ -332,10 +334,10 @@ impl Installer for RootfsInstaller {
 
     fn commit(&mut self) -> Result<()> {
         let env = self.read_env()?;
-        if env.get("upgrade_available").map(String::as_str) != Some("1") {
+        if env.get(UPGRADE_AVAILABLE).map(String::as_str) != Some("1") {
             bail!("nothing to commit in the boot environment (upgrade_available is not 1)");
         }
-        self.write_env(&[("upgrade_available", Some("0"))])
+        self.write_env(&[(UPGRADE_AVAILABLE, Some("0"))])
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -346,10 +348,10 @@ impl Installer for RootfsInstaller {
         let env = self.read_env()?;
         let n = partition_number(&previous)?.to_string();
         let pointed = env
-            .get("mender_boot_part")
+            .get(MENDER_BOOT_PART)
             .map(|s| s.trim() == n)
             .unwrap_or(false);
-        let pending = env.get("upgrade_available").map(String::as_str) == Some("1");
+        let pending = env.get(UPGRADE_AVAILABLE).map(String::as_str) == Some("1");
         if pointed && !pending {
             return Ok(()); // the bootloader (or an earlier run) already did it
         }
@@ -362,7 +364,7 @@ impl Installer for RootfsInstaller {
 
     fn verify_rollback_reboot(&mut self) -> Result<()> {
         let env = self.read_env()?;
-        if env.get("upgrade_available").map(String::as_str) == Some("1") {
+        if env.get(UPGRADE_AVAILABLE).map(String::as_str) == Some("1") {
             bail!("the boot environment still has upgrade_available=1 after the rollback");
         }
         Ok(())
@@ -382,12 +384,10 @@ impl Installer for RootfsInstaller {
         // A counted try (bootcount > 0) while the old partition still runs
         // means the update was booted and failed (a bootloader that could
         // not save its fallback): that is for verify_reboot to report.
-        let never_tried = env.get("bootcount").is_none_or(|c| c.trim() == "0");
-        Ok(
-            env.get("upgrade_available").map(String::as_str) == Some("1")
-                && never_tried
-                && self.active_partition(&env)? != target,
-        )
+        let never_tried = env.get(BOOTCOUNT).is_none_or(|c| c.trim() == "0");
+        Ok(env.get(UPGRADE_AVAILABLE).map(String::as_str) == Some("1")
+            && never_tried
+            && self.active_partition(&env)? != target)
     }
 
     fn state(&self) -> Option<InstallerState> {
