@@ -135,11 +135,7 @@ impl DeploymentLog {
 }
 
 fn check_id(id: &str) -> io::Result<()> {
-    let ok = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::states::is_deployment_id(id) {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -347,7 +343,7 @@ mod tests {
         assert_eq!(parse_log_name("deployments.0001.a.txt"), None);
         assert!(check_id("a/b").is_err());
         assert!(check_id("").is_err());
-        assert!(check_id("..").is_ok()); // only ever used inside a file name
+        assert!(check_id("..").is_err()); // one rule with the server client (states::is_deployment_id)
     }
 
     #[test]

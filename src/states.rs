@@ -141,9 +141,50 @@ pub fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
 }
 
+/// The longest deployment id accepted (Mender's are 36-character UUIDs).
+pub const MAX_DEPLOYMENT_ID: usize = 128;
+
+/// A deployment id the device can use: it names the deployment log file,
+/// goes into log lines and URLs. 1 to [`MAX_DEPLOYMENT_ID`] characters of
+/// `A-Z a-z 0-9 . _ -`, and not `.` or `..`. The server client refuses
+/// other ids from the server; the deployment log refuses to name a file
+/// after one.
+pub fn is_deployment_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DEPLOYMENT_ID
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deployment_ids() {
+        for ok in [
+            "standalone",
+            "2f8e-11",
+            "a.b_c-d",
+            &"i".repeat(MAX_DEPLOYMENT_ID),
+        ] {
+            assert!(is_deployment_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "a\nb",
+            &"i".repeat(MAX_DEPLOYMENT_ID + 1),
+        ] {
+            assert!(!is_deployment_id(bad), "{bad:?}");
+        }
+    }
 
     /// Artifact scripts only (what the writer accepts).
     fn artifact_script(name: &str) -> Option<ScriptName> {

@@ -33,7 +33,7 @@ const MAX_RESPONSE: u64 = 1 << 20;
 pub const MAX_TOKEN: usize = 16 << 10;
 
 /// The longest deployment id accepted (Mender's are 36-character UUIDs).
-pub const MAX_DEPLOYMENT_ID: usize = 128;
+pub use crate::states::MAX_DEPLOYMENT_ID;
 
 /// The longest an API call may take, answer body included: a server that
 /// trickles its answer cannot hold the daemon (the per-read timeout alone
@@ -195,13 +195,7 @@ impl DeploymentInstruction {
 const MAX_SERVER_MESSAGE: usize = 1024;
 
 fn check_deployment_id(id: &str) -> Result<(), String> {
-    let ok = id.len() <= MAX_DEPLOYMENT_ID
-        && id != "."
-        && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::states::is_deployment_id(id) {
         Ok(())
     } else {
         let shown: String = id.chars().take(64).collect();
