@@ -191,6 +191,8 @@ impl DaemonChild {
     /// Sends SIGTERM (the daemon's orderly stop), without waiting.
     pub fn terminate(&self) {
         if !self.reaped {
+            // SAFETY: kill(2) takes integers only; the child is not reaped,
+            // so its pid is still ours.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         }
     }
@@ -209,6 +211,8 @@ impl DaemonChild {
 impl Drop for DaemonChild {
     fn drop(&mut self) {
         if self.running() {
+            // SAFETY: kill(2) takes integers only; the child leads its own
+            // process group and is not reaped yet.
             unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -349,6 +353,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
 
 /// Clock ticks per second (the unit of [`ProcSample::cpu_ticks`]).
 pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) takes an integer and touches no memory of ours.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
