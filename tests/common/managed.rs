@@ -191,9 +191,8 @@ impl DaemonChild {
     /// Sends SIGTERM (the daemon's orderly stop), without waiting.
     pub fn terminate(&self) {
         if !self.reaped {
-            // SAFETY: kill(2) takes integers only; the child is not reaped,
-            // so its pid is still ours.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            // The child is not reaped, so its pid is still ours.
+            let _ = mender_rs::sys::kill(self.child.id() as i32, libc::SIGTERM);
         }
     }
 
@@ -211,9 +210,8 @@ impl DaemonChild {
 impl Drop for DaemonChild {
     fn drop(&mut self) {
         if self.running() {
-            // SAFETY: kill(2) takes integers only; the child leads its own
-            // process group and is not reaped yet.
-            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            // The child leads its own process group and is not reaped yet.
+            let _ = mender_rs::sys::kill(-(self.child.id() as i32), libc::SIGKILL);
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
