@@ -469,9 +469,7 @@ mod tests {
     fn a_log_that_is_a_fifo_is_refused_not_waited_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(log_name(1, "f"));
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&path, 0o600).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let data = dir.path().to_path_buf();
         std::thread::spawn(move || {

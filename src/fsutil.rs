@@ -119,7 +119,6 @@ pub fn open_checked(
     write: bool,
     accept: impl Fn(std::fs::FileType) -> bool,
 ) -> Result<(File, std::fs::Metadata), ReadError> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let io_err = |source| ReadError::Io {
         path: path.to_path_buf(),
@@ -138,14 +137,7 @@ pub fn open_checked(
             kind: file_kind(meta.file_type()),
         });
     }
-    // SAFETY: fcntl on a descriptor we own; no memory is involved.
-    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0
-        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
-    {
-        return Err(io_err(io::Error::last_os_error()));
-    }
+    crate::sys::set_nonblocking(&file, false).map_err(io_err)?;
     Ok((file, meta))
 }
 
@@ -297,9 +289,7 @@ mod bounded_read_tests {
         let err = read_bounded(&link, 4096, "a test file").unwrap_err();
         assert!(err.to_string().contains("a character device"), "{err}");
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&fifo, 0o600).unwrap();
         let err = read_bounded(&fifo, 4096, "a test file").unwrap_err();
         assert!(err.to_string().contains("a FIFO"), "{err}");
         let err = read_bounded(dir.path(), 4096, "a test file").unwrap_err();
@@ -325,14 +315,10 @@ mod bounded_read_tests {
     fn open_checked_does_not_wait_on_a_fifo_and_leaves_it_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&fifo, 0o600).unwrap();
         let (file, meta) = open_checked(&fifo, false, |_| true).unwrap();
         assert_eq!(file_kind(meta.file_type()), "a FIFO");
-        use std::os::fd::AsRawFd;
-        // SAFETY: fcntl on a descriptor we own.
-        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        let flags = crate::sys::status_flags(&file).unwrap();
         assert_eq!(flags & libc::O_NONBLOCK, 0);
         let err = open_regular(&fifo).unwrap_err();
         assert_eq!(err.reason(), "is a FIFO, not a regular file");

@@ -3,6 +3,12 @@
 //!
 //! One module per concern; the binary in `main.rs` is a thin wrapper around
 //! [`cli::main`].
+//!
+//! `unsafe` lives in [`sys`] (the system calls) and [`process`] (fork,
+//! exec and reaping) only; everywhere else it is refused.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod artifact;
 pub mod bootenv;
@@ -20,11 +26,14 @@ pub mod identity;
 pub mod installer;
 pub mod logging;
 pub mod persist;
+#[allow(unsafe_code)]
 pub mod process;
 pub mod scripts;
 pub mod server;
 pub mod states;
 pub mod store;
+#[allow(unsafe_code)]
+pub mod sys;
 
 /// The Update Module protocol's old path, kept for the tests and other
 /// callers; it lives in [`installer::module`].

@@ -317,7 +317,7 @@ impl SyslogConn {
                 Ok(SyslogConn::Datagram(socket))
             }
             Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
-                connect_stream(path, send_timeout).map(SyslogConn::Stream)
+                crate::sys::connect_unix_stream(path, send_timeout).map(SyslogConn::Stream)
             }
             Err(e) => Err(e),
         }
@@ -344,46 +344,6 @@ impl SyslogConn {
     }
 }
 
-/// `UnixStream::connect` with a time limit: connect(2) on a Unix stream
-/// socket waits while the listener's backlog is full, as long as the
-/// socket's send timeout allows.
-fn connect_stream(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-
-    // SAFETY: socket(2) takes no pointers; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    // SO_SNDTIMEO: bounds connect(2) as well as the writes.
-    stream.set_write_timeout(Some(timeout))?;
-    // SAFETY: `sockaddr_un` is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    // Keep the terminating NUL.
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
-        *to = *from as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `addr` is a valid, NUL-terminated `sockaddr_un` of `len`
-    // bytes that outlives the call; `fd` is open (owned by `stream`).
-    let r = unsafe { libc::connect(fd, std::ptr::from_ref(&addr).cast::<libc::sockaddr>(), len) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stream)
-}
-
 /// The RFC 3164 time stamp fields of an instant, in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -400,14 +360,7 @@ impl Stamp {
     fn local(time: SystemTime) -> Option<Stamp> {
         let secs = time.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
         let secs = libc::time_t::try_from(secs).ok()?;
-        // SAFETY: `tm` is plain data (integers and a pointer, which may be
-        // null); all zeroes is a valid value.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        // SAFETY: localtime_r (reentrant) reads `secs` and writes only `tm`,
-        // both ours for the duration of the call.
-        if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
-            return None;
-        }
+        let tm = crate::sys::localtime(secs)?;
         let field = |v: libc::c_int| u32::try_from(v).ok();
         Some(Stamp {
             month: usize::try_from(tm.tm_mon).ok().filter(|m| *m < 12)?,

@@ -171,7 +171,7 @@ impl Spec {
             (Input::Bytes(bytes), Some(pipe)) => {
                 // Non-blocking: a program that does not read must not
                 // block our write.
-                set_nonblocking(pipe.as_raw_fd())?;
+                crate::sys::set_nonblocking(&pipe, true)?;
                 Some(Feed {
                     pipe,
                     data: bytes.clone(),
@@ -547,19 +547,11 @@ impl Running {
             fds[3] = pollfd(fd, events);
         }
         let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
-        // SAFETY: `fds` is a valid array of 4 pollfd for the duration of
-        // the call; the descriptors are owned by `self` or the caller.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok((false, false))
-            } else {
-                Err(e)
-            };
-        }
-        if r == 0 {
-            return Ok((false, false));
+        match crate::sys::poll(&mut fds, ms) {
+            Ok(0) => return Ok((false, false)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok((false, false)),
+            Err(e) => return Err(e),
         }
         if fds[0].revents != 0 {
             self.feed();
@@ -640,16 +632,6 @@ fn read_into<P: Read>(pipe: Option<&mut P>, buf: &mut [u8], capture: &mut Captur
         }
         Err(_) => true,
     }
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

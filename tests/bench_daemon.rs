@@ -222,6 +222,7 @@ fn daemon_install(
     part_size: u64,
 ) -> (f64, f64, u64, String, PathBuf, Daemon) {
     // Nothing dirty from earlier runs.
+    // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
     let mut d = Daemon::new(server, n, part_size, 1, None);
     d.start(bin);
@@ -270,6 +271,7 @@ fn daemon_install(
 fn curl_download(link: &str, folder: &Path, size: u64) -> (f64, f64) {
     let out = folder.join("curl.out");
     let _ = fs::remove_file(&out);
+    // SAFETY: sync(2) takes no arguments.
     unsafe { libc::sync() };
     let t = Instant::now();
     let mut child = Command::new("curl")

@@ -920,14 +920,12 @@ fn open_by_configuration() {
 /// Another process holding the lock file is waited for.
 #[test]
 fn waits_for_a_lock_held_elsewhere() {
-    use std::os::unix::io::AsRawFd;
     use std::time::{Duration, Instant};
     let fx = Fixture::new();
     fx.make_both(&sample());
     let lock_path = fx.tmp.path().join("set.lock");
     let holder = fs::File::create(&lock_path).unwrap();
-    // SAFETY: flock on a descriptor owned by `holder`.
-    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    holder.lock().unwrap();
     let started = Instant::now();
     let env = fx.env();
     let writer = std::thread::spawn(move || {

@@ -915,14 +915,12 @@ fn redundant_copies_through_a_symlink() {
 /// Another process holding the environment's file lock is waited for.
 #[test]
 fn waits_for_a_lock_held_elsewhere() {
-    use std::os::unix::io::AsRawFd;
     use std::time::{Duration, Instant};
     let fx = Fixture::new();
     let (file, config, env) = fx.single();
     env.create(&vars(&[("a", "1")])).unwrap();
     let holder = fs::File::open(&file).unwrap();
-    // SAFETY: flock on a descriptor owned by `holder`.
-    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    holder.lock().unwrap();
     let started = Instant::now();
     let writer = std::thread::spawn(move || {
         let env = UBootEnv::from_config_file(&config).unwrap();

@@ -151,11 +151,9 @@ fn run_child(mut cmd: Command, what: String) -> Run {
     let status = match rx.recv_timeout(CHILD_TIMEOUT) {
         Ok(status) => status.unwrap_or_else(|e| panic!("waiting for `{what}`: {e}")),
         Err(_) => {
-            // SAFETY: the child is not reaped yet (its waiter has not
-            // returned), so the pid is still ours.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // The child is not reaped yet (its waiter has not returned), so
+            // the pid is still ours.
+            let _ = mender_rs::sys::kill(pid, libc::SIGKILL);
             panic!("`{what}` did not finish within {CHILD_TIMEOUT:?}");
         }
     };

@@ -151,8 +151,8 @@ fn run(cmd: &mut Command, timeout: Duration) -> Ran {
         }
         if Instant::now() >= deadline {
             let group = child.id() as libc::pid_t;
-            // SAFETY: plain kill(2) of the process group this test created.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+            // The process group this test created.
+            let _ = mender_rs::sys::kill(-group, libc::SIGKILL);
             let _ = child.wait();
             panic!("{what} did not finish within {timeout:?}");
         }

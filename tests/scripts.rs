@@ -401,9 +401,7 @@ fn background_process_holding_stderr_does_not_hang() {
     let pid = wait_for_pid_file(&pid_file);
     // The runner leaves a finished script's background processes alone.
     let alive = !process_gone(pid);
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    let _ = mender_rs::sys::kill(pid, libc::SIGKILL);
     assert_eq!(result.unwrap(), names(&["Idle_Leave_01"]));
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert!(alive);

@@ -228,21 +228,16 @@ pub(crate) fn lock_file(
     path: &std::path::Path,
     exclusive: bool,
 ) -> Result<(), BootEnvError> {
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    } | libc::LOCK_NB;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(file), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EWOULDBLOCK) => {
+        let locked = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        let e = match locked {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
                 if std::time::Instant::now() >= deadline {
                     return Err(BootEnvError::Locked {
                         path: path.display().to_string(),
@@ -250,7 +245,12 @@ pub(crate) fn lock_file(
                     });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
             }
+            Err(std::fs::TryLockError::Error(e)) => e,
+        };
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
             Some(libc::ENOLCK | libc::EOPNOTSUPP) => {
                 log::debug!(
                     "{}: no file locks here ({e}), going on unlocked",

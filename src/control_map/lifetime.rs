@@ -22,12 +22,7 @@ impl BootTime {
     /// The clock now.
     pub fn now() -> BootTime {
         for clock in [libc::CLOCK_BOOTTIME, libc::CLOCK_MONOTONIC] {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime writes into the timespec we own.
-            if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
+            if let Ok(ts) = crate::sys::clock_gettime(clock) {
                 let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
                 let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
                 return BootTime(secs.saturating_mul(1000).saturating_add(nanos / 1_000_000));

@@ -306,9 +306,8 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
                 revents: 0,
             },
         ];
-        // SAFETY: two valid pollfds; EINTR (a signal to the daemon) just
-        // goes round the loop.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        // EINTR (a signal to the daemon) just goes round the loop.
+        let _ = crate::sys::poll(&mut fds, -1);
     }
 }
 

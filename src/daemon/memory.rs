@@ -7,129 +7,23 @@
 //! the next poll will not run. Dropping the mappings of code pages before
 //! sleeping leaves only what a poll needs to fault back in (from the page
 //! cache, no I/O). The pages stay in the page cache and shared with other
-//! processes; only our page tables let go of them.
+//! processes; only our page tables let go of them. The system calls live in
+//! `crate::sys::code_pages`.
 
-/// Largest `/proc/self/smaps` read: about 1 KiB per mapping, and the
-/// daemon has some hundred mappings; a larger list is left alone (nothing
-/// is released) rather than held in memory to save memory.
-const MAX_SMAPS_BYTES: u64 = 1 << 20;
+use crate::sys;
 
-/// Unmaps the pages of file-backed code (`r-xp` mappings of the binary and
-/// its libraries) and returns free heap memory to the kernel. Returns the
-/// bytes of mappings released.
-///
-/// Only private, read-only, executable mappings of files that hold no
-/// private copies of pages (`Anonymous: 0 kB` in smaps; a library with text
-/// relocations would have some) are touched: `MADV_DONTNEED` on those loses
-/// nothing, the next access maps the same file page again.
+/// Unmaps the pages of file-backed code (the binary's and its libraries',
+/// those without private copies: see [`sys::code_pages`]) and returns free
+/// heap memory to the kernel. Returns the bytes of mappings released.
 pub fn release_idle_pages() -> usize {
-    let path = std::path::Path::new("/proc/self/smaps");
-    let smaps = match crate::fsutil::read_kernel_file(path, MAX_SMAPS_BYTES, "a mappings list") {
-        Ok(text) => text,
-        Err(e) => {
-            log::debug!("not releasing idle pages: {e}");
-            return 0;
-        }
-    };
-    let mut released = 0;
-    for (start, end) in clean_code_ranges(&smaps) {
-        let len = end - start;
-        // SAFETY: the range is a whole mapping the kernel just listed, clean
-        // and private: MADV_DONTNEED only drops page-table entries.
-        let done = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-        if done == 0 {
-            released += len;
-        }
-    }
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    let released = sys::code_pages::release_clean_code_pages();
+    sys::malloc_trim();
     released
-}
-
-/// The file code mappings of an smaps text that have no private pages.
-fn clean_code_ranges(smaps: &str) -> Vec<(usize, usize)> {
-    let mut ranges = Vec::new();
-    let mut candidate = None;
-    for line in smaps.lines() {
-        if let Some(value) = line.strip_prefix("Anonymous:") {
-            if let Some(range) = candidate.take()
-                && value.trim() == "0 kB"
-            {
-                ranges.push(range);
-            }
-        } else if is_mapping_line(line) {
-            candidate = file_code_range(line);
-        }
-    }
-    ranges
-}
-
-/// Whether an smaps line starts a mapping (`start-end perms ...`) rather
-/// than being one of its `Key: value` fields.
-fn is_mapping_line(line: &str) -> bool {
-    line.split_ascii_whitespace()
-        .next()
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(a, b)| {
-            !a.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_hexdigit())
-        })
-}
-
-/// The address range of a mapping line if it maps a file's code:
-/// `start-end r-xp offset dev inode /path`.
-fn file_code_range(line: &str) -> Option<(usize, usize)> {
-    let mut fields = line.split_ascii_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let inode = fields.nth(2)?;
-    let path = fields.next()?;
-    if perms != "r-xp" || inode == "0" || !path.starts_with('/') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    (end > start).then_some((start, end))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_private_code_of_files_is_picked() {
-        let code = "7f00a000-7f00c000 r-xp 00002000 fe:01 1234 /usr/lib/libc.so.6";
-        assert_eq!(file_code_range(code), Some((0x7f00a000, 0x7f00c000)));
-        for other in [
-            "7f00c000-7f00d000 r--p 00004000 fe:01 1234 /usr/lib/libc.so.6",
-            "7f00d000-7f00e000 rw-p 00005000 fe:01 1234 /usr/lib/libc.so.6",
-            "7f00e000-7f00f000 r-xs 00000000 fe:01 99 /dev/shm/x",
-            "7ffd000-7ffe000 r-xp 00000000 00:00 0 [vdso]",
-            "55d000-55e000 rw-p 00000000 00:00 0 [heap]",
-            "7f00a000-7f00c000 r-xp 00002000 fe:01 0 ",
-            "garbage",
-        ] {
-            assert_eq!(file_code_range(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn mappings_with_private_copies_are_left_alone() {
-        let smaps = "\
-5600a000-5600c000 r-xp 00002000 fe:01 77 /usr/bin/mender-rs
-Size:                  8 kB
-Anonymous:             0 kB
-7f00a000-7f00c000 r-xp 00002000 fe:01 1234 /usr/lib/libtextrel.so
-Size:                  8 kB
-Anonymous:             4 kB
-7f00c000-7f00d000 r--p 00004000 fe:01 1234 /usr/lib/libtextrel.so
-Anonymous:             0 kB
-";
-        assert_eq!(clean_code_ranges(smaps), vec![(0x5600a000, 0x5600c000)]);
-    }
 
     #[test]
     fn code_still_runs_after_its_pages_are_released() {

@@ -16,11 +16,13 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
+
+use crate::sys;
 
 static CHECK_UPDATE: AtomicBool = AtomicBool::new(false);
 static SEND_INVENTORY: AtomicBool = AtomicBool::new(false);
@@ -40,10 +42,8 @@ pub fn set_busy(busy: bool) {
 pub fn wake() {
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: one byte from a valid buffer; a full pipe drops it (a
-        // wake-up is pending then).
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        // A full pipe drops the byte (a wake-up is pending then).
+        sys::write_byte(fd, 1);
     }
 }
 
@@ -61,18 +61,17 @@ extern "C" fn on_signal(signal: libc::c_int) {
         libc::SIGUSR2 => SEND_INVENTORY.store(true, Ordering::SeqCst),
         _ => {
             if BUSY.load(Ordering::SeqCst) {
-                // SAFETY: _exit(2) is async-signal-safe.
-                unsafe { libc::_exit(128 + signal) };
+                // _exit(2): async-signal-safe.
+                sys::exit_immediately(128 + signal);
             }
             TERMINATE.store(true, Ordering::SeqCst)
         }
     }
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; a full pipe just drops
-        // the byte (the flag is set already).
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        // Async-signal-safe; a full pipe just drops the byte (the flag is
+        // set already).
+        sys::write_byte(fd, 1);
     }
 }
 
@@ -84,15 +83,9 @@ pub struct Signals {
 impl Signals {
     /// Installs the handlers.
     pub fn install() -> io::Result<Signals> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 fills the two descriptors on success.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors we own.
-        let read = unsafe { File::from_raw_fd(fds[0]) };
+        let (read, write) = sys::pipe_nonblocking()?;
         // The write end lives as long as the process (the handler uses it).
-        WAKE_FD.store(fds[1], Ordering::SeqCst);
+        WAKE_FD.store(write.into_raw_fd(), Ordering::SeqCst);
         for signal in [
             libc::SIGUSR1,
             libc::SIGUSR2,
@@ -100,16 +93,7 @@ impl Signals {
             libc::SIGINT,
             libc::SIGHUP,
         ] {
-            // SAFETY: a zeroed sigaction with our handler, SA_RESTART.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as *const () as usize;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            sys::install_signal_handler(signal, on_signal)?;
         }
         Ok(Signals { read })
     }
@@ -132,8 +116,7 @@ impl Signals {
             revents: 0,
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let _ = sys::poll(std::slice::from_mut(&mut pfd), ms);
         let mut buf = [0u8; 64];
         while matches!(self.read.read(&mut buf), Ok(n) if n > 0) {}
         self.take()
@@ -199,8 +182,7 @@ impl PidFile {
                 crate::fsutil::file_kind(kind)
             );
         }
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if file.try_lock().is_err() {
             let text = read_pid_text(&file, &path).unwrap_or_default();
             anyhow::bail!(
                 "another mender-rs daemon is running (pid {}, {})",
@@ -237,9 +219,8 @@ pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> Result<u32, Signal
         Err(e) if e.is_not_found() => return Err(SignalError::NoDaemon(path)),
         Err(e) => return Err(anyhow::Error::from(e).into()),
     };
-    // SAFETY: flock on a descriptor we own; a shared lock we get means
-    // nobody holds the exclusive one: no daemon.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+    // A shared lock we get means nobody holds the exclusive one: no daemon.
+    if file.try_lock_shared().is_ok() {
         return Err(SignalError::NoDaemon(path));
     }
     let text = read_pid_text(&file, &path)?;
@@ -250,13 +231,8 @@ pub fn signal_daemon(data_dir: &Path, signal: libc::c_int) -> Result<u32, Signal
     if pid <= 0 {
         return Err(anyhow::anyhow!("{}: not a process id: {pid}", path.display()).into());
     }
-    // SAFETY: kill(2) with a positive pid.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(anyhow::anyhow!(
-            "signalling the daemon (pid {pid}): {}",
-            io::Error::last_os_error()
-        )
-        .into());
+    if let Err(e) = sys::kill(pid, signal) {
+        return Err(anyhow::anyhow!("signalling the daemon (pid {pid}): {e}").into());
     }
     Ok(pid as u32)
 }

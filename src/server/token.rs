@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ServerClient;
@@ -58,14 +58,7 @@ impl std::fmt::Debug for TokenCell {
 impl TokenCell {
     /// An empty cell with its wake-up pipe.
     pub fn new() -> io::Result<TokenCell> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 fills the two descriptors on success.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors we own.
-        let (wake_read, wake_write) =
-            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (wake_read, wake_write) = crate::sys::pipe_nonblocking()?;
         Ok(TokenCell {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),

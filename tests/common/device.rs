@@ -664,10 +664,8 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
             break Some(status);
         }
         if start.elapsed() >= timeout {
-            // SAFETY: kill(2) on the child's own process group.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
+            // The child's own process group.
+            let _ = mender_rs::sys::kill(-pid, libc::SIGKILL);
             let _ = child.wait();
             break None;
         }

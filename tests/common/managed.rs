@@ -191,7 +191,8 @@ impl DaemonChild {
     /// Sends SIGTERM (the daemon's orderly stop), without waiting.
     pub fn terminate(&self) {
         if !self.reaped {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            // The child is not reaped, so its pid is still ours.
+            let _ = mender_rs::sys::kill(self.child.id() as i32, libc::SIGTERM);
         }
     }
 
@@ -209,7 +210,8 @@ impl DaemonChild {
 impl Drop for DaemonChild {
     fn drop(&mut self) {
         if self.running() {
-            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            // The child leads its own process group and is not reaped yet.
+            let _ = mender_rs::sys::kill(-(self.child.id() as i32), libc::SIGKILL);
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -349,6 +351,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
 
 /// Clock ticks per second (the unit of [`ProcSample::cpu_ticks`]).
 pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) takes an integer and touches no memory of ours.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 

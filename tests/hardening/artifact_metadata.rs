@@ -380,9 +380,7 @@ fn artifact_info_that_is_a_fifo_or_huge_does_not_hang_or_fill_memory() {
         .parent()
         .expect("conf dir")
         .join("artifact_info");
-    let c = std::ffi::CString::new(info.to_str().expect("path")).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mender_rs::sys::mkfifo(&info, 0o600).expect("mkfifo");
     let out = dev.run_with(&["show-artifact"], &[], Duration::from_secs(20));
     assert_eq!(exit_code(&out), 0, "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unknown");
@@ -417,9 +415,7 @@ fn huge_sparse_store_is_refused_without_reading_it() {
 fn store_that_is_a_fifo_is_refused_without_blocking() {
     let dev = SimDevice::new();
     std::fs::create_dir_all(&dev.data).expect("data dir");
-    let c = std::ffi::CString::new(store_path(&dev).to_str().expect("path")).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mender_rs::sys::mkfifo(&store_path(&dev), 0o600).expect("mkfifo");
     let out = dev.run_with(&["show-provides"], &[], Duration::from_secs(20));
     assert_eq!(exit_code(&out), 1, "{}", describe(&out));
     assert!(
@@ -452,9 +448,7 @@ fn verify_key_that_is_huge_or_a_fifo_is_refused() {
     );
     assert!(rss < REFUSED_RSS_KIB, "peak RSS {rss} KiB");
     let fifo = keys.join("fifo.pem");
-    let c = std::ffi::CString::new(fifo.to_str().expect("path")).expect("path");
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mender_rs::sys::mkfifo(&fifo, 0o600).expect("mkfifo");
     dev.set_config("ArtifactVerifyKey", json!(fifo.to_str().expect("path")));
     let out = dev.run_with(
         &["install", art.to_str().expect("path")],

@@ -27,9 +27,7 @@ const ADDRESS_SPACE: u64 = 1 << 30;
 const HUGE: u64 = 1 << 30;
 
 fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    mender_rs::sys::mkfifo(path, 0o600).expect("mkfifo");
 }
 
 fn link_to_zero(path: &Path) {
@@ -508,14 +506,12 @@ fn pid_file_link_to_dev_zero_is_refused() {
 
 #[test]
 fn locked_huge_pid_file_is_not_read_whole() {
-    use std::os::fd::AsRawFd;
     let dev = SimDevice::new();
     let pid = pid_file(&dev);
     sparse(&pid, HUGE);
     // Held as a running daemon holds it.
     let holder = fs::File::open(&pid).unwrap();
-    // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    holder.lock().unwrap();
     let out = run(&dev, &["check-update"]);
     assert_refused(&out, &pid, &[&format!("{HUGE} bytes, more than the")]);
     assert_eq!(fs::metadata(&pid).unwrap().len(), HUGE);

@@ -168,9 +168,7 @@ fn state_script_version_file_fifo_or_endless_is_refused() {
     executable(&rootfs, "Idle_Enter_01", "exit 0");
     let version = rootfs.join("version");
     fs::remove_file(&version).unwrap();
-    let c = std::ffi::CString::new(version.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mender_rs::sys::mkfifo(&version, 0o600).unwrap();
     let started = Instant::now();
     let err = r
         .run(ScriptState::Idle, ScriptAction::Enter, false)

@@ -4,11 +4,9 @@
 //! "Download: streams or files"). Separate from the other
 //! calls because it is the only one that talks to the module while it runs.
 
-use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -410,12 +408,7 @@ impl Drop for DownloadSession {
 }
 
 fn make_fifo(path: &Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::sys::mkfifo(path, 0o600)?;
     // mkfifo's mode is filtered by the umask.
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
 }

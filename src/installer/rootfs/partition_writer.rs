@@ -354,42 +354,21 @@ impl Target {
 /// `pwritev` until every byte of `slices` is written at `offset` onwards.
 /// (std's vectored positional write is not stable yet.)
 fn write_all_vectored_at(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
     let mut index = 0; // first slice not completely written
     let mut skip = 0; // bytes of it already written
     while index < slices.len() {
-        let iov: Vec<libc::iovec> = slices[index..]
+        // Views of the caller's buffers: nothing is copied.
+        let iov: Vec<std::io::IoSlice<'_>> = slices[index..]
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let s = if i == 0 { &s[skip..] } else { s };
-                libc::iovec {
-                    iov_base: s.as_ptr() as *mut libc::c_void,
-                    iov_len: s.len(),
-                }
-            })
+            .map(|(i, s)| std::io::IoSlice::new(if i == 0 { &s[skip..] } else { s }))
             .collect();
-        // SAFETY: every iovec points into a live slice of the stated length
-        // that the kernel only reads; the count matches the vector.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                offset as libc::off_t,
-            )
+        let mut n = match crate::sys::pwritev(file, &iov, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut n = n as usize;
         offset += n as u64;
         while n > 0 && index < slices.len() {
             let left = slices[index].len() - skip;
@@ -409,27 +388,23 @@ fn write_all_vectored_at(file: &File, slices: &[&[u8]], mut offset: u64) -> std:
 /// Starts write-back of the window just completed and waits for the one
 /// before it. Only a performance hint: errors surface at the fsync.
 fn start_writeback(file: &File, offset: u64) {
-    use std::os::unix::io::AsRawFd;
+    use crate::sys::sync_file_range;
     let end = offset / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
-    let fd = file.as_raw_fd();
-    // SAFETY: sync_file_range only reads its integer arguments.
-    unsafe {
-        libc::sync_file_range(
-            fd,
-            end.saturating_sub(WRITEBACK_WINDOW) as libc::off64_t,
-            WRITEBACK_WINDOW as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
+    let _ = sync_file_range(
+        file,
+        end.saturating_sub(WRITEBACK_WINDOW),
+        WRITEBACK_WINDOW,
+        libc::SYNC_FILE_RANGE_WRITE,
+    );
+    if end >= 2 * WRITEBACK_WINDOW {
+        let _ = sync_file_range(
+            file,
+            end - 2 * WRITEBACK_WINDOW,
+            WRITEBACK_WINDOW,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
         );
-        if end >= 2 * WRITEBACK_WINDOW {
-            libc::sync_file_range(
-                fd,
-                (end - 2 * WRITEBACK_WINDOW) as libc::off64_t,
-                WRITEBACK_WINDOW as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
     }
 }
 #[cfg(test)]
