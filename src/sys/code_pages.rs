@@ -21,11 +21,10 @@ const MAX_SMAPS_BYTES: u64 = 1 << 20;
 /// relocations would have some) are touched: `MADV_DONTNEED` on those loses
 /// nothing, the next access maps the same file page again.
 pub fn release_clean_code_pages() -> usize {
-    let path = std::path::Path::new("/proc/self/smaps");
-    let smaps = match crate::fsutil::read_kernel_file(path, MAX_SMAPS_BYTES, "a mappings list") {
+    let smaps = match read_smaps() {
         Ok(text) => text,
         Err(e) => {
-            log::debug!("not releasing idle pages: {e}");
+            log::debug!("not releasing idle pages: /proc/self/smaps: {e}");
             return 0;
         }
     };
@@ -40,6 +39,23 @@ pub fn release_clean_code_pages() -> usize {
         }
     }
     released
+}
+
+/// `/proc/self/smaps`, at most [`MAX_SMAPS_BYTES`]. Read here with std
+/// rather than through `crate::fsutil` so that `sys` stays a leaf module
+/// (fsutil uses sys); the kernel's file needs no file-type check.
+fn read_smaps() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open("/proc/self/smaps")?
+        .take(MAX_SMAPS_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMAPS_BYTES {
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_SMAPS_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// The file code mappings of an smaps text that have no private pages.
