@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::compression::{
     assert_refused, before, fix_manifest, install_measured, member_mut, members, repack,
 };
-use crate::device::*;
+use crate::support::device::*;
 
 /// Peak RSS a refused install may reach (KiB).
 const REFUSED_RSS_KIB: u64 = 48 << 10;

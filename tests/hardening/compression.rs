@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::device::*;
+use crate::support::device::*;
 
 /// Peak RSS a refused install may reach (the debug binary alone needs a
 /// few MiB; before the limits a 1 GiB dictionary cost over 1 GiB).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::device::*;
+use crate::support::device::*;
 
 /// Small payloads: the refusals happen before any byte is written.
 const PAYLOAD: usize = 64 << 10;

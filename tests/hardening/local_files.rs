@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::device::{SimDevice, describe, exit_code, run_bounded, write_executable};
+use crate::support::device::{SimDevice, describe, exit_code, run_bounded, write_executable};
 
 /// What any of these refusals may take (a hang is the failure they guard
 /// against).

@@ -15,9 +15,9 @@ use mender_rs::modules::{ModuleConfig, ModuleError, UpdateModule};
 use mender_rs::scripts::{ScriptAction, ScriptConfig, ScriptError, ScriptRunner, ScriptState};
 use serde_json::Value;
 
-use crate::device::{BIN, DEVICE_TYPE, SimDevice, write_executable};
-use crate::managed::{DaemonChild, DeviceSetup, daemon_command, log_tail};
-use crate::mender_server::MenderServer;
+use crate::support::device::{BIN, DEVICE_TYPE, SimDevice, write_executable};
+use crate::support::managed::{DaemonChild, DeviceSetup, daemon_command, log_tail};
+use crate::support::mender_server::MenderServer;
 
 fn executable(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);

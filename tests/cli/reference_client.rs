@@ -307,8 +307,8 @@ fn preflight() {
     let euid = unsafe { libc::geteuid() };
     assert!(
         euid == 0,
-        "tests/reference_client.rs must run as root (loop devices and mount \
-         namespaces); it runs as uid {euid}. Run e.g. `sudo -E cargo test --test reference_client`."
+        "tests/cli/reference_client.rs must run as root (loop devices and mount \
+         namespaces); it runs as uid {euid}. Run e.g. `sudo -E cargo test --test cli reference_client`."
     );
     for program in [
         REFERENCE,

@@ -4,18 +4,15 @@
 //! Debian's `fw_setenv -f` (libubootenv, the oracle), then read and driven
 //! by the client through a whole update.
 
-#[path = "common/device.rs"]
-mod device;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use device::*;
+use crate::support::device::*;
 
 const ENV_TEXT: &str =
-    include_str!("../meta-mender-rs/recipes-bsp/u-boot/files/mender-rs-uboot-env.txt");
+    include_str!("../../meta-mender-rs/recipes-bsp/u-boot/files/mender-rs-uboot-env.txt");
 
 /// The placeholders and what the recipe puts there for a qemuarm64-like
 /// machine (rootfs A on partition 2, B on 3, virtio disk).
@@ -193,7 +190,7 @@ fn seeded_by_fw_setenv_it_carries_a_whole_update() {
 
 #[test]
 fn the_layer_fills_in_every_placeholder_the_file_uses() {
-    let class = include_str!("../meta-mender-rs/classes-recipe/mender-rs-uboot.bbclass");
+    let class = include_str!("../../meta-mender-rs/classes-recipe/mender-rs-uboot.bbclass");
     let filled_by_class: Vec<&str> = MACHINE
         .iter()
         .map(|(p, _)| *p)

@@ -1,4 +1,4 @@
-//! The daemon against the test server (tests/common/mender_server.rs): the
+//! The daemon against the test server (tests/support/mender_server.rs): the
 //! canonical script orders and status reports of the Mender client (spec
 //! §3.9), authentication, inventory, the resumable download, and restarts
 //! at every persisted step of a deployment.
@@ -8,25 +8,18 @@
 //! then runs the simulated bootloader ([`SimDevice::reboot`]) and starts
 //! the daemon again, as systemd would after a real reboot.
 
-#[path = "common/canonical_scripts.rs"]
-mod canonical_scripts;
-#[path = "common/device.rs"]
-mod device;
-#[path = "common/managed.rs"]
-mod managed;
-#[path = "common/mender_server.rs"]
-mod mender_server;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
-use device::*;
-use managed::{DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail};
-use mender_server::*;
+use crate::support::canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
+use crate::support::device::*;
+use crate::support::managed::{
+    self, DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail,
+};
+use crate::support::mender_server::*;
 use serde_json::Value;
 
 const MODULE: &str = "module-state-scripts-test";

@@ -1,8 +1,6 @@
 //! The script inventory of the Mender integration test of state scripts
 //! (spec §3.9.2), shared by the standalone and the daemon tests.
 
-#![allow(dead_code)]
-
 /// Rootfs scripts installed in `RootfsScriptsPath`.
 pub const ROOTFS_SCRIPTS: &[&str] = &[
     "Idle_Enter_08_testing",

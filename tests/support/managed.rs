@@ -1,6 +1,7 @@
 //! Running `mender-rs daemon` for a simulated device ([`SimDevice`],
-//! tests/common/device.rs) against the test server: what tests/daemon.rs,
-//! tests/dbus.rs, tests/fleet.rs and tests/bench_daemon.rs share.
+//! tests/support/device.rs) against the test server: what tests/system/daemon.rs,
+//! tests/system/dbus.rs, tests/system/fleet.rs, tests/hardening/ and
+//! benches/bench_daemon.rs share.
 //!
 //! * [`daemon_bin`], [`env_u64`]: the binary under test and the numbers
 //!   the benchmarks take from the environment.
@@ -9,17 +10,11 @@
 //! * [`daemon_command`] and [`DaemonChild`]: the daemon's command line, and
 //!   the running daemon, killed (with its process group) when dropped.
 //! * [`log_tail`], [`rebooted`]: what a supervisor looks at.
-//! * [`Supervised`] and [`run_until`]: the supervisor of tests/daemon.rs
-//!   and tests/dbus.rs, which starts the daemon again after each
+//! * [`Supervised`] and [`run_until`]: the supervisor of tests/system/daemon.rs
+//!   and tests/system/dbus.rs, which starts the daemon again after each
 //!   simulated reboot, as systemd would after a real one.
 //! * [`ProcSample`], [`sample`], [`clock_ticks`], [`mib`], [`spread`],
 //!   [`median`]: /proc figures of a daemon and their summaries.
-//!
-//! Include it next to the device module, which it uses:
-//! `#[path = "common/device.rs"] mod device;` and
-//! `#[path = "common/managed.rs"] mod managed;`.
-
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -29,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::device::{BIN, SimDevice, write_executable};
+use super::device::{BIN, SimDevice, write_executable};
 
 /// The daemon binary: `MENDER_RS_BIN` when set (the device build, say),
 /// else the binary cargo built for the tests.

@@ -1,5 +1,5 @@
 //! Standalone mode (`install`, `commit`, `rollback`, `show-artifact`,
-//! `show-provides`) on a simulated A/B device (see `common/device.rs`):
+//! `show-provides`) on a simulated A/B device (see `tests/support/device.rs`):
 //!
 //! 1. golden state-script orderings for rootfs-image updates (spec §2.10,
 //!    §3.6, §3.9 and the standalone facts of the reference client: only
@@ -15,9 +15,6 @@
 //! These tests fail (they never skip) when `mender-artifact`, `openssl` or
 //! Debian's Update Modules (`/usr/share/mender/modules/v3`) are missing.
 
-#[path = "common/device.rs"]
-mod device;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -27,7 +24,7 @@ use std::process::{Command, Output};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use device::*;
+use crate::support::device::*;
 use serde_json::{Value, json};
 
 /// Size of the rootfs payloads (partitions are 2 MiB); small, so that the
@@ -37,9 +34,7 @@ const PAYLOAD: usize = 256 << 10;
 const DEBIAN_MODULES: &str = "/usr/share/mender/modules/v3";
 
 // Script inventory of spec §3.9.2
-#[path = "common/canonical_scripts.rs"]
-mod canonical_scripts;
-use canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
+use crate::support::canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
 
 /// States whose scripts never run in standalone mode: no Idle/Sync loop, no
 /// reboot inside the client; and the error-free states' `Error` actions.

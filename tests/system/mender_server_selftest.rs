@@ -1,9 +1,6 @@
-//! Tests of the Mender device-API test server (`tests/common/mender_server.rs`)
+//! Tests of the Mender device-API test server (`tests/support/mender_server.rs`)
 //! with plain HTTP requests, so the daemon tests can trust it. Device keys
 //! are made and requests are signed with the `openssl` command.
-
-#[path = "common/mender_server.rs"]
-mod mender_server;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,9 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::support::mender_server::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use mender_server::*;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------

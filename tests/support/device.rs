@@ -1,11 +1,6 @@
 //! A simulated A/B device for integration tests of `mender-rs`, shared by
-//! several test files. Include it with
-//!
-//! ```ignore
-//! #[path = "common/device.rs"]
-//! mod device;
-//! use device::*;
-//! ```
+//! the test tiers through `tests/support/mod.rs`
+//! (`use crate::support::device::*;`).
 //!
 //! Everything lives in one temporary directory (removed when the
 //! [`SimDevice`] is dropped), so tests can run in parallel:
@@ -63,8 +58,6 @@
 //!
 //! Every child process is waited for with a timeout; on expiry its process
 //! group is killed and the test panics with the output so far.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;

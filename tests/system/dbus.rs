@@ -6,13 +6,6 @@
 //! signal. Every process is killed at the end; every wait is bounded.
 #![cfg(feature = "dbus")]
 
-#[path = "common/device.rs"]
-mod device;
-#[path = "common/managed.rs"]
-mod managed;
-#[path = "common/mender_server.rs"]
-mod mender_server;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -21,11 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::device::*;
+use crate::support::managed::{
+    DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail, run_until,
+};
+use crate::support::mender_server::*;
 use dbus::channel::Channel;
 use dbus::message::{Message, MessageType};
-use device::*;
-use managed::{DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail, run_until};
-use mender_server::*;
 use serde_json::{Value, json};
 
 static MACS: AtomicU32 = AtomicU32::new(1);

@@ -422,6 +422,12 @@ fn keygen_child() {
 #[test]
 fn generation_is_crash_safe() {
     let exe = std::env::current_exe().unwrap();
+    // The child runs `keygen_child` alone; its name in the test binary
+    // carries the module path below the tier root (`device_key::…`).
+    let child_test = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::keygen_child"),
+        None => "keygen_child".to_string(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut outcomes = [0usize; 2];
@@ -440,7 +446,7 @@ fn generation_is_crash_safe() {
         }
         let path: PathBuf = dir.path().join(format!("round{round}/mender-agent.pem"));
         let mut child = Command::new(&exe)
-            .args(["--exact", "keygen_child", "--test-threads=1", "--quiet"])
+            .args(["--exact", &child_test, "--test-threads=1", "--quiet"])
             .env(CHILD_ENV, format!("{key_type}:{}", path.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,4 +1,7 @@
-//! Figures for issue #5, printed by `scripts/bench-daemon` (all `#[ignore]`):
+//! Figures for issue #5, printed by `scripts/bench-daemon` (all `#[ignore]`).
+//! A benchmark, not a test: Cargo.toml declares it with `bench = false`, so
+//! neither `cargo test --all-targets` nor `cargo bench` builds it; the script
+//! runs it with `cargo test --release --bench bench_daemon`.
 //!
 //! * `idle_daemon`: one daemon with a 5-second update poll and the default
 //!   inventory interval, no deployment, for `IDLE_SECONDS` (600): RSS, peak
@@ -13,12 +16,9 @@
 //! `--no-default-features`), else the binary cargo built for the tests; the
 //! artifacts are written by the latter (it has the artifact writer).
 
-#[path = "common/device.rs"]
-mod device;
-#[path = "common/managed.rs"]
-mod managed;
-#[path = "common/mender_server.rs"]
-mod mender_server;
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)] // the benchmark uses part of the shared helpers
+mod support;
 
 use std::fs;
 use std::io::Write;
@@ -26,11 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use device::*;
-use managed::{
-    DaemonChild, DeviceSetup, clock_ticks, daemon_bin, daemon_command, env_u64, median, mib, sample,
+use crate::support::device::*;
+use crate::support::managed::{
+    self, DaemonChild, DeviceSetup, clock_ticks, daemon_bin, daemon_command, env_u64, median, mib,
+    sample,
 };
-use mender_server::*;
+use crate::support::mender_server::*;
 
 // ---------------------------------------------------------------------------
 // A lean launcher: one simulated device and its daemon

@@ -12,7 +12,7 @@
 //! limit (30 persisted transitions).
 //!
 //! Needs the `crash-injection` feature:
-//! `cargo test --features crash-injection --test crash_injection -- --nocapture`
+//! `cargo test --features crash-injection --test cli crash_injection -- --nocapture`
 //! (`CRASH_INJECTION_TRACE=1` prints every injection point's outcome).
 
 #![cfg(feature = "crash-injection")]

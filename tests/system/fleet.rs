@@ -1,4 +1,4 @@
-//! Fleets of daemons against one test server (tests/common/mender_server.rs):
+//! Fleets of daemons against one test server (tests/support/mender_server.rs):
 //! every device authenticates, sends its inventory, polls at its interval,
 //! and installs one module-image deployment (no reboot), and the server sees
 //! a bounded number of requests.
@@ -12,24 +12,17 @@
 //! The daemon is `MENDER_RS_BIN` when set (the device build), else the
 //! binary cargo built for the tests.
 
-#[path = "common/device.rs"]
-mod device;
-#[path = "common/managed.rs"]
-mod managed;
-#[path = "common/mender_server.rs"]
-mod mender_server;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use device::*;
-use managed::{
-    DaemonChild, DeviceSetup, ProcSample, clock_ticks, daemon_bin, daemon_command, env_u64, mib,
-    sample, spread,
+use crate::support::device::*;
+use crate::support::managed::{
+    self, DaemonChild, DeviceSetup, ProcSample, clock_ticks, daemon_bin, daemon_command, env_u64,
+    mib, sample, spread,
 };
-use mender_server::*;
+use crate::support::mender_server::*;
 use serde_json::Value;
 
 const MODULE: &str = "fleet-module";

@@ -2,13 +2,8 @@
 //! `std::net` (one thread per connection, plain HTTP/1.1 with keep-alive,
 //! loopback only) so that tests have byte-level control over faults.
 //!
-//! Include it with
-//!
-//! ```ignore
-//! #[path = "common/mender_server.rs"]
-//! mod mender_server;
-//! use mender_server::*;
-//! ```
+//! Shared by the test tiers through `tests/support/mod.rs`
+//! (`use crate::support::mender_server::*;`).
 //!
 //! # Endpoints (all under [`MenderServer::url`])
 //!
@@ -110,8 +105,6 @@
 //! assert_eq!(server.statuses(&dev, &dep), ["downloading", "installing", "rebooting", "installing", "success"]);
 //! server.assert_no_violations();
 //! ```
-
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;

@@ -310,7 +310,9 @@ fn shipped_inventory_scripts() {
     script(modules.path(), "single-file", "exit 0", 0o755);
     script(modules.path(), "README", "", 0o644);
     // The update-modules script reads this from its environment.
-    // SAFETY: no other test in this file reads or writes the environment.
+    // SAFETY: no other test of this binary (tests/component) writes the
+    // environment, and the others read it only through std, which takes
+    // the same lock as this write.
     unsafe { std::env::set_var("MENDER_MODULES_DIR", modules.path()) };
 
     for entry in std::fs::read_dir(&inventory).unwrap() {

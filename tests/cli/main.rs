@@ -1,0 +1,25 @@
+//! CLI tier: the `mender-rs` binary run as a separate process on a simulated
+//! A/B device, its commands checked by their exit codes, output and the
+//! files they leave, beside the reference tools where they exist
+//! (`mender-artifact`, the Mender client 3.4, `fw_setenv`).
+//!
+//! * `standalone`: `install`, `commit`, `rollback`, `show-artifact`,
+//!   `show-provides`.
+//! * `conformance`: `mender-rs artifact` against `mender-artifact`.
+//! * `reference_client`: the same scenarios with the Mender client 3.4.
+//! * `crash_injection` (feature `crash-injection`): power loss at every
+//!   persisted step.
+//! * `control_map`: `mender-rs control set|show|clear`.
+//! * `uboot_default_env`: the layer's default U-Boot environment through a
+//!   whole update.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)] // each tier uses part of the shared helpers
+mod support;
+
+mod conformance;
+mod control_map;
+mod crash_injection;
+mod reference_client;
+mod standalone;
+mod uboot_default_env;

@@ -1,0 +1,17 @@
+//! Helpers shared by the test tiers (`tests/component`, `tests/cli`,
+//! `tests/system`, `tests/hardening`) and by `benches/bench_daemon.rs`: each
+//! tier root includes this module once, with
+//! `#[path = "../support/mod.rs"] mod support;`.
+//!
+//! * `device`: a simulated A/B device and the binary under test.
+//! * `managed`: a daemon run for a simulated device, and its supervisor.
+//! * `mender_server`: a Mender-compatible device-API server with faults.
+//! * `canonical_scripts`: the state-script inventory the update tests expect.
+//!
+//! Each tier uses only part of these, so the unused rest is allowed where a
+//! tier root declares this module, not file by file.
+
+pub mod canonical_scripts;
+pub mod device;
+pub mod managed;
+pub mod mender_server;

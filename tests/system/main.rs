@@ -1,0 +1,20 @@
+//! System tier: `mender-rs daemon` against the test server
+//! (`tests/support/mender_server.rs`), with simulated reboots, fleets of
+//! daemons and the D-Bus API: the client as a whole, in managed mode.
+//!
+//! * `daemon`: script orders, status reports, authentication, inventory,
+//!   resumable download, restarts at every persisted step.
+//! * `dbus` (feature `dbus`): the D-Bus API on a private bus.
+//! * `fleet`: many daemons against one server (`fleet_100` is ignored and
+//!   run by `scripts/bench-daemon fleet`).
+//! * `mender_server_selftest`: the test server itself, so the other
+//!   modules can trust it.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)] // each tier uses part of the shared helpers
+mod support;
+
+mod daemon;
+mod dbus;
+mod fleet;
+mod mender_server_selftest;
