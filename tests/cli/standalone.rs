@@ -1452,34 +1452,6 @@ fn non_executable_state_script_is_an_error() {
     assert_eq!(before.inactive, Some(dev.partition_sha256(3)));
 }
 
-/// An EC P-256 key pair made by openssl: (private, public).
-fn ec_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    let mut genkey = Command::new("openssl");
-    genkey
-        .args([
-            "ecparam",
-            "-genkey",
-            "-name",
-            "prime256v1",
-            "-noout",
-            "-out",
-        ])
-        .arg(&private);
-    let out = run_bounded(&mut genkey, Duration::from_secs(30));
-    assert!(out.status.success(), "openssl ecparam: {}", describe(&out));
-    let mut pubout = Command::new("openssl");
-    pubout
-        .args(["ec", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public);
-    let out = run_bounded(&mut pubout, Duration::from_secs(30));
-    assert!(out.status.success(), "openssl ec: {}", describe(&out));
-    (private, public)
-}
-
 #[test]
 fn signature_required_when_a_verify_key_is_configured() {
     let dev = SimDevice::new();

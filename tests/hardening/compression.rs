@@ -298,34 +298,6 @@ fn recompressed(
     out
 }
 
-/// An EC key pair (PEM files) made with openssl.
-pub(crate) fn ec_key_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let private = dir.join("key.pem");
-    let public = dir.join("key.pub.pem");
-    let mut genkey = Command::new("openssl");
-    genkey
-        .args([
-            "ecparam",
-            "-genkey",
-            "-name",
-            "prime256v1",
-            "-noout",
-            "-out",
-        ])
-        .arg(&private);
-    let out = run_bounded(&mut genkey, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", describe(&out));
-    let mut pubout = Command::new("openssl");
-    pubout
-        .args(["ec", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public);
-    let out = run_bounded(&mut pubout, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", describe(&out));
-    (private, public)
-}
-
 #[test]
 fn xz_data_member_declaring_a_1_gib_dictionary_is_refused_cheaply() {
     let dev = SimDevice::new();
@@ -346,7 +318,7 @@ fn zstd_data_member_declaring_a_2_gib_window_is_refused_cheaply() {
 fn signed_artifact_with_its_data_recompressed_to_a_huge_dictionary_is_refused() {
     let dev = SimDevice::new();
     let keys = dev.new_build_dir("keys");
-    let (private, public) = ec_key_pair(&keys);
+    let (private, public) = ec_key_pair(&keys, "key");
     dev.set_config("ArtifactVerifyKey", json!(public.to_str().expect("path")));
     let key = private.to_str().expect("path");
     let xz = recompressed(&dev, "xz", "data/", &["-k", key], |d| xz_with_dict(d, 36));

@@ -686,3 +686,31 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         ),
     }
 }
+
+/// An EC P-256 key pair made by openssl: (private, public).
+pub fn ec_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let mut genkey = Command::new("openssl");
+    genkey
+        .args([
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+        ])
+        .arg(&private);
+    let out = run_bounded(&mut genkey, Duration::from_secs(30));
+    assert!(out.status.success(), "openssl ecparam: {}", describe(&out));
+    let mut pubout = Command::new("openssl");
+    pubout
+        .args(["ec", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public);
+    let out = run_bounded(&mut pubout, Duration::from_secs(30));
+    assert!(out.status.success(), "openssl ec: {}", describe(&out));
+    (private, public)
+}
