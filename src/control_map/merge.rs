@@ -55,6 +55,7 @@ pub(super) enum Op {
         priority: Option<i32>,
     },
     MarkExpired(Version),
+    Purge(BootTime),
     SetAction(Version, StateKey, Action),
 }
 
@@ -83,6 +84,7 @@ pub(super) fn apply(maps: &mut Vec<ActiveMap>, op: &Op) {
                 m.expired = true;
             }
         }
+        Op::Purge(now) => maps.retain(|m| !m.is_expired(*now)),
         Op::SetAction(v, state, action) => {
             if let Some(rule) = maps
                 .iter_mut()
@@ -232,7 +234,7 @@ impl ControlMapSet {
 
     /// Marks the maps whose lifetime is over at `now` and returns them (as
     /// they are now): from here on their `on_map_expire` values count.
-    /// Expired maps stay in the set.
+    /// Expired maps stay in the set until [`ControlMapSet::purge_expired`].
     pub fn expire(&mut self, now: BootTime) -> Vec<ActiveMap> {
         let newly: Vec<ActiveMap> = self
             .maps
@@ -250,6 +252,16 @@ impl ControlMapSet {
                 m
             })
             .collect()
+    }
+
+    /// Removes the expired maps (the daemon does it on entering Idle, as
+    /// Mender); returns how many.
+    pub fn purge_expired(&mut self, now: BootTime) -> usize {
+        let count = self.maps.iter().filter(|m| m.is_expired(now)).count();
+        if count > 0 {
+            self.record(Op::Purge(now));
+        }
+        count
     }
 
     /// The earliest expiry among the maps alive at `now`.
@@ -533,8 +545,10 @@ mod tests {
         // ID2 expired: its on_map_expire is continue.
         assert_eq!(set.decision(INSTALL, t(180)).action, Action::Continue);
         assert_eq!(set.expire(t(180)).len(), 1);
-        // Expired maps stay in the set.
+        // Expired maps stay until purged (on entering Idle).
         assert_eq!(set.maps().len(), 1);
+        assert_eq!(set.purge_expired(t(180)), 1);
+        assert!(set.maps().is_empty());
     }
 
     #[test]

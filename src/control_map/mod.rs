@@ -31,7 +31,7 @@
 //!                        and evaluate again }
 //! }
 //! maps.save()?;                                      // after every change
-//! // deployment cleanup: maps.remove(&deployment_id, None)
+//! // Idle: maps.purge_expired(now); deployment cleanup: maps.remove(&deployment_id, None)
 //! ```
 //!
 //! * [`ControlMapSet::load`] is for the daemon's start: every stored map gets

@@ -161,6 +161,7 @@ pub fn run(config: &Config) -> Result<()> {
         config.inventory_poll_interval.as_secs()
     );
     daemon.resume_deployment()?;
+    daemon.purge_expired_maps();
     daemon.run_loop();
     log::info!("daemon stopped");
     Ok(())
@@ -211,6 +212,7 @@ impl Daemon<'_> {
             }
             if let Some(d) = deployment {
                 self.deploy(&d);
+                self.purge_expired_maps();
                 // The inventory changed (or at least its artifact name).
                 self.next_inventory = Instant::now();
             }
@@ -476,6 +478,26 @@ impl Daemon<'_> {
             None => {}
         }
         Ok(())
+    }
+
+    /// Drops the update control maps that have expired. Mender does it when
+    /// its state machine enters Idle: at start and after each deployment,
+    /// not between polls, so a map that expires while the device sits idle
+    /// still gives the next deployment its `on_map_expire`
+    /// (docs/managed-mode.md). Without it an expired pause map would fail
+    /// every later deployment, and expired device maps would count against
+    /// the limit of device maps for ever.
+    fn purge_expired_maps(&mut self) {
+        let Some(maps) = self.maps.as_mut() else {
+            return;
+        };
+        let now = BootTime::now();
+        maps.expire(now);
+        let purged = maps.purge_expired(now);
+        if purged > 0 {
+            log::info!("{purged} expired update control map(s) removed");
+            save_maps(maps);
+        }
     }
 
     fn forget_server_map(&mut self, id: &str) {

@@ -1653,4 +1653,19 @@ fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
     assert_eq!(m.dev.env()["mender_boot_part"], "2");
     let log = fs::read_to_string(&m.daemon_log).unwrap();
     assert!(log.contains("expired"), "{}", m.log_tail());
+    // Entering Idle (after the deployment, or at the next start) drops the
+    // expired map, as Mender does: it does not fail every later deployment.
+    let artifact = m
+        .dev
+        .write_rootfs_artifact("release-after-expiry", 256 << 10, &[], &[]);
+    let dep = server.add_deployment(&artifact, "release-after-expiry", &[DEVICE_TYPE]);
+    let dev_id = m.run_to_final(&server, &dep, 90);
+    assert_eq!(
+        server.deployment_status(&dev_id, &dep).as_deref(),
+        Some("success"),
+        "{}",
+        m.log_tail()
+    );
+    let shown = m.dev.ok(&["control", "show"]);
+    assert!(!shown.contains(MAP_ID), "{shown}");
 }
