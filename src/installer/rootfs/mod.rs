@@ -40,6 +40,9 @@ pub struct RootfsInstaller {
     part_b: PathBuf,
     env: Box<dyn BootEnv>,
     target: Option<PathBuf>,
+    /// The identity `prepare` checked the target under: the writer opens
+    /// the partition only if it is still that storage.
+    target_id: Option<SlotId>,
     previous: Option<PathBuf>,
     writer: Option<PartitionWriter>,
     files: usize,
@@ -52,6 +55,7 @@ impl RootfsInstaller {
             part_b,
             env,
             target: None,
+            target_id: None,
             previous: None,
             writer: None,
             files: 0,
@@ -236,7 +240,7 @@ impl Installer for RootfsInstaller {
         bootenv::check_canary(&env)?;
         let active = self.active_partition(&env)?;
         let inactive = self.other(&active).to_path_buf();
-        self.check_target(&env, &inactive)?;
+        self.target_id = Some(self.check_target(&env, &inactive)?);
         log::info!(
             "installing '{}' to {} (running from {})",
             header.name,
@@ -254,9 +258,17 @@ impl Installer for RootfsInstaller {
             bail!("a rootfs-image payload holds exactly one file; '{name}' is a second one");
         }
         let target = self.target()?.to_path_buf();
-        // Again: a mount or a changed link since prepare.
-        let env = self.read_env()?;
-        let id = self.check_target(&env, &target)?;
+        // Checked in prepare, moments ago in the same stream; the writer
+        // refuses storage that is no longer the one checked (a changed
+        // link) and, with O_EXCL, a block device mounted since. install()
+        // checks everything again before the boot environment switches.
+        let id = match self.target_id {
+            Some(id) => id,
+            None => {
+                let env = self.read_env()?;
+                self.check_target(&env, &target)?
+            }
+        };
         self.writer = Some(PartitionWriter::open(&target, id, name, size)?);
         Ok(())
     }
