@@ -159,16 +159,18 @@ impl DeploymentInstruction {
             .artifact_name
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("artifact.artifact_name"))?;
-        // Names go into log lines and are compared with the artifact's,
-        // which may not hold control characters either.
-        if artifact_name.chars().any(char::is_control) {
-            return Err((
-                Some(id.clone()),
-                format!(
-                    "deployment {id}: artifact.artifact_name {:?} holds control characters",
-                    crate::artifact::escape_controls(&artifact_name)
-                ),
-            ));
+        // Names go into log lines and are compared with the artifact's: the
+        // artifact's own rule for names (no control characters) applies.
+        let refuse = |field: &str, text: &str| {
+            crate::artifact::text_problem(text, false).map(|why| {
+                (
+                    Some(id.clone()),
+                    format!("deployment {id}: {field} '{}' {why} (names may not hold control characters)", text.escape_debug()),
+                )
+            })
+        };
+        if let Some(e) = refuse("artifact.artifact_name", &artifact_name) {
+            return Err(e);
         }
         let uri = artifact
             .source
@@ -179,6 +181,12 @@ impl DeploymentInstruction {
             .device_types_compatible
             .filter(|d| !d.is_empty())
             .ok_or_else(|| missing("artifact.device_types_compatible"))?;
+        if let Some(e) = device_types_compatible
+            .iter()
+            .find_map(|d| refuse("artifact.device_types_compatible", d))
+        {
+            return Err(e);
+        }
         Ok(DeploymentInstruction {
             id,
             artifact_name,
