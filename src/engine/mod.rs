@@ -10,6 +10,7 @@
 //! or commit is rolled back, and error states (`ArtifactRollback`,
 //! `ArtifactFailure`, `Cleanup`) and `ArtifactCommit_Leave` are run again.
 
+pub mod bootstrap;
 mod download;
 pub mod managed;
 

@@ -5,6 +5,7 @@
 //!
 //! * `standalone`: `install`, `commit`, `rollback`, `show-artifact`,
 //!   `show-provides`.
+//! * `bootstrap`: the bootstrap artifact of a freshly flashed device.
 //! * `conformance`: `mender-rs artifact` against `mender-artifact`.
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
@@ -17,6 +18,7 @@
 #[allow(dead_code)] // each tier uses part of the shared helpers
 mod support;
 
+mod bootstrap;
 mod conformance;
 mod control_map;
 mod crash_injection;
