@@ -341,6 +341,8 @@ pub(super) struct Response {
     pub(super) headers: Vec<(String, String)>,
     pub(super) body: Body,
     pub(super) download: Option<Box<DownloadRecord>>,
+    /// A 101 answer: the connection goes to the deviceconnect loop.
+    pub(super) upgrade: Option<Box<Upgrade>>,
 }
 
 impl Response {
@@ -350,6 +352,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Empty,
             download: None,
+            upgrade: None,
         }
     }
 
@@ -369,6 +372,7 @@ impl Response {
 pub(super) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
         206 => "Partial Content",
@@ -561,6 +565,7 @@ pub(super) fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         stream,
         buf: Vec::new(),
     };
+    let mut upgraded = None;
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         if shared.stopping() {
             break;
@@ -645,8 +650,18 @@ pub(super) fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                 // A hostile reply ends its connection: a body shorter than
                 // its Content-Length then shows as a short body.
                 let hostile = matches!(resp.body, Body::Hostile(_));
-                let keep_alive = req.keep_alive && !hostile;
+                // A 101 keeps the connection (no `Connection: close`).
+                let upgrade = resp.upgrade.take();
+                let keep_alive = (req.keep_alive || upgrade.is_some()) && !hostile;
                 let w = write_response(&mut conn.stream, &shared, &resp, keep_alive);
+                if let Some(upgrade) = upgrade {
+                    if w.ok {
+                        upgraded = Some(upgrade);
+                    } else {
+                        mark_closed(&shared, upgrade.connection);
+                    }
+                    break;
+                }
                 if w.bytes != planned || w.cut != planned_cut {
                     let mut st = shared.lock();
                     if let Some(r) = st.log.iter_mut().rev().find(|r| r.id == rid) {
@@ -662,6 +677,10 @@ pub(super) fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
                 }
             }
         }
+    }
+    if let Some(upgrade) = upgraded {
+        serve_deviceconnect(shared, conn.stream, conn.buf, *upgrade);
+        return;
     }
     let _ = conn.stream.shutdown(Shutdown::Both);
 }

@@ -14,6 +14,8 @@
 //! * `routing`: request routing, the per-request context, injected faults.
 //! * `auth`, `inventory`, `deployments`, `download`: the device API, one
 //!   concern each; `keys`: device keys and signatures.
+//! * `deviceconnect`: the remote-terminal WebSocket and its scripted operator.
+//! * `tls_front`: a private CA and `socat` terminating (mutual) TLS in front.
 //! * `formats`: hex, ids, percent-encoding, query strings, RFC 3339 times.
 //!
 //! # Endpoints (all under [`MenderServer::url`])
@@ -27,6 +29,7 @@
 //! | `GET /api/devices/v1/deployments/device/deployments/next?artifact_name=&device_type=` | [`Endpoint::NextV1Get`] | 200 instruction / 204 |
 //! | `PUT /api/devices/v1/deployments/device/deployments/{id}/status` | [`Endpoint::Status`] | 204; 409 once aborted or a final status is recorded |
 //! | `PUT /api/devices/v1/deployments/device/deployments/{id}/log` | [`Endpoint::Log`] | 204 |
+//! | `GET /api/devices/v1/deviceconnect/connect` (WebSocket) | [`Endpoint::DeviceConnect`] | 101 when the bearer token is valid (401 otherwise), then `ProtoMsg`s: [`MenderServer::remote_shell`] runs a command in a remote shell |
 //! | `GET /download/{artifact-id}/{device-id}?x-men-expire=&x-men-signature=` | [`Endpoint::Download`] | the "pre-signed" link of an instruction: 200, 206 for `Range: bytes=N-[M]`, 416 past the end; no JWT |
 //!
 //! The request and response shapes follow the device OpenAPI files of the
@@ -119,6 +122,7 @@
 
 mod auth;
 mod deployments;
+mod deviceconnect;
 mod download;
 mod formats;
 mod http;
@@ -127,10 +131,13 @@ mod keys;
 mod routing;
 mod server;
 mod state;
+mod tls_front;
 mod types;
 
 use auth::*;
 use deployments::*;
+#[allow(unused_imports)]
+pub use deviceconnect::*;
 use download::*;
 #[allow(unused_imports)]
 pub use formats::*;
@@ -141,6 +148,8 @@ use routing::*;
 #[allow(unused_imports)]
 pub use server::*;
 use state::*;
+#[allow(unused_imports)]
+pub use tls_front::*;
 // Each tier uses part of the server (as `#[allow(dead_code)]` at the tier
 // roots says for the helpers as a whole).
 #[allow(unused_imports)]

@@ -115,6 +115,7 @@ pub(super) enum Route {
     Log(String),
     ControlMap(String),
     Download { artifact: String, device: String },
+    DeviceConnect,
     Unknown,
 }
 
@@ -123,6 +124,7 @@ pub(super) fn route(path: &str) -> Route {
     match path {
         "/api/devices/v1/authentication/auth_requests" => return Route::Auth,
         "/api/devices/v1/inventory/device/attributes" => return Route::Inventory,
+        "/api/devices/v1/deviceconnect/connect" => return Route::DeviceConnect,
         "/api/devices/v2/deployments/device/deployments/next" => return Route::NextV2,
         "/api/devices/v1/deployments/device/deployments/next" => return Route::NextV1,
         _ => {}
@@ -169,6 +171,7 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> (Response, Option<String
         (Route::Log(_), _) => Endpoint::Log,
         (Route::ControlMap(_), _) => Endpoint::ControlMap,
         (Route::Download { .. }, _) => Endpoint::Download,
+        (Route::DeviceConnect, _) => Endpoint::DeviceConnect,
         (Route::Unknown, _) => Endpoint::Other,
     };
     let mut ctx = Ctx {
@@ -218,6 +221,7 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> (Response, Option<String
         Route::Log(id) => handle_log(&mut ctx, &id),
         Route::ControlMap(id) => handle_control_map(&mut ctx, &id),
         Route::Download { artifact, device } => handle_download(&mut ctx, &artifact, &device),
+        Route::DeviceConnect => handle_deviceconnect(&mut ctx),
         Route::Unknown => ctx.refuse_unlocked(404, "unknown path"),
     };
     let replacement = {
@@ -239,6 +243,7 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> (Response, Option<String
             headers: r.headers,
             body: Body::Hostile(r.body),
             download: None,
+            upgrade: None,
         },
     };
     (resp, ctx.device, endpoint)

@@ -44,6 +44,7 @@ impl MenderServer {
                 violations: Vec::new(),
                 downloads: Vec::new(),
                 seq: 0,
+                deviceconnect: DeviceConnectState::default(),
             }),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
@@ -123,6 +124,11 @@ impl MenderServer {
     /// Number of valid tokens.
     pub fn token_count(&self) -> usize {
         self.lock().tokens.len()
+    }
+
+    /// Whether the server currently accepts `token`.
+    pub fn token_is_valid(&self, token: &str) -> bool {
+        self.lock().tokens.contains_key(token)
     }
 
     // -- deployments --------------------------------------------------------

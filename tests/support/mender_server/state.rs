@@ -63,6 +63,7 @@ pub(super) struct State {
     pub(super) violations: Vec<Violation>,
     pub(super) downloads: Vec<DownloadRecord>,
     pub(super) seq: u64,
+    pub(super) deviceconnect: DeviceConnectState,
 }
 
 pub(super) struct Shared {

@@ -24,6 +24,9 @@ pub enum Endpoint {
     /// `GET /api/devices/v2/deployments/device/deployments/{id}/update_control_map`
     /// (enterprise; spec 5.7).
     ControlMap,
+    /// `GET /api/devices/v1/deviceconnect/connect` (the remote-terminal
+    /// WebSocket; `deviceconnect.rs`).
+    DeviceConnect,
     /// Anything else (answered 404/405 and recorded as a violation).
     Other,
 }
