@@ -341,3 +341,189 @@ fn a_private_ca_trusted_through_server_certificate() {
 fn mutual_tls_with_the_https_client_certificate() {
     round_trip_through_tls(true);
 }
+
+// ---------------------------------------------------------------------------
+// The endpoint itself, with a client of the test's own in mender-connect's
+// place (no add-on needed): what the server accepts and what its operator
+// sends, so that a failure above can be told from a server bug.
+
+type DeviceSocket =
+    tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+fn ws_url(server: &MenderServer) -> String {
+    format!(
+        "{}/api/devices/v1/deviceconnect/connect",
+        server.url().replace("http://", "ws://")
+    )
+}
+
+/// Opens the WebSocket with `token`: the socket, or the HTTP status of
+/// the refusal.
+fn ws_connect(server: &MenderServer, token: &str) -> Result<DeviceSocket, u16> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = ws_url(server).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    match tungstenite::connect(request) {
+        Ok((socket, _)) => {
+            // Every read below is bounded.
+            if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+                tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            }
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket handshake: {e}"),
+    }
+}
+
+/// A shell `ProtoMsg` as the add-on sends it.
+fn device_message(typ: &str, sid: &str, body: &[u8]) -> tungstenite::Message {
+    use rmpv::Value as V;
+    let msg = V::Map(vec![
+        (
+            V::from("hdr"),
+            V::Map(vec![
+                (V::from("proto"), V::from(1)),
+                (V::from("typ"), V::from(typ)),
+                (V::from("sid"), V::from(sid)),
+                (
+                    V::from("props"),
+                    V::Map(vec![(V::from("status"), V::from(1))]),
+                ),
+            ]),
+        ),
+        (V::from("body"), V::Binary(body.to_vec())),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &msg).unwrap();
+    tungstenite::Message::Binary(bytes.into())
+}
+
+/// The next message from the operator: (typ, sid, body, props).
+fn operator_message(socket: &mut DeviceSocket) -> (String, String, Vec<u8>, rmpv::Value) {
+    loop {
+        match socket.read().expect("reading from the server") {
+            tungstenite::Message::Binary(bytes) => {
+                let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+                let get = |m: &rmpv::Value, k: &str| {
+                    m.as_map()
+                        .unwrap()
+                        .iter()
+                        .find(|(n, _)| n.as_str() == Some(k))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or(rmpv::Value::Nil)
+                };
+                let hdr = get(&v, "hdr");
+                assert_eq!(get(&hdr, "proto").as_u64(), Some(1), "{v}");
+                let text = |k| get(&hdr, k).as_str().unwrap_or("").to_string();
+                let body = get(&v, "body").as_slice().unwrap_or(&[]).to_vec();
+                return (text("typ"), text("sid"), body, get(&hdr, "props"));
+            }
+            tungstenite::Message::Close(_) => panic!("the server closed the WebSocket"),
+            _ => {}
+        }
+    }
+}
+
+/// Plays the add-on for one session: answers `new`, and unless `silent`
+/// relays `output` after the command; answers `stop`. Returns the command.
+fn play_session(socket: &mut DeviceSocket, silent: bool, output: &str) -> String {
+    let (typ, sid, _, props) = operator_message(socket);
+    assert_eq!(typ, "new");
+    assert!(props.to_string().contains("user_id"), "{props}");
+    socket
+        .send(device_message("new", &sid, b"Shell started"))
+        .unwrap();
+    let (typ, cmd_sid, command, _) = operator_message(socket);
+    assert_eq!((typ.as_str(), cmd_sid.as_str()), ("shell", sid.as_str()));
+    if !silent {
+        socket
+            .send(device_message("shell", &sid, output.as_bytes()))
+            .unwrap();
+    }
+    let (typ, stop_sid, _, _) = operator_message(socket);
+    assert_eq!((typ.as_str(), stop_sid.as_str()), ("stop", sid.as_str()));
+    socket.send(device_message("stop", &sid, b"")).unwrap();
+    String::from_utf8(command).unwrap()
+}
+
+#[test]
+fn the_deviceconnect_endpoint_and_its_operator() {
+    let mut s = Setup::new(|_, _| {});
+    s.daemon.start();
+    let device = s.device();
+    let token = s.server.token_of(&device).expect("a valid token");
+
+    // A token the server does not know: 401, nothing recorded.
+    assert_eq!(ws_connect(&s.server, "not.a.token").err(), Some(401));
+    // Not a WebSocket handshake: 400, a violation.
+    let plain = ureq::get(ws_url(&s.server).replace("ws://", "http://"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+    let violations = s.server.violations();
+    assert!(
+        violations.len() == 1 && violations[0].problem.contains("Upgrade"),
+        "{violations:?}"
+    );
+    s.server.clear_violations();
+    assert!(s.server.deviceconnect_connections().is_empty());
+
+    let mut socket = ws_connect(&s.server, &token).expect("handshake");
+    let conn = s.wait_connection(&device, None);
+    assert_eq!(conn.token, token);
+
+    // A run: the operator's command comes back as typed, the output ends it.
+    let server = &s.server;
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| server.remote_shell(&device, "echo hi", "hi-there", SHELL_WAIT));
+        let command = play_session(&mut socket, false, "$ echo hi\r\nhi-there\r\n");
+        assert_eq!(command, "echo hi\n");
+        let run = run.join().unwrap().expect("the run");
+        assert_eq!((run.connection, run.sessions), (conn.id, 1));
+        assert!(run.output.contains("hi-there"), "{run:?}");
+    });
+    // A silent session is stopped and replaced by a second one.
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| server.remote_shell(&device, "true", "done", SHELL_WAIT));
+        play_session(&mut socket, true, "");
+        play_session(&mut socket, false, "done\r\n");
+        assert_eq!(run.join().unwrap().expect("the run").sessions, 2);
+    });
+    // Output that never shows the expected text: an error naming it.
+    std::thread::scope(|scope| {
+        let run =
+            scope.spawn(|| server.remote_shell(&device, "x", "never", Duration::from_secs(3)));
+        play_session(&mut socket, false, "something else\r\n");
+        let err = run.join().unwrap().unwrap_err();
+        assert!(err.contains("\"never\" not in the shell output"), "{err}");
+    });
+    s.server.assert_no_violations();
+
+    // What the server cannot decode is a violation; the connection stays.
+    socket
+        .send(tungstenite::Message::Binary(vec![0xc1u8].into()))
+        .unwrap();
+    assert!(s.server.wait_until(Duration::from_secs(10), |srv| {
+        srv.violations()
+            .iter()
+            .any(|v| v.problem.contains("malformed ProtoMsg"))
+    }));
+    // Closed by the device: recorded, and no run can use it.
+    socket.close(None).unwrap();
+    while socket.read().is_ok() {}
+    assert!(s.server.wait_until(Duration::from_secs(10), |srv| {
+        srv.open_deviceconnect(&device).is_none()
+    }));
+    let err = s
+        .server
+        .remote_shell(&device, "true", "x", Duration::from_secs(1))
+        .unwrap_err();
+    assert!(err.contains("no open deviceconnect connection"), "{err}");
+}

@@ -131,6 +131,15 @@ impl MenderServer {
         self.lock().tokens.contains_key(token)
     }
 
+    /// A token the server currently accepts for `device` (any of them).
+    pub fn token_of(&self, device: &str) -> Option<String> {
+        let st = self.lock();
+        st.tokens
+            .iter()
+            .find(|(_, d)| *d == device)
+            .map(|(t, _)| t.clone())
+    }
+
     // -- deployments --------------------------------------------------------
 
     /// A deployment of the artifact file for every device; returns its id.
