@@ -230,7 +230,8 @@ fn a_device_accepted_late_connects_through_the_token_signal() {
     // (JwtTokenStateChange with empty strings), and mender-connect keeps
     // one pending signal and drops newer ones, so at 1 s the token's
     // signal can be lost behind a stale empty one and mender-connect never
-    // connects (seen with its --trace log; reported on issue 15).
+    // connects (seen in its --trace log: the last signal it reads is an
+    // empty one, and no other comes).
     let mut s = Setup::new(|d, _| {
         d.dev.set_config("RetryPollIntervalSeconds", Value::from(5));
     });

@@ -238,13 +238,19 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> (Response, Option<String
     };
     let resp = match replacement {
         None => resp,
-        Some(r) => Response {
-            status: r.status,
-            headers: r.headers,
-            body: Body::Hostile(r.body),
-            download: None,
-            upgrade: None,
-        },
+        Some(r) => {
+            // A hostile answer instead of a 101: no WebSocket after all.
+            if let Some(upgrade) = &resp.upgrade {
+                mark_closed(shared, upgrade.connection);
+            }
+            Response {
+                status: r.status,
+                headers: r.headers,
+                body: Body::Hostile(r.body),
+                download: None,
+                upgrade: None,
+            }
+        }
     };
     (resp, ctx.device, endpoint)
 }
