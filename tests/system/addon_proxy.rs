@@ -12,10 +12,11 @@
 //!   TLS (`HttpsClient`): mender-connect ignores both, so these need the
 //!   daemon's local forwarder (issue 15); ignored until it lands.
 //!
-//! mender-connect runs the shell as the current user (it must be root or
-//! may switch to itself), everything else lives in temporary directories.
-//! Without `mender-connect` the tests say so and pass, except in CI
-//! (`CI` set), where scripts/install-deps must have installed it.
+//! mender-connect runs the shell as the current user (it switches users
+//! only when run as root); everything else lives in temporary directories.
+//! Without `mender-connect` the tests that need it say so and pass, except
+//! in CI (`CI` set), where scripts/install-deps must have installed it.
+//! The last test needs no add-on: a client of its own plays the device.
 #![cfg(feature = "dbus")]
 
 use std::fs;
