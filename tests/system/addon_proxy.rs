@@ -226,15 +226,14 @@ fn a_device_accepted_late_connects_through_the_token_signal() {
     if !mender_connect_installed() {
         return;
     }
-    // Authentication retried every 5 s, nearer a real device than the 1 s
-    // of the other tests: the daemon announces every failed authentication
-    // (JwtTokenStateChange with empty strings), and mender-connect keeps
-    // one pending signal and drops newer ones, so at 1 s the token's
-    // signal can be lost behind a stale empty one and mender-connect never
-    // connects (seen in its --trace log: the last signal it reads is an
-    // empty one, and no other comes).
+    // Authentication retried every second: the daemon must not announce
+    // each failed attempt of a pending device (JwtTokenStateChange with
+    // empty strings), since mender-connect keeps one pending signal and
+    // drops newer ones, so the token's signal would be lost behind a stale
+    // empty one and mender-connect would never connect (seen in its
+    // --trace log before the daemon announced failures only as changes).
     let mut s = Setup::new(|d, _| {
-        d.dev.set_config("RetryPollIntervalSeconds", Value::from(5));
+        d.dev.set_config("RetryPollIntervalSeconds", Value::from(1));
     });
     s.server.set_default_auth(AuthStatus::Pending);
     s.start();
