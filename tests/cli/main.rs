@@ -7,6 +7,8 @@
 //!   `show-provides`.
 //! * `conformance`: `mender-rs artifact` against `mender-artifact`.
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
+//! * `orderings_34`: 3.4's exact orderings (module calls, error paths,
+//!   retries), side by side with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
 //! * `control_map`: `mender-rs control set|show|clear`.
@@ -20,6 +22,7 @@ mod support;
 mod conformance;
 mod control_map;
 mod crash_injection;
+mod orderings_34;
 mod reference_client;
 mod standalone;
 mod uboot_default_env;
