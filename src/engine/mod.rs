@@ -792,13 +792,24 @@ impl<'c> Engine<'c> {
         // A failing rollback script does not stop the rollback, but the
         // device can no longer be trusted to be in a known state (Mender
         // marks it inconsistent too).
-        let mut consistent =
-            self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Enter);
+        // Standalone, the first failing script ends its list, as in Mender
+        // 3.4; the daemon runs every one (`docs/state-scripts.md`).
+        let standalone = state.deployment_id.is_none();
+        let scripts = |engine: &Self, action| {
+            if standalone {
+                engine
+                    .run_scripts(ScriptState::ArtifactRollback, action)
+                    .is_ok()
+            } else {
+                engine.run_all_scripts(ScriptState::ArtifactRollback, action)
+            }
+        };
+        let mut consistent = scripts(self, ScriptAction::Enter);
         if let Err(e) = installer.rollback() {
             log::error!("rollback failed: {e:#}");
             consistent = false;
         }
-        consistent &= self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Leave);
+        consistent &= scripts(self, ScriptAction::Leave);
         if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;
         }

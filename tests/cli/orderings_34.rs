@@ -241,6 +241,7 @@ impl Rig {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        let second = ["ArtifactRollback_Enter_02", "ArtifactRollback_Leave_02"];
         for state in ARTIFACT_STATES {
             for action in ["Enter", "Leave", "Error"] {
                 let name = format!("{state}_{action}_01");
@@ -249,6 +250,12 @@ impl Rig {
                 args.push("-s".into());
                 args.push(s(&path).into());
             }
+        }
+        for name in second {
+            let path = build.join(name);
+            write_exec(&path, &state_script(&log, &fail, name));
+            args.push("-s".into());
+            args.push(s(&path).into());
         }
         let ran = run(Command::new("mender-artifact").args(&args), TOOL_TIMEOUT);
         assert_eq!(ran.code, 0, "mender-artifact: {}{}", ran.stdout, ran.stderr);
@@ -530,8 +537,10 @@ fn failing_rollback_enter_script_runs_artifact_failure() {
         retry: (1, 2),
     });
     let rollback = calls(&ours, 1).join(" ");
+    // The first failing script ends its list (ArtifactRollback_Enter_02
+    // does not run); the rollback and the Leave scripts still do.
     assert!(
-        rollback.contains("ArtifactRollback_Leave_01 ArtifactFailure_Enter_01 module ArtifactFailure ArtifactFailure_Leave_01"),
+        rollback.contains("ArtifactRollback_Enter_01 module ArtifactRollback ArtifactRollback_Leave_01 ArtifactRollback_Leave_02 ArtifactFailure_Enter_01 module ArtifactFailure ArtifactFailure_Leave_01"),
         "{rollback}"
     );
 }
