@@ -850,10 +850,16 @@ impl<'c> Engine<'c> {
         state.failed = true;
         self.persist(state, Phase::ArtifactFailure)?;
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Enter);
-        if let Err(e) = installer.failure() {
+        let failed = installer.failure();
+        if let Err(e) = &failed {
             log::error!("ArtifactFailure: {e:#}");
         }
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Leave);
+        // Standalone, Mender 3.4 counts a failed ArtifactFailure call as a
+        // failed error path: the device is marked inconsistent.
+        if failed.is_err() && state.deployment_id.is_none() && !state.inconsistent {
+            self.mark_inconsistent(state)?;
+        }
         Ok(())
     }
 
@@ -863,9 +869,11 @@ impl<'c> Engine<'c> {
         installer: Option<&mut (dyn Installer + 'static)>,
     ) -> Result<()> {
         self.persist(state, Phase::Cleanup)?;
-        if let Some(i) = installer
-            && let Err(e) = i.cleanup()
-        {
+        let cleaned = match installer {
+            Some(i) => i.cleanup(),
+            None => Ok(()),
+        };
+        if let Err(e) = &cleaned {
             log::error!("cleanup: {e:#}");
         }
         if state.deployment_id.is_some() {
@@ -873,7 +881,16 @@ impl<'c> Engine<'c> {
             // across restarts).
             return self.persist(state, Phase::StatusReport);
         }
-        self.clear_update()
+        self.clear_update()?;
+        // Standalone, a failed Cleanup fails a command that otherwise
+        // succeeded (Mender 3.4's exit code); after a failure the caller's
+        // own error says more.
+        match cleaned {
+            Err(e) if !state.failed || (state.manual_rollback && !state.inconsistent) => {
+                Err(e.context("the update is done, but its Cleanup failed"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -620,3 +620,31 @@ fn commit_of_a_module_that_needs_a_reboot_runs_no_reboot_state() {
         );
     }
 }
+
+/// The module's `ArtifactFailure` fails after a clean rollback: 3.4 counts
+/// that as a failed error path and marks the device inconsistent.
+#[test]
+fn failing_module_artifact_failure_marks_the_device_inconsistent() {
+    check(&Scenario {
+        id: "module-failure-fails",
+        failing: &[
+            ("ArtifactInstall_Enter_01", 1),
+            ("module-ArtifactFailure", 1),
+        ],
+        answers: &[],
+        steps: &[Step::Install],
+        retry: (1, 2),
+    });
+}
+
+/// The module's `Cleanup` fails after a good commit.
+#[test]
+fn failing_module_cleanup_after_a_commit() {
+    check(&Scenario {
+        id: "module-cleanup-fails",
+        failing: &[("module-Cleanup", 1)],
+        answers: &[],
+        steps: &[Step::Install, Step::Commit],
+        retry: (1, 2),
+    });
+}
