@@ -9,154 +9,30 @@
 //! the daemon again, as systemd would after a real reboot.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::canonical_scripts::{ARTIFACT_SCRIPTS, ROOTFS_SCRIPTS};
 use crate::support::device::*;
-use crate::support::managed::{
-    self, DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail,
-};
+use crate::support::managed::{ManagedDevice, final_status_of};
 use crate::support::mender_server::*;
 use serde_json::Value;
 
 const MODULE: &str = "module-state-scripts-test";
-static MACS: AtomicU32 = AtomicU32::new(1);
 
-/// A simulated device run by the daemon, with a supervisor that restarts
-/// the daemon after a (simulated) reboot ([`Supervised`]).
-struct Managed {
-    dev: SimDevice,
-    daemon_log: PathBuf,
-    reboot_marker: PathBuf,
-    child: Option<DaemonChild>,
-    /// Daemon starts so far.
-    starts: u32,
-    /// Crash injection: (start number, `MENDER_RS_CRASH_AT` value) for
-    /// that start of the daemon only.
-    crash_at: Option<(u32, String)>,
-}
-
-impl Managed {
-    fn new(server: &MenderServer) -> Managed {
-        Self::with_partition_size(server, 8 << 20)
-    }
-
-    fn with_partition_size(server: &MenderServer, size: u64) -> Managed {
-        let dev = SimDevice::with_partition_size(size);
-        let n = MACS.fetch_add(1, Ordering::SeqCst);
-        let reboot_marker = dev.path("rebooted");
-        DeviceSetup {
-            server_url: Some(&server.url()),
-            mac: &format!("02:00:00:00:{:02x}:{:02x}", n >> 8, n & 0xff),
-            inventory_script: Some((
-                "mender-inventory-test",
-                "test_attr=one\ntest_attr=two\nhostname=simulated",
-            )),
-            reboot_marker: Some(&reboot_marker),
-            update_poll: 1,
-            inventory_poll: Some(60),
-            retry_poll: 1,
-        }
-        .apply(&dev);
-        let daemon_log = dev.path("daemon.log");
-        Managed {
-            dev,
-            daemon_log,
-            reboot_marker,
-            child: None,
-            starts: 0,
-            crash_at: None,
-        }
-    }
-
-    /// Runs the daemon (restarting it after each simulated reboot or
-    /// crash, at most 30 times: [`managed::run_until`]) until `done`
-    /// holds, then stops it; false on timeout.
-    fn run_until(
-        &mut self,
-        server: &MenderServer,
-        timeout: Duration,
-        done: impl Fn(&MenderServer) -> bool,
-    ) -> bool {
-        let done = managed::run_until(self, timeout, || done(server));
-        self.stop();
-        done
-    }
-
-    /// Runs the daemon until deployment `dep` has its final status (see
-    /// [`final_status_of`]), within `seconds`; returns the device's id.
-    fn run_to_final(&mut self, server: &MenderServer, dep: &str, seconds: u64) -> String {
-        assert!(
-            self.run_until(
-                server,
-                Duration::from_secs(seconds),
-                final_status_of(dep.to_string())
-            ),
-            "no final status for {dep}:\n{}",
-            self.log_tail()
-        );
-        self.device_id(server)
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s.
-    fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            child.stop(Duration::from_secs(5));
-        }
-    }
-
-    fn device_id(&self, server: &MenderServer) -> String {
-        let mac = fs::read_to_string(self.dev.path("identity/mender-device-identity")).unwrap();
-        let mac = mac
-            .lines()
-            .find_map(|l| l.strip_prefix("echo mac="))
-            .unwrap()
-            .to_string();
-        server
-            .device_with_identity("mac", &mac)
-            .unwrap_or_else(|| panic!("the server does not know {mac}:\n{}", self.log_tail()))
-    }
-}
-
-impl Supervised for Managed {
-    const MAX_RESTARTS: u32 = 30;
-
-    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>) {
-        (&self.dev, &self.reboot_marker, &mut self.child)
-    }
-
-    /// With its stderr appended to daemon.stderr, and the crash injection
-    /// of [`Managed::crash_at`] when this is that start.
-    fn start(&mut self) {
-        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.daemon_log);
-        cmd.stderr(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dev.path("daemon.stderr"))
-                .expect("daemon stderr file"),
-        );
-        if let Some((start, spec)) = &self.crash_at
-            && *start == self.starts + 1
-        {
-            cmd.env("MENDER_RS_CRASH_AT", spec);
-        }
-        self.child = Some(DaemonChild::spawn(&mut cmd));
-        self.starts += 1;
-    }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.daemon_log, 80)
-    }
-}
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A device of this module: 8 MiB partitions, an inventory script, up to
+/// 30 restarts (one per persisted step in the power-loss tests).
+fn managed(server: &MenderServer) -> ManagedDevice {
+    ManagedDevice::options(server)
+        .partition_size(8 << 20)
+        .inventory_script(
+            "mender-inventory-test",
+            "test_attr=one\ntest_attr=two\nhostname=simulated",
+        )
+        .inventory_poll(60)
+        .max_restarts(30)
+        .build()
 }
 
 /// The final statuses the server accepted for a deployment.
@@ -167,19 +43,6 @@ fn accepted_finals(server: &MenderServer, dev: &str, dep: &str) -> Vec<String> {
         .filter(|r| r.response == 204 && (r.status == "success" || r.status == "failure"))
         .map(|r| r.status)
         .collect()
-}
-
-/// The deployment has its final status (and, after a failure, its log).
-fn final_status_of(dep: String) -> impl Fn(&MenderServer) -> bool {
-    move |s: &MenderServer| {
-        s.device_ids()
-            .iter()
-            .any(|d| match s.deployment_status(d, &dep).as_deref() {
-                Some("success") => true,
-                Some("failure") => !s.logs(d, &dep).is_empty(),
-                _ => false,
-            })
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -252,7 +115,7 @@ fn is_idle_or_sync(name: &str) -> bool {
 
 /// Sets up the canonical scripts and module; `body` gives extra shell for
 /// a script (by name), `failing` the script that exits 1.
-fn canonical_setup(m: &Managed, failing: Option<&str>, bodies: &[(&str, String)]) -> PathBuf {
+fn canonical_setup(m: &ManagedDevice, failing: Option<&str>, bodies: &[(&str, String)]) -> PathBuf {
     let dev = &m.dev;
     let body_of = |name: &str| {
         let mut body = String::new();
@@ -315,19 +178,19 @@ fn canonical(
     bodies: &[(&str, String)],
     expected: Vec<String>,
     status: &str,
-) -> Managed {
+) -> ManagedDevice {
     canonical_with(failing, |_| bodies.to_vec(), expected, status)
 }
 
 /// As [`canonical`], with script bodies that depend on the device's paths.
 fn canonical_with<'b>(
     failing: Option<&str>,
-    bodies: impl Fn(&Managed) -> Vec<(&'b str, String)>,
+    bodies: impl Fn(&ManagedDevice) -> Vec<(&'b str, String)>,
     expected: Vec<String>,
     status: &str,
-) -> Managed {
+) -> ManagedDevice {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let bodies = bodies(&m);
     let artifact = canonical_setup(&m, failing, &bodies);
     let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
@@ -435,10 +298,10 @@ fn s3_failure_in_idle_leave_is_ignored() {
 /// S4/S5: a failing Sync script stops every round: no deployment starts.
 fn sync_failure(failing: &str, round: &[&str]) {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = canonical_setup(&m, Some(failing), &[]);
     let dep = server.add_deployment(&artifact, "canonical-2", &[DEVICE_TYPE]);
-    let rounds = |m: &Managed| {
+    let rounds = |m: &ManagedDevice| {
         let log = m.dev.script_log();
         log.len() / round.len()
     };
@@ -628,7 +491,7 @@ fn s12_corrupted_script_version_in_etc() {
 #[test]
 fn rootfs_update_reboots_commits_and_reports() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m.dev.write_rootfs_artifact("release-2", 3 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
     let dev_id = m.run_to_final(&server, &dep, 120);
@@ -684,7 +547,7 @@ fn rootfs_update_reboots_commits_and_reports() {
 #[test]
 fn a_download_cut_twenty_times_resumes_and_installs() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m
         .dev
         .write_rootfs_artifact("release-cut", 4 << 20, &[], &[]);
@@ -738,7 +601,7 @@ fn a_download_cut_twenty_times_resumes_and_installs() {
 #[test]
 fn a_server_that_ignores_the_range_fails_the_download_cleanly() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m
         .dev
         .write_rootfs_artifact("release-norange", 1 << 20, &[], &[]);
@@ -763,7 +626,7 @@ fn a_server_that_ignores_the_range_fails_the_download_cleanly() {
 #[test]
 fn an_aborted_deployment_stops_before_installing() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m
         .dev
         .write_rootfs_artifact("release-abort", 1 << 20, &[], &[]);
@@ -800,7 +663,7 @@ fn an_aborted_deployment_stops_before_installing() {
 fn a_pending_device_polls_until_accepted_then_reauthenticates_after_expiry() {
     let server = MenderServer::start();
     server.set_default_auth(AuthStatus::Pending);
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     m.dev
         .set_config("TenantToken", Value::from("tenant-secret"));
     m.start();
@@ -844,7 +707,7 @@ fn inventory_falls_back_to_patch_and_next_to_get() {
     let server = MenderServer::start();
     server.inventory_put_not_allowed(true);
     server.disable_next_v1_post(true);
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m.dev.write_rootfs_artifact("release-4", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-4", &[DEVICE_TYPE]);
     let dev_id = m.run_to_final(&server, &dep, 60);
@@ -859,7 +722,7 @@ fn inventory_falls_back_to_patch_and_next_to_get() {
 #[test]
 fn rsa_device_key_is_generated_once_and_kept() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     m.dev.remove_config("DeviceKeyType");
     m.start();
     assert!(server.wait_until(Duration::from_secs(120), |s| !s.device_ids().is_empty()));
@@ -885,7 +748,7 @@ fn rsa_device_key_is_generated_once_and_kept() {
 #[test]
 fn check_update_and_send_inventory_wake_the_daemon() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     // No daemon yet: a clear error.
     let out = m.dev.run(&["check-update"]);
     assert_eq!(exit_code(&out), 1);
@@ -964,12 +827,12 @@ fn a_restart_at_every_persisted_step_gives_exactly_one_final_status() {
         loop {
             assert!(k <= 40, "more than 40 persisted steps?");
             let server = MenderServer::start();
-            let mut m = Managed::new(&server);
+            let mut m = managed(&server);
             let name = format!("release-s{start}-k{k}");
             let scripts: Vec<(&str, i32)> = failing.iter().map(|f| (*f, 1)).collect();
             let artifact = m.dev.write_rootfs_artifact(&name, 256 << 10, &scripts, &[]);
             let dep = server.add_deployment(&artifact, &name, &[DEVICE_TYPE]);
-            m.crash_at = Some((start, format!("step:{k}")));
+            m.crash_at(start, &format!("step:{k}"));
             let what = format!("start {start}, step {k}, failing {failing:?}");
             assert!(
                 m.run_until(
@@ -1019,7 +882,7 @@ fn a_restart_at_every_persisted_step_gives_exactly_one_final_status() {
 #[test]
 fn servers_fail_over_to_the_next_one() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     // A port nothing listens on (bound, then closed).
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
@@ -1171,7 +1034,7 @@ impl Drop for TlsFront {
 #[test]
 fn tls_with_server_certificate_and_client_certificate() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let pki = m.dev.path("pki");
     make_pki(&pki);
     let front = TlsFront::start(&pki, &server.url(), true);
@@ -1198,7 +1061,7 @@ fn tls_with_server_certificate_and_client_certificate() {
 #[test]
 fn tls_refuses_an_untrusted_server_unless_skip_verify() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let pki = m.dev.path("pki");
     make_pki(&pki);
     let front = TlsFront::start(&pki, &server.url(), false);
@@ -1212,7 +1075,7 @@ fn tls_refuses_an_untrusted_server_unless_skip_verify() {
         server.device_ids().is_empty(),
         "authenticated over untrusted TLS"
     );
-    let log = fs::read_to_string(&m.daemon_log).unwrap();
+    let log = m.log_text();
     assert!(
         log.to_lowercase().contains("certificate"),
         "no certificate error logged:\n{}",
@@ -1227,7 +1090,7 @@ fn tls_refuses_an_untrusted_server_unless_skip_verify() {
         m.log_tail()
     );
     m.stop();
-    let log = fs::read_to_string(&m.daemon_log).unwrap();
+    let log = m.log_text();
     assert!(log.contains("verification is DISABLED"), "{}", m.log_tail());
 }
 
@@ -1237,7 +1100,7 @@ fn tls_refuses_an_untrusted_server_unless_skip_verify() {
 #[test]
 fn a_forced_deployment_of_the_installed_artifact_is_already_installed() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m
         .dev
         .write_rootfs_artifact("release-1", 256 << 10, &[], &[]);
@@ -1268,7 +1131,7 @@ fn a_forced_deployment_of_the_installed_artifact_is_already_installed() {
 #[test]
 fn server_errors_on_status_reports_are_retried_before_the_commit() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m.dev.write_rootfs_artifact("release-5", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-5", &[DEVICE_TYPE]);
     // The intermediate reports are best effort; the one before the commit
@@ -1288,7 +1151,7 @@ fn server_errors_on_status_reports_are_retried_before_the_commit() {
 #[test]
 fn a_server_that_never_takes_the_pre_commit_report_gets_a_rollback() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     let artifact = m.dev.write_rootfs_artifact("release-6", 1 << 20, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-6", &[DEVICE_TYPE]);
     // The deployment is offered again (the server never got its status):
@@ -1320,7 +1183,7 @@ fn a_server_that_never_takes_the_pre_commit_report_gets_a_rollback() {
     assert_eq!(env["mender_boot_part"], "2", "{}", m.log_tail());
     assert_eq!(env["upgrade_available"], "0");
     assert_ne!(m.dev.show_artifact(), "release-6");
-    let log = fs::read_to_string(&m.daemon_log).unwrap();
+    let log = m.log_text();
     assert!(log.contains("before the commit"), "{}", m.log_tail());
 }
 
@@ -1331,7 +1194,7 @@ const MAP_ID: &str = "01234567-89ab-4def-8123-456789abcdef";
 
 /// Sets a device map (with a lifetime long enough for the test: by
 /// default maps live twice the 1 s poll interval of these tests).
-fn control_set(m: &Managed, map: &Value) {
+fn control_set(m: &ManagedDevice, map: &Value) {
     m.dev
         .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(120));
     let file = m.dev.path("map.json");
@@ -1342,7 +1205,7 @@ fn control_set(m: &Managed, map: &Value) {
 #[test]
 fn a_device_map_pauses_before_installing_until_the_application_continues() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     control_set(
         &m,
         &serde_json::json!({"id": MAP_ID, "priority": 1,
@@ -1399,7 +1262,7 @@ fn a_device_map_pauses_before_installing_until_the_application_continues() {
 #[test]
 fn a_device_map_that_fails_the_commit_rolls_back() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     control_set(
         &m,
         &serde_json::json!({"id": MAP_ID, "priority": 0,
@@ -1435,7 +1298,7 @@ fn a_device_map_that_fails_the_commit_rolls_back() {
 fn synchronized_commit(n: usize) -> Duration {
     let server = MenderServer::start();
     server.enable_next_v2(true);
-    let mut devices: Vec<Managed> = (0..n).map(|_| Managed::new(&server)).collect();
+    let mut devices: Vec<ManagedDevice> = (0..n).map(|_| managed(&server)).collect();
     for m in &devices {
         // Maps live 4 s: the daemons fetch them again every 2 s.
         m.dev
@@ -1542,7 +1405,7 @@ fn devices_reboot_only_when_the_server_releases_them() {
     let server = MenderServer::start();
     server.enable_next_v2(true);
     let n = 3;
-    let mut devices: Vec<Managed> = (0..n).map(|_| Managed::new(&server)).collect();
+    let mut devices: Vec<ManagedDevice> = (0..n).map(|_| managed(&server)).collect();
     for m in &devices {
         m.dev
             .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(4));
@@ -1617,7 +1480,7 @@ fn devices_reboot_only_when_the_server_releases_them() {
 #[test]
 fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
     let server = MenderServer::start();
-    let mut m = Managed::new(&server);
+    let mut m = managed(&server);
     // Set like `control set` would, then left to expire: the application
     // that owned it is gone.
     m.dev
@@ -1651,7 +1514,7 @@ fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
     );
     assert_eq!(m.dev.env()["upgrade_available"], "0");
     assert_eq!(m.dev.env()["mender_boot_part"], "2");
-    let log = fs::read_to_string(&m.daemon_log).unwrap();
+    let log = m.log_text();
     assert!(log.contains("expired"), "{}", m.log_tail());
     // Entering Idle (after the deployment, or at the next start) drops the
     // expired map, as Mender does: it does not fail every later deployment.
