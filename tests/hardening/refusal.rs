@@ -51,19 +51,7 @@ pub(crate) fn snapshot(dev: &SimDevice) -> Snapshot {
 #[track_caller]
 pub(crate) fn assert_refused(dev: &SimDevice, before: &Snapshot, out: &Output, needles: &[&str]) {
     assert_eq!(exit_code(out), 1, "{}", describe(out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("mender-rs: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
-    for n in needles {
-        assert!(
-            lines[0].to_lowercase().contains(&n.to_lowercase()),
-            "the error line does not name '{n}': {}",
-            lines[0]
-        );
-    }
+    one_error_line(out, needles);
     assert!(
         dev.env_bytes() == before.env,
         "the boot environment changed"

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::device::{BIN, DEFAULT_PARTITION_SIZE, SimDevice, write_executable};
+use super::device::{BIN, DEFAULT_PARTITION_SIZE, DEVICE_TYPE, SimDevice, write_executable};
 use super::mender_server::MenderServer;
 
 /// The daemon binary: `MENDER_RS_BIN` when set (the device build, say),
@@ -449,6 +449,14 @@ impl ManagedDevice {
             self.log_tail()
         );
         self.device_id(server)
+    }
+
+    /// Writes a rootfs-image artifact `name` with a payload of `size`
+    /// bytes and deploys it on `server` to the device type; returns the
+    /// deployment's id.
+    pub fn deploy_rootfs(&self, server: &MenderServer, name: &str, size: usize) -> String {
+        let artifact = self.dev.write_rootfs_artifact(name, size, &[], &[]);
+        server.add_deployment(&artifact, name, &[DEVICE_TYPE])
     }
 
     /// The device's id on `server` (panics if the server does not know it).

@@ -229,10 +229,7 @@ fn start_update_set_over_dbus_pauses_then_continues() {
     assert_eq!(answer, "i 60");
     assert_eq!(maps[0]["id"], MAP_ID);
 
-    let artifact = d
-        .dev
-        .write_rootfs_artifact("release-dbus", 1 << 20, &[], &[]);
-    let dep = server.add_deployment(&artifact, "release-dbus", &[DEVICE_TYPE]);
+    let dep = d.deploy_rootfs(&server, "release-dbus", 1 << 20);
     let paused = server.wait_until(Duration::from_secs(30), |s| {
         statuses_of(s, &dep)
             .iter()
