@@ -70,13 +70,7 @@ fn a_swapped_artifact_name_fails_before_any_payload_byte() {
     let evil = rootfs_artifact(&d.dev, "evil-9", &[DEVICE_TYPE]);
     let inactive = d.dev.partition_sha256(3);
     let dep = server.add_deployment(&evil, "adv-2", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure"),
-        "{}",
-        d.log_tail()
-    );
+    let id = d.run_to_status(&server, &dep, 90, "failure");
     let logs = server.logs(&id, &dep);
     assert!(
         logs.iter()
@@ -96,11 +90,7 @@ fn an_artifact_not_for_this_device_fails_naming_both_type_lists() {
     let other = rootfs_artifact(&d.dev, "adv-3", &["other-board"]);
     let inactive = d.dev.partition_sha256(3);
     let dep = server.add_deployment(&other, "adv-3", &[DEVICE_TYPE, "other-board"]);
-    let id = d.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure")
-    );
+    let id = d.run_to_status(&server, &dep, 90, "failure");
     let logs = server.logs(&id, &dep);
     assert!(
         logs.iter().any(|l| l.message.contains("[other-board]")
@@ -117,13 +107,7 @@ fn the_announced_artifact_still_installs() {
     let mut d = ManagedDevice::new(&server);
     let good = rootfs_artifact(&d.dev, "adv-4", &["other-board", DEVICE_TYPE]);
     let dep = server.add_deployment(&good, "adv-4", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 120);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        d.log_tail()
-    );
+    d.run_to_status(&server, &dep, 120, "success");
     assert_eq!(d.dev.show_artifact(), "adv-4");
     server.assert_no_violations();
 }
@@ -316,11 +300,7 @@ fn an_invalid_control_map_in_next_fails_the_deployment_unstarted() {
         });
     });
     server.replace_next(Endpoint::NextV2, json_reply(200, &next), 1);
-    let id = d.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure")
-    );
+    d.run_to_status(&server, &dep, 60, "failure");
     assert!(
         d.log_text().contains("invalid update control map"),
         "{}",
@@ -351,11 +331,7 @@ fn assert_download_failed(
     inactive: &str,
     why: &str,
 ) {
-    let id = d.run_to_final(server, dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, dep).as_deref(),
-        Some("failure")
-    );
+    let id = d.run_to_status(server, dep, 90, "failure");
     let logs = server.logs(&id, dep);
     assert!(logs.iter().any(|l| l.message.contains(why)), "{logs:#?}");
     let env = d.dev.env();
@@ -423,13 +399,7 @@ fn huge_status_and_inventory_replies_are_not_read() {
     server.replace_always(Endpoint::Inventory, Some(huge()));
     let good = rootfs_artifact(&d.dev, "adv-8", &[DEVICE_TYPE]);
     let dep = server.add_deployment(&good, "adv-8", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 120);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        d.log_tail()
-    );
+    d.run_to_status(&server, &dep, 120, "success");
     for endpoint in [Endpoint::Status, Endpoint::Inventory] {
         for r in server.requests_to(endpoint) {
             assert!(r.bytes_sent < 64 << 20, "{r:?}");

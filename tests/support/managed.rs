@@ -451,6 +451,25 @@ impl ManagedDevice {
         self.device_id(server)
     }
 
+    /// [`ManagedDevice::run_to_final`], and the final status must be
+    /// `want` (`success` or `failure`); returns the device's id.
+    pub fn run_to_status(
+        &mut self,
+        server: &MenderServer,
+        dep: &str,
+        seconds: u64,
+        want: &str,
+    ) -> String {
+        let id = self.run_to_final(server, dep, seconds);
+        assert_eq!(
+            server.deployment_status(&id, dep).as_deref(),
+            Some(want),
+            "{}",
+            self.log_tail()
+        );
+        id
+    }
+
     /// Writes a rootfs-image artifact `name` with a payload of `size`
     /// bytes and deploys it on `server` to the device type; returns the
     /// deployment's id.

@@ -76,11 +76,7 @@ fn a_device_map_that_fails_the_commit_rolls_back() {
             "states": {"ArtifactCommit_Enter": {"action": "fail"}}}),
     );
     let dep = m.deploy_rootfs(&server, "release-ucm-fail", 1 << 20);
-    let dev_id = m.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("failure")
-    );
+    let dev_id = m.run_to_status(&server, &dep, 60, "failure");
     let env = m.dev.env();
     assert_eq!(env["mender_boot_part"], "2");
     assert_eq!(env["upgrade_available"], "0");

@@ -211,11 +211,7 @@ fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
         .dev
         .write_rootfs_artifact("release-expire", 256 << 10, &[], &[]);
     let dep = server.add_deployment(&artifact, "release-expire", &[DEVICE_TYPE]);
-    let dev_id = m.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("failure")
-    );
+    let dev_id = m.run_to_status(&server, &dep, 60, "failure");
     assert!(
         server
             .statuses(&dev_id, &dep)
@@ -229,13 +225,7 @@ fn a_pause_map_nobody_refreshes_expires_into_its_on_map_expire() {
     // Entering Idle (after the deployment, or at the next start) drops the
     // expired map, as Mender does: it does not fail every later deployment.
     let dep = m.deploy_rootfs(&server, "release-after-expiry", 256 << 10);
-    let dev_id = m.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        m.log_tail()
-    );
+    m.run_to_status(&server, &dep, 90, "success");
     let shown = m.dev.ok(&["control", "show"]);
     assert!(!shown.contains(MAP_ID), "{shown}");
 }

@@ -82,13 +82,7 @@ fn a_download_cut_twenty_times_resumes_and_installs() {
     offsets.sort();
     server.cut_downloads_at(&offsets);
     let dep = server.add_deployment(&artifact, "release-cut", &[DEVICE_TYPE]);
-    let dev_id = m.run_to_final(&server, &dep, 180);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        m.log_tail()
-    );
+    m.run_to_status(&server, &dep, 180, "success");
     let downloads = server.downloads();
     assert_eq!(downloads.len(), 21, "{downloads:#?}");
     assert_eq!(downloads[0].start, 0);
@@ -122,11 +116,7 @@ fn a_server_that_ignores_the_range_fails_the_download_cleanly() {
     server.cut_downloads_at(&[300_000]);
     server.ignore_range(true);
     let dep = server.add_deployment(&artifact, "release-norange", &[DEVICE_TYPE]);
-    let dev_id = m.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("failure")
-    );
+    let dev_id = m.run_to_status(&server, &dep, 60, "failure");
     let logs = server.logs(&dev_id, &dep);
     assert!(
         logs.iter().any(|l| l.message.contains("range")),

@@ -42,13 +42,7 @@ fn server_errors_on_status_reports_are_retried_before_the_commit() {
     // The intermediate reports are best effort; the one before the commit
     // and the final one are retried.
     server.fail_next(Endpoint::Status, 503, 5);
-    let dev_id = m.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        m.log_tail()
-    );
+    m.run_to_status(&server, &dep, 90, "success");
     assert_eq!(m.dev.show_artifact(), "release-5");
     server.assert_no_violations();
 }

@@ -16,11 +16,7 @@ fn servers_fail_over_to_the_next_one() {
         serde_json::json!([{"ServerURL": dead_url}, {"ServerURL": server.url()}]),
     );
     let dep = m.deploy_rootfs(&server, "release-fo", 1 << 20);
-    let dev_id = m.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("success")
-    );
+    m.run_to_status(&server, &dep, 60, "success");
     server.assert_no_violations();
 }
 
@@ -169,11 +165,7 @@ fn tls_with_server_certificate_and_client_certificate() {
         serde_json::json!({"Certificate": p("client.pem"), "Key": p("client.key")}),
     );
     let dep = m.deploy_rootfs(&server, "release-tls", 1 << 20);
-    let dev_id = m.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&dev_id, &dep).as_deref(),
-        Some("success")
-    );
+    m.run_to_status(&server, &dep, 60, "success");
     server.assert_no_violations();
 }
 
