@@ -4,165 +4,15 @@
 //! the same tricks on a genuine signed artifact (the signature covers the
 //! payload checksums, not the compression). Each is refused quickly, with
 //! low memory, exit 1 and nothing written.
-//!
-//! The helpers here (`members`, `repack`, `install_measured`, ...) are
-//! shared with `artifact_metadata`.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::artifact_edit::{fix_manifest, member_mut, members, repacked};
+use crate::refusal::{assert_install_refused_cheaply, install_measured, snapshot};
 use crate::support::device::*;
-
-/// Peak RSS a refused install may reach (the debug binary alone needs a
-/// few MiB; before the limits a 1 GiB dictionary cost over 1 GiB).
-const REFUSED_RSS_KIB: u64 = 48 << 10;
-
-/// Outer members of an artifact, in order.
-pub(crate) fn members(artifact: &Path) -> Vec<(String, Vec<u8>)> {
-    let file = std::fs::File::open(artifact).expect("artifact");
-    let mut archive = tar::Archive::new(file);
-    let mut out = Vec::new();
-    for entry in archive.entries().expect("tar") {
-        let mut entry = entry.expect("entry");
-        let name = String::from_utf8(entry.path_bytes().into_owned()).expect("name");
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).expect("member");
-        out.push((name, bytes));
-    }
-    out
-}
-
-/// Writes `members` as an artifact tar at `out`.
-pub(crate) fn repack(members: &[(String, Vec<u8>)], out: &Path) {
-    let mut builder = tar::Builder::new(std::fs::File::create(out).expect("create"));
-    for (name, bytes) in members {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        builder
-            .append_data(&mut h, name, &bytes[..])
-            .expect("append");
-    }
-    builder
-        .into_inner()
-        .expect("finish")
-        .flush()
-        .expect("flush");
-}
-
-pub(crate) fn member_mut<'a>(
-    members: &'a mut [(String, Vec<u8>)],
-    prefix: &str,
-) -> &'a mut Vec<u8> {
-    &mut members
-        .iter_mut()
-        .find(|(n, _)| n.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no member {prefix}*"))
-        .1
-}
-
-/// Puts the sha256 of member `name` into the manifest (an unsigned artifact
-/// whose header was changed stays consistent).
-pub(crate) fn fix_manifest(members: &mut [(String, Vec<u8>)], name: &str) {
-    let digest = sha256_hex(&members.iter().find(|(n, _)| n == name).expect("member").1);
-    let manifest = member_mut(members, "manifest");
-    let text = String::from_utf8(manifest.clone()).expect("manifest");
-    let fixed: String = text
-        .lines()
-        .map(|l| match l.split_once("  ") {
-            Some((_, path)) if path == name => format!("{digest}  {path}\n"),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    *manifest = fixed.into_bytes();
-}
-
-/// Runs `install ARTIFACT` under /usr/bin/time; returns the output, the
-/// peak RSS in KiB and the elapsed time.
-pub(crate) fn install_measured(dev: &SimDevice, artifact: &Path) -> (Output, u64, Duration) {
-    let rss_file = dev.path("rss.txt");
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-o")
-        .arg(&rss_file)
-        .args(["-f", "%M", BIN, "--config"])
-        .arg(&dev.config_file)
-        .arg("--data")
-        .arg(&dev.data)
-        .arg("install")
-        .arg(artifact);
-    let start = Instant::now();
-    let out = run_bounded(&mut cmd, DEFAULT_TIMEOUT);
-    let elapsed = start.elapsed();
-    let text = std::fs::read_to_string(&rss_file).expect("time output");
-    let rss = text
-        .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("no RSS in {text:?}"));
-    (out, rss, elapsed)
-}
-
-/// State that a refused install must leave as it was.
-pub(crate) struct Before {
-    inactive: String,
-    provides: String,
-    env: Vec<u8>,
-}
-
-pub(crate) fn before(dev: &SimDevice) -> Before {
-    Before {
-        inactive: dev.partition_sha256(3),
-        provides: dev.provides_text(),
-        env: dev.env_bytes(),
-    }
-}
-
-/// Exit 1, an error naming each of `needles`, nothing written, and (when
-/// `rss` is given) a low peak RSS and a quick refusal.
-#[track_caller]
-pub(crate) fn assert_refused(dev: &SimDevice, before: &Before, out: &Output, needles: &[&str]) {
-    assert_eq!(exit_code(out), 1, "{}", describe(out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "error does not name {n:?}: {}",
-            describe(out)
-        );
-    }
-    assert_eq!(
-        dev.partition_sha256(3),
-        before.inactive,
-        "inactive partition written"
-    );
-    assert_eq!(dev.provides_text(), before.provides, "provides changed");
-    assert_eq!(dev.env_bytes(), before.env, "boot environment changed");
-    let commit = dev.run(&["commit"]);
-    assert_eq!(
-        exit_code(&commit),
-        2,
-        "an update was left pending: {}",
-        describe(&commit)
-    );
-}
-
-#[track_caller]
-fn assert_refused_cheaply(dev: &SimDevice, before: &Before, artifact: &Path, needles: &[&str]) {
-    let (out, rss, elapsed) = install_measured(dev, artifact);
-    assert_refused(dev, before, &out, needles);
-    assert!(
-        rss < REFUSED_RSS_KIB,
-        "peak RSS {rss} KiB: {}",
-        describe(&out)
-    );
-    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
-}
 
 fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
     let mut value = 0u64;
@@ -293,25 +143,23 @@ fn recompressed(
     if which == "header" {
         fix_manifest(&mut m, &name);
     }
-    let out = SimDevice::artifact_dir(&good).join("bad.mender");
-    repack(&m, &out);
-    out
+    repacked(&good, &m)
 }
 
 #[test]
 fn xz_data_member_declaring_a_1_gib_dictionary_is_refused_cheaply() {
     let dev = SimDevice::new();
     let bad = recompressed(&dev, "xz", "data/", &[], |d| xz_with_dict(d, 36));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.xz", "66 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.xz", "66 MiB"]);
 }
 
 #[test]
 fn zstd_data_member_declaring_a_2_gib_window_is_refused_cheaply() {
     let dev = SimDevice::new();
     let bad = recompressed(&dev, "zstd", "data/", &[], |d| zstd_with_window(d, 31));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.zst", "64 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.zst", "64 MiB"]);
 }
 
 #[test]
@@ -325,9 +173,9 @@ fn signed_artifact_with_its_data_recompressed_to_a_huge_dictionary_is_refused() 
     let zst = recompressed(&dev, "zstd", "data/", &["-k", key], |d| {
         zstd_with_window(d, 31)
     });
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &xz, &["data/0000.tar.xz", "66 MiB"]);
-    assert_refused_cheaply(&dev, &b, &zst, &["data/0000.tar.zst", "64 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &xz, &["data/0000.tar.xz", "66 MiB"]);
+    assert_install_refused_cheaply(&dev, &b, &zst, &["data/0000.tar.zst", "64 MiB"]);
     // The same artifacts with a dictionary the limit allows install: the
     // signature does hold.
     let ok = recompressed(&dev, "xz", "data/", &["-k", key], |d| xz_with_dict(d, 20));
@@ -339,16 +187,16 @@ fn signed_artifact_with_its_data_recompressed_to_a_huge_dictionary_is_refused() 
 fn xz_header_member_declaring_a_1_gib_dictionary_is_refused_cheaply() {
     let dev = SimDevice::new();
     let bad = recompressed(&dev, "xz", "header", &[], |d| xz_with_dict(d, 36));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["header.tar.xz", "66 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["header.tar.xz", "66 MiB"]);
 }
 
 #[test]
 fn zstd_header_member_declaring_a_huge_window_is_refused_cheaply() {
     let dev = SimDevice::new();
     let bad = recompressed(&dev, "zstd", "header", &[], |d| zstd_with_window(d, 30));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["header.tar.zst", "64 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["header.tar.zst", "64 MiB"]);
 }
 
 #[test]
@@ -358,8 +206,8 @@ fn xz_dictionary_of_64_mib_as_mender_artifact_writes_is_accepted_96_mib_refused(
     // dictionary (byte 28).
     let ok = recompressed(&dev, "xz", "data/", &[], |d| xz_with_dict(d, 28));
     let over = recompressed(&dev, "xz", "data/", &[], |d| xz_with_dict(d, 29));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &over, &["data/0000.tar.xz", "66 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &over, &["data/0000.tar.xz", "66 MiB"]);
     let (out, _, _) = install_measured(&dev, &ok);
     assert_eq!(exit_code(&out), 0, "{}", describe(&out));
 }
@@ -369,8 +217,8 @@ fn zstd_window_of_64_mib_is_accepted_128_mib_refused() {
     let dev = SimDevice::new();
     let ok = recompressed(&dev, "zstd", "data/", &[], |d| zstd_with_window(d, 26));
     let over = recompressed(&dev, "zstd", "data/", &[], |d| zstd_with_window(d, 27));
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &over, &["data/0000.tar.zst", "64 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &over, &["data/0000.tar.zst", "64 MiB"]);
     let out = dev.run(&["install", ok.to_str().expect("path")]);
     assert_eq!(exit_code(&out), 0, "{}", describe(&out));
 }
@@ -385,8 +233,8 @@ fn second_concatenated_xz_stream_with_a_huge_dictionary_is_refused() {
         a.extend(xz_with_dict(&d[10 << 10..], 36));
         a
     });
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.xz", "66 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.xz", "66 MiB"]);
 }
 
 #[test]
@@ -397,8 +245,8 @@ fn second_zstd_frame_with_a_huge_window_is_refused() {
         a.extend(zstd_with_window(&d[10 << 10..], 31));
         a
     });
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.zst", "64 MiB"]);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["data/0000.tar.zst", "64 MiB"]);
 }
 
 #[test]
@@ -411,8 +259,7 @@ fn gzip_header_inflating_past_its_cap_is_refused_cheaply() {
     e.write_all(&vec![0u8; 17 << 20]).expect("gzip");
     *member_mut(&mut m, "header.tar.gz") = e.finish().expect("gzip");
     fix_manifest(&mut m, "header.tar.gz");
-    let bad = SimDevice::artifact_dir(&good).join("bad.mender");
-    repack(&m, &bad);
-    let b = before(&dev);
-    assert_refused_cheaply(&dev, &b, &bad, &["header.tar.gz", "16 MiB"]);
+    let bad = repacked(&good, &m);
+    let b = snapshot(&dev);
+    assert_install_refused_cheaply(&dev, &b, &bad, &["header.tar.gz", "16 MiB"]);
 }

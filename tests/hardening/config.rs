@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::refusal::{assert_refused, snapshot};
+use crate::special_files::{HUGE, link_to_zero, mkfifo, replace, sparse};
 use crate::support::device::*;
 
 /// Small payloads: the refusals happen before any byte is written.
@@ -23,105 +25,6 @@ fn p(path: &Path) -> &str {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// What must not change when an install is refused.
-struct Snapshot {
-    env: Vec<u8>,
-    part_a: String,
-    part_b: String,
-    store: Vec<(PathBuf, Vec<u8>)>,
-    provides: String,
-    artifact: String,
-}
-
-fn snapshot(dev: &SimDevice) -> Snapshot {
-    let mut store = Vec::new();
-    for entry in fs::read_dir(&dev.data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let bytes = fs::read(&path).unwrap();
-            store.push((path, bytes));
-        }
-    }
-    store.sort();
-    Snapshot {
-        env: dev.env_bytes(),
-        part_a: sha256_file(&dev.part_a),
-        part_b: sha256_file(&dev.part_b),
-        store,
-        provides: dev.provides_text(),
-        artifact: dev.show_artifact(),
-    }
-}
-
-/// Exit 1, one error line naming every needle (case-insensitive), and the
-/// boot environment, both partition files and the data directory's files
-/// byte for byte as before.
-#[track_caller]
-fn assert_refused(dev: &SimDevice, before: &Snapshot, out: &Output, needles: &[&str]) {
-    assert_eq!(exit_code(out), 1, "{}", describe(out));
-    let err = stderr(out);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("mender-rs: error:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
-    for n in needles {
-        assert!(
-            lines[0].to_lowercase().contains(&n.to_lowercase()),
-            "the error line does not name '{n}': {}",
-            lines[0]
-        );
-    }
-    assert!(
-        dev.env_bytes() == before.env,
-        "the boot environment changed"
-    );
-    assert_eq!(
-        sha256_file(&dev.part_a),
-        before.part_a,
-        "partition A changed"
-    );
-    assert_eq!(
-        sha256_file(&dev.part_b),
-        before.part_b,
-        "partition B changed"
-    );
-    // Files that were there are unchanged; the engine may add only its
-    // lock, an empty store and the deployment log of the refused attempt.
-    let after = snapshot(dev);
-    for (path, bytes) in &before.store {
-        let now = after.store.iter().find(|(p, _)| p == path);
-        assert!(
-            now.is_some_and(|(_, b)| b == bytes),
-            "{} changed",
-            path.display()
-        );
-    }
-    for (path, _) in &after.store {
-        let name = path.file_name().unwrap().to_string_lossy();
-        assert!(
-            before.store.iter().any(|(p, _)| p == path)
-                || name == "mender-rs.lock"
-                || name == "mender-rs-store.json"
-                || name.starts_with("deployments."),
-            "new file {}",
-            path.display()
-        );
-    }
-    assert_eq!(dev.provides_text(), before.provides, "provides changed");
-    assert_eq!(
-        dev.show_artifact(),
-        before.artifact,
-        "artifact name changed"
-    );
-    let commit = dev.run(&["commit"]);
-    assert_eq!(exit_code(&commit), 2, "commit: {}", describe(&commit));
-    assert!(
-        dev.env_bytes() == before.env,
-        "the boot environment changed"
-    );
 }
 
 /// Installs a fresh artifact and expects the refusal.
@@ -147,7 +50,7 @@ fn config_with(dev: &SimDevice, extra: &str) -> String {
 }
 
 /// Runs `show-artifact` (which loads the configuration) and expects exit 1
-/// with an error line naming every needle, within a few seconds.
+/// with one error line naming every needle, within a few seconds.
 #[track_caller]
 fn config_refused(dev: &SimDevice, needles: &[&str]) -> String {
     let start = Instant::now();
@@ -158,24 +61,19 @@ fn config_refused(dev: &SimDevice, needles: &[&str]) -> String {
         start.elapsed()
     );
     assert_eq!(exit_code(&out), 1, "{}", describe(&out));
-    let err = stderr(&out);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("mender-rs: error:"))
-        .unwrap_or_else(|| panic!("no error line:\n{err}"))
-        .to_string();
-    for n in needles {
-        assert!(
-            line.to_lowercase().contains(&n.to_lowercase()),
-            "the error line does not name '{n}': {line}"
-        );
-    }
-    line
+    one_error_line(&out, needles)
 }
 
-fn mkfifo(path: &Path) {
-    let out = Command::new("mkfifo").arg(path).output().unwrap();
-    assert!(out.status.success(), "mkfifo: {}", describe(&out));
+/// `mender-rs --config CONFIG --data DATA show-artifact` for `dev` with
+/// another configuration file (a TOML one, say), bounded in time.
+fn show_artifact_with_config(dev: &SimDevice, config: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(&dev.data)
+        .arg("show-artifact");
+    run_bounded(&mut cmd, DEFAULT_TIMEOUT)
 }
 
 fn mknod_block(path: &Path, major: u32, minor: u32) {
@@ -415,14 +313,7 @@ fn toml_duplicate_differing_in_case_is_refused() {
         "RootfsPartA = \"/dev/a\"\nROOTFSPARTA = \"/dev/b\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&toml)
-        .arg("--data")
-        .arg(&dev.data)
-        .arg("show-artifact")
-        .output()
-        .unwrap();
+    let out = show_artifact_with_config(&dev, &toml);
     assert_eq!(exit_code(&out), 1, "{}", describe(&out));
     let err = stderr(&out);
     assert!(
@@ -496,16 +387,14 @@ fn rootfs_partition_inside_the_data_directory_is_refused() {
 #[test]
 fn config_that_is_a_fifo_is_refused_without_blocking() {
     let dev = SimDevice::new();
-    fs::remove_file(&dev.config_file).unwrap();
-    mkfifo(&dev.config_file);
+    replace(&dev.config_file, mkfifo);
     config_refused(&dev, &[p(&dev.config_file), "FIFO"]);
 }
 
 #[test]
 fn config_linked_to_dev_zero_is_refused() {
     let dev = SimDevice::new();
-    fs::remove_file(&dev.config_file).unwrap();
-    symlink("/dev/zero", &dev.config_file).unwrap();
+    replace(&dev.config_file, link_to_zero);
     config_refused(&dev, &[p(&dev.config_file), "character device"]);
 }
 
@@ -542,7 +431,7 @@ fn config_link_loop_is_refused() {
 fn fallback_config_linked_to_dev_zero_is_refused() {
     let dev = SimDevice::new();
     let fallback = dev.data.join("mender.conf");
-    symlink("/dev/zero", &fallback).unwrap();
+    link_to_zero(&fallback);
     config_refused(&dev, &[p(&fallback), "character device"]);
 }
 
@@ -550,15 +439,8 @@ fn fallback_config_linked_to_dev_zero_is_refused() {
 fn huge_toml_config_is_refused() {
     let dev = SimDevice::new();
     let toml = dev.path("etc/mender/big.toml");
-    fs::File::create(&toml).unwrap().set_len(1 << 30).unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&toml)
-        .arg("--data")
-        .arg(&dev.data)
-        .arg("show-artifact")
-        .output()
-        .unwrap();
+    sparse(&toml, HUGE);
+    let out = show_artifact_with_config(&dev, &toml);
     assert_eq!(exit_code(&out), 1, "{}", describe(&out));
     assert!(stderr(&out).contains(p(&toml)), "{}", stderr(&out));
 }
@@ -582,26 +464,21 @@ fn deeply_nested_config_is_refused_without_crashing() {
 #[test]
 fn device_type_file_linked_to_dev_zero_is_refused() {
     let dev = SimDevice::new();
-    fs::remove_file(&dev.device_type_file).unwrap();
-    symlink("/dev/zero", &dev.device_type_file).unwrap();
+    replace(&dev.device_type_file, link_to_zero);
     install_refused(&dev, &[p(&dev.device_type_file), "character device"]);
 }
 
 #[test]
 fn huge_device_type_file_is_refused_without_reading() {
     let dev = SimDevice::new();
-    fs::File::create(&dev.device_type_file)
-        .unwrap()
-        .set_len(1 << 30)
-        .unwrap();
+    sparse(&dev.device_type_file, HUGE);
     install_refused(&dev, &[p(&dev.device_type_file), "bytes"]);
 }
 
 #[test]
 fn device_type_fifo_is_refused_without_blocking() {
     let dev = SimDevice::new();
-    fs::remove_file(&dev.device_type_file).unwrap();
-    mkfifo(&dev.device_type_file);
+    replace(&dev.device_type_file, mkfifo);
     install_refused(&dev, &[p(&dev.device_type_file), "FIFO"]);
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::special_files::{HUGE, link_to_zero, mkfifo, sparse};
 use crate::support::device::{SimDevice, describe, exit_code, run_bounded, write_executable};
 
 /// What any of these refusals may take (a hang is the failure they guard
@@ -23,20 +24,6 @@ const BOUND: Duration = Duration::from_secs(10);
 /// Address space given to each run: far more than the client needs, far
 /// less than reading a link to /dev/zero whole would take.
 const ADDRESS_SPACE: u64 = 1 << 30;
-/// A sparse file larger than any cap.
-const HUGE: u64 = 1 << 30;
-
-fn mkfifo(path: &Path) {
-    mender_rs::sys::mkfifo(path, 0o600).expect("mkfifo");
-}
-
-fn link_to_zero(path: &Path) {
-    std::os::unix::fs::symlink("/dev/zero", path).unwrap();
-}
-
-fn sparse(path: &Path, len: u64) {
-    fs::File::create(path).unwrap().set_len(len).unwrap();
-}
 
 /// Runs the client with `args`, bounded in time and memory; returns the
 /// output and how long it took.

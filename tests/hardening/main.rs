@@ -7,6 +7,11 @@
 //! A tier of its own beside `tests/component`, `tests/cli` and
 //! `tests/system`: a family mixes library, CLI and daemon cases, and is
 //! reviewed as one list of threats, not layer by layer.
+//!
+//! What the families share lives beside them: `refusal` (what a refused
+//! install must leave as it was), `artifact_edit` (an artifact taken apart
+//! and repacked with one member changed) and `special_files` (FIFOs, links
+//! to /dev/zero, huge sparse files).
 
 #[path = "../support/mod.rs"]
 #[allow(dead_code)] // each tier uses part of the shared helpers
@@ -18,3 +23,8 @@ mod config;
 mod local_files;
 mod processes;
 mod server_replies;
+
+// Helpers shared by the families above.
+mod artifact_edit;
+mod refusal;
+mod special_files;

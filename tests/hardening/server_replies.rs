@@ -6,137 +6,23 @@
 //! should not, and keeps working once the server behaves again.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::device::*;
-use crate::support::managed::{
-    self, DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail,
-};
+use crate::support::managed::ManagedDevice;
 use crate::support::mender_server::*;
 
-static MACS: AtomicU32 = AtomicU32::new(1);
-
-/// A simulated device run by the daemon (restarted after a simulated
-/// reboot, as systemd would).
-struct Dev {
-    dev: SimDevice,
-    log: PathBuf,
-    marker: PathBuf,
-    child: Option<DaemonChild>,
-    mac: String,
-}
-
-impl Dev {
-    fn new(server: &MenderServer) -> Dev {
-        let dev = SimDevice::new();
-        let n = MACS.fetch_add(1, Ordering::SeqCst);
-        let mac = format!("02:00:00:13:{:02x}:{:02x}", n >> 8, n & 0xff);
-        let marker = dev.path("rebooted");
-        DeviceSetup {
-            server_url: Some(&server.url()),
-            mac: &mac,
-            inventory_script: None,
-            reboot_marker: Some(&marker),
-            update_poll: 1,
-            inventory_poll: Some(1),
-            retry_poll: 1,
-        }
-        .apply(&dev);
-        let log = dev.path("daemon.log");
-        Dev {
-            dev,
-            log,
-            marker,
-            child: None,
-            mac,
-        }
-    }
-
-    /// Runs the daemon until `done` holds (false after `seconds`), then
-    /// stops it.
-    fn run_until(
-        &mut self,
-        server: &MenderServer,
-        seconds: u64,
-        done: impl Fn(&MenderServer) -> bool,
-    ) -> bool {
-        let ok = managed::run_until(self, Duration::from_secs(seconds), || done(server));
-        if let Some(child) = self.child.take() {
-            child.stop(Duration::from_secs(5));
-        }
-        ok
-    }
-
-    /// Runs the daemon until `dep` has its final status (with its log
-    /// after a failure); returns the device id.
-    fn run_to_final(&mut self, server: &MenderServer, dep: &str, seconds: u64) -> String {
-        let dep = dep.to_string();
-        let ok = self.run_until(server, seconds, |s| {
-            s.device_ids()
-                .iter()
-                .any(|d| match s.deployment_status(d, &dep).as_deref() {
-                    Some("success") => true,
-                    Some("failure") => !s.logs(d, &dep).is_empty(),
-                    _ => false,
-                })
-        });
-        assert!(ok, "no final status for {dep}:\n{}", self.tail());
-        self.id(server)
-    }
-
-    fn id(&self, server: &MenderServer) -> String {
-        server
-            .device_with_identity("mac", &self.mac)
-            .unwrap_or_else(|| panic!("the server does not know {}:\n{}", self.mac, self.tail()))
-    }
-
-    /// The whole daemon log.
-    fn text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn tail(&self) -> String {
-        log_tail(&self.log, 60)
-    }
-
-    /// Nothing was installed: the boot environment and the provides are
-    /// those of a fresh device and the inactive partition is untouched.
-    fn assert_untouched(&self, inactive_before: &str) {
-        let env = self.dev.env();
-        assert_eq!(env["mender_boot_part"], "2", "{}", self.tail());
-        assert_eq!(env["upgrade_available"], "0", "{}", self.tail());
-        assert_eq!(self.dev.partition_sha256(3), inactive_before);
-        assert_ne!(self.dev.show_artifact(), "evil-9");
-    }
-}
-
-impl Supervised for Dev {
-    const MAX_RESTARTS: u32 = 10;
-
-    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>) {
-        (&self.dev, &self.marker, &mut self.child)
-    }
-
-    fn start(&mut self) {
-        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
-        self.child = Some(DaemonChild::spawn(&mut cmd));
-    }
-
-    fn log_tail(&self) -> String {
-        self.tail()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            child.stop(Duration::from_secs(2));
-        }
-    }
+/// Nothing was installed: the boot environment and the provides are
+/// those of a fresh device and the inactive partition is untouched.
+fn assert_untouched(d: &ManagedDevice, inactive_before: &str) {
+    let env = d.dev.env();
+    assert_eq!(env["mender_boot_part"], "2", "{}", d.log_tail());
+    assert_eq!(env["upgrade_available"], "0", "{}", d.log_tail());
+    assert_eq!(d.dev.partition_sha256(3), inactive_before);
+    assert_ne!(d.dev.show_artifact(), "evil-9");
 }
 
 /// A rootfs-image artifact named `name` for the `device_types` given.
@@ -157,7 +43,7 @@ fn rootfs_artifact(dev: &SimDevice, name: &str, device_types: &[&str]) -> PathBu
 }
 
 /// A device that is polled until its inventory reached the server.
-fn inventory_arrived(dev: &Dev) -> impl Fn(&MenderServer) -> bool + use<> {
+fn inventory_arrived(dev: &ManagedDevice) -> impl Fn(&MenderServer) -> bool + use<> {
     let mac = dev.mac.clone();
     move |s: &MenderServer| {
         s.device_with_identity("mac", &mac)
@@ -180,64 +66,48 @@ fn json_reply(status: u16, body: &Value) -> HostileReply {
 #[test]
 fn a_swapped_artifact_name_fails_before_any_payload_byte() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let evil = rootfs_artifact(&d.dev, "evil-9", &[DEVICE_TYPE]);
     let inactive = d.dev.partition_sha256(3);
     let dep = server.add_deployment(&evil, "adv-2", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure"),
-        "{}",
-        d.tail()
-    );
+    let id = d.run_to_status(&server, &dep, 90, "failure");
     let logs = server.logs(&id, &dep);
     assert!(
         logs.iter()
             .any(|l| l.message.contains("'evil-9'") && l.message.contains("'adv-2'")),
         "{logs:#?}"
     );
-    d.assert_untouched(&inactive);
-    assert!(!d.text().contains("installing artifact 'evil-9'"));
+    assert_untouched(&d, &inactive);
+    assert!(!d.log_text().contains("installing artifact 'evil-9'"));
     server.assert_no_violations();
 }
 
 #[test]
 fn an_artifact_not_for_this_device_fails_naming_both_type_lists() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     // Announced for this device (and another), built for another type only.
     let other = rootfs_artifact(&d.dev, "adv-3", &["other-board"]);
     let inactive = d.dev.partition_sha256(3);
     let dep = server.add_deployment(&other, "adv-3", &[DEVICE_TYPE, "other-board"]);
-    let id = d.run_to_final(&server, &dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure")
-    );
+    let id = d.run_to_status(&server, &dep, 90, "failure");
     let logs = server.logs(&id, &dep);
     assert!(
         logs.iter().any(|l| l.message.contains("[other-board]")
             && l.message.contains(&format!("[{DEVICE_TYPE}, other-board]"))),
         "{logs:#?}"
     );
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
     server.assert_no_violations();
 }
 
 #[test]
 fn the_announced_artifact_still_installs() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let good = rootfs_artifact(&d.dev, "adv-4", &["other-board", DEVICE_TYPE]);
     let dep = server.add_deployment(&good, "adv-4", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 120);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        d.tail()
-    );
+    d.run_to_status(&server, &dep, 120, "success");
     assert_eq!(d.dev.show_artifact(), "adv-4");
     server.assert_no_violations();
 }
@@ -248,7 +118,7 @@ fn the_announced_artifact_still_installs() {
 #[test]
 fn a_ten_gib_auth_reply_is_refused_and_the_daemon_recovers() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let huge = HostileReply::new(
         200,
         HostileBody::Filler {
@@ -258,13 +128,13 @@ fn a_ten_gib_auth_reply_is_refused_and_the_daemon_recovers() {
     )
     .header("Content-Type", "application/jwt");
     server.replace_next(Endpoint::Auth, huge, 1);
-    let ok = d.run_until(&server, 60, inventory_arrived(&d));
-    let text = d.text();
-    assert!(ok, "never recovered:\n{}", d.tail());
+    let ok = d.run_until(&server, Duration::from_secs(60), inventory_arrived(&d));
+    let text = d.log_text();
+    assert!(ok, "never recovered:\n{}", d.log_tail());
     assert!(
         text.contains("the token is longer than"),
         "no reason logged:\n{}",
-        d.tail()
+        d.log_tail()
     );
     assert!(!text.contains("AAAAAAAAAAAAAAAA"), "the body was logged");
     assert!(!text.contains("output too small"));
@@ -280,7 +150,7 @@ fn a_ten_gib_auth_reply_is_refused_and_the_daemon_recovers() {
 #[test]
 fn auth_replies_that_are_not_tokens_are_refused() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("empty", b"".to_vec()),
         ("two parts", b"aGVhZGVy.cGF5bG9hZA".to_vec()),
@@ -298,11 +168,15 @@ fn auth_replies_that_are_not_tokens_are_refused() {
     for (_, body) in &bad {
         server.replace_next(Endpoint::Auth, jwt_reply(body.clone()), 1);
     }
-    let ok = d.run_until(&server, 90, inventory_arrived(&d));
-    assert!(ok, "never recovered:\n{}", d.tail());
-    let text = d.text();
+    let ok = d.run_until(&server, Duration::from_secs(90), inventory_arrived(&d));
+    assert!(ok, "never recovered:\n{}", d.log_tail());
+    let text = d.log_text();
     let refusals = text.matches("not a usable token").count();
-    assert!(refusals >= bad.len(), "{refusals} refusals:\n{}", d.tail());
+    assert!(
+        refusals >= bad.len(),
+        "{refusals} refusals:\n{}",
+        d.log_tail()
+    );
     assert!(!text.contains("X-Evil"), "the body was logged");
 }
 
@@ -311,7 +185,7 @@ fn auth_replies_that_are_not_tokens_are_refused() {
 
 /// A `next` instruction for the artifact of `dep` (its real download
 /// link, taken from a genuine answer) with `edit` applied.
-fn edited_next(server: &MenderServer, dev: &Dev, edit: impl Fn(&mut Value)) -> Value {
+fn edited_next(server: &MenderServer, dev: &ManagedDevice, edit: impl Fn(&mut Value)) -> Value {
     let _ = (server, dev);
     let mut v = json!({
         "id": "0d5a2c3e-0000-4000-8000-000000000001",
@@ -328,23 +202,27 @@ fn edited_next(server: &MenderServer, dev: &Dev, edit: impl Fn(&mut Value)) -> V
 #[test]
 fn deployment_ids_that_cannot_name_a_file_are_refused() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let inactive = d.dev.partition_sha256(3);
     for id in ["../../etc/evil", "a\nb", "x/y", &"i".repeat(200)] {
         let reply = json_reply(200, &edited_next(&server, &d, |v| v["id"] = json!(id)));
         server.replace_next(Endpoint::NextV1Post, reply, 1);
     }
     let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 6;
-    assert!(d.run_until(&server, 60, done), "{}", d.tail());
-    let text = d.text();
+    assert!(
+        d.run_until(&server, Duration::from_secs(60), done),
+        "{}",
+        d.log_tail()
+    );
+    let text = d.log_text();
     assert!(
         text.matches("deployment id").count() >= 4,
         "no refusal logged:\n{}",
-        d.tail()
+        d.log_tail()
     );
-    assert!(!text.contains("installing artifact"), "{}", d.tail());
+    assert!(!text.contains("installing artifact"), "{}", d.log_tail());
     assert!(server.downloads().is_empty());
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
     for entry in fs::read_dir(d.dev.path("data"))
         .into_iter()
         .flatten()
@@ -358,18 +236,22 @@ fn deployment_ids_that_cannot_name_a_file_are_refused() {
 #[test]
 fn a_next_answer_larger_than_a_mib_is_refused() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let mut body = br#"{"id":"d1","pad":""#.to_vec();
     body.extend(std::iter::repeat_n(b'x', 2 << 20));
     body.extend(br#""}"#);
     let reply = HostileReply::bytes(200, "application/json", body);
     server.replace_next(Endpoint::NextV1Post, reply, 1);
     let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 3;
-    assert!(d.run_until(&server, 60, done), "{}", d.tail());
     assert!(
-        d.text().contains("larger than 1048576 bytes"),
+        d.run_until(&server, Duration::from_secs(60), done),
         "{}",
-        d.tail()
+        d.log_tail()
+    );
+    assert!(
+        d.log_text().contains("larger than 1048576 bytes"),
+        "{}",
+        d.log_tail()
     );
     assert!(server.downloads().is_empty());
 }
@@ -377,7 +259,7 @@ fn a_next_answer_larger_than_a_mib_is_refused() {
 #[test]
 fn a_next_answer_with_wrong_field_types_is_refused() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let inactive = d.dev.partition_sha256(3);
     for edit in [
         json!({"id": 7, "artifact": {}}),
@@ -388,21 +270,25 @@ fn a_next_answer_with_wrong_field_types_is_refused() {
         server.replace_next(Endpoint::NextV1Post, json_reply(200, &edit), 1);
     }
     let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 6;
-    assert!(d.run_until(&server, 60, done), "{}", d.tail());
     assert!(
-        d.text().matches("not valid JSON").count() >= 4,
+        d.run_until(&server, Duration::from_secs(60), done),
         "{}",
-        d.tail()
+        d.log_tail()
+    );
+    assert!(
+        d.log_text().matches("not valid JSON").count() >= 4,
+        "{}",
+        d.log_tail()
     );
     assert!(server.downloads().is_empty());
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
 }
 
 #[test]
 fn an_invalid_control_map_in_next_fails_the_deployment_unstarted() {
     let server = MenderServer::start();
     server.enable_next_v2(true);
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let good = rootfs_artifact(&d.dev, "adv-6", &[DEVICE_TYPE]);
     let inactive = d.dev.partition_sha256(3);
     let dep = server.add_deployment(&good, "adv-6", &[DEVICE_TYPE]);
@@ -414,24 +300,22 @@ fn an_invalid_control_map_in_next_fails_the_deployment_unstarted() {
         });
     });
     server.replace_next(Endpoint::NextV2, json_reply(200, &next), 1);
-    let id = d.run_to_final(&server, &dep, 60);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("failure")
-    );
+    d.run_to_status(&server, &dep, 60, "failure");
     assert!(
-        d.text().contains("invalid update control map"),
+        d.log_text().contains("invalid update control map"),
         "{}",
-        d.tail()
+        d.log_tail()
     );
     assert!(server.downloads().is_empty());
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
 }
 
 /// A deployment of a good artifact whose download link answers `reply`.
-fn hostile_download(reply: impl Fn(&[u8]) -> HostileReply) -> (MenderServer, Dev, String, String) {
+fn hostile_download(
+    reply: impl Fn(&[u8]) -> HostileReply,
+) -> (MenderServer, ManagedDevice, String, String) {
     let server = MenderServer::start();
-    let d = Dev::new(&server);
+    let d = ManagedDevice::new(&server);
     let good = rootfs_artifact(&d.dev, "adv-7", &[DEVICE_TYPE]);
     let inactive = d.dev.partition_sha256(3);
     let bytes = fs::read(&good).unwrap();
@@ -442,16 +326,12 @@ fn hostile_download(reply: impl Fn(&[u8]) -> HostileReply) -> (MenderServer, Dev
 
 fn assert_download_failed(
     server: &MenderServer,
-    d: &mut Dev,
+    d: &mut ManagedDevice,
     dep: &str,
     inactive: &str,
     why: &str,
 ) {
-    let id = d.run_to_final(server, dep, 90);
-    assert_eq!(
-        server.deployment_status(&id, dep).as_deref(),
-        Some("failure")
-    );
+    let id = d.run_to_status(server, dep, 90, "failure");
     let logs = server.logs(&id, dep);
     assert!(logs.iter().any(|l| l.message.contains(why)), "{logs:#?}");
     let env = d.dev.env();
@@ -485,7 +365,7 @@ fn a_download_shorter_than_the_artifact_fails_cleanly() {
         HostileReply::new(200, HostileBody::Bytes(bytes.to_vec())).header("Content-Length", "5000")
     });
     assert_download_failed(&server, &mut d, &dep, &inactive, "download failed");
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
 }
 
 #[test]
@@ -499,13 +379,13 @@ fn an_empty_download_fails_cleanly() {
         &inactive,
         "smaller than any valid artifact",
     );
-    d.assert_untouched(&inactive);
+    assert_untouched(&d, &inactive);
 }
 
 #[test]
 fn huge_status_and_inventory_replies_are_not_read() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let huge = || {
         HostileReply::new(
             200,
@@ -519,13 +399,7 @@ fn huge_status_and_inventory_replies_are_not_read() {
     server.replace_always(Endpoint::Inventory, Some(huge()));
     let good = rootfs_artifact(&d.dev, "adv-8", &[DEVICE_TYPE]);
     let dep = server.add_deployment(&good, "adv-8", &[DEVICE_TYPE]);
-    let id = d.run_to_final(&server, &dep, 120);
-    assert_eq!(
-        server.deployment_status(&id, &dep).as_deref(),
-        Some("success"),
-        "{}",
-        d.tail()
-    );
+    d.run_to_status(&server, &dep, 120, "success");
     for endpoint in [Endpoint::Status, Endpoint::Inventory] {
         for r in server.requests_to(endpoint) {
             assert!(r.bytes_sent < 64 << 20, "{r:?}");
@@ -536,9 +410,13 @@ fn huge_status_and_inventory_replies_are_not_read() {
 #[test]
 fn a_retry_after_header_does_not_put_the_daemon_to_sleep() {
     let server = MenderServer::start();
-    let mut d = Dev::new(&server);
+    let mut d = ManagedDevice::new(&server);
     let busy = json_reply(503, &json!({"error": "busy"})).header("Retry-After", "999999");
     server.replace_next(Endpoint::NextV1Post, busy, 2);
     let done = |s: &MenderServer| s.requests_to(Endpoint::NextV1Post).len() >= 4;
-    assert!(d.run_until(&server, 30, done), "{}", d.tail());
+    assert!(
+        d.run_until(&server, Duration::from_secs(30), done),
+        "{}",
+        d.log_tail()
+    );
 }

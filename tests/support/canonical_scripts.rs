@@ -1,5 +1,16 @@
 //! The script inventory of the Mender integration test of state scripts
-//! (spec §3.9.2), shared by the standalone and the daemon tests.
+//! (spec §3.9.2), shared by the standalone and the daemon tests, and the
+//! states an artifact's scripts run in.
+
+/// The states whose scripts an artifact carries (`<State>_Enter|Leave|Error`).
+pub const ARTIFACT_STATES: [&str; 6] = [
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactFailure",
+];
 
 /// Rootfs scripts installed in `RootfsScriptsPath`.
 pub const ROOTFS_SCRIPTS: &[&str] = &[

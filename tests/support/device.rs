@@ -596,6 +596,27 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     buf
 }
 
+/// The one `mender-rs: error:` line of `out`'s stderr (panics unless
+/// there is exactly one), after checking that it names each of `needles`
+/// (case-insensitive): what every refusal of the CLI must print.
+#[track_caller]
+pub fn one_error_line(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("mender-rs: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
+    let line = lines[0];
+    for n in needles {
+        assert!(
+            line.to_lowercase().contains(&n.to_lowercase()),
+            "the error line does not name '{n}': {line}"
+        );
+    }
+    line.to_string()
+}
+
 /// The exit code (-1 when killed by a signal).
 pub fn exit_code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)

@@ -10,8 +10,10 @@
 //! * [`daemon_command`] and [`DaemonChild`]: the daemon's command line, and
 //!   the running daemon, killed (with its process group) when dropped.
 //! * [`log_tail`], [`rebooted`]: what a supervisor looks at.
-//! * [`Supervised`] and [`run_until`]: the supervisor of tests/system/daemon.rs
-//!   and tests/system/dbus.rs, which starts the daemon again after each
+//! * [`ManagedDevice`] (built with [`ManagedOptions`]) and
+//!   [`final_status_of`]: a device and its supervised daemon, as
+//!   tests/system/daemon.rs, tests/system/dbus.rs and
+//!   tests/hardening/server_replies.rs run it: started again after each
 //!   simulated reboot, as systemd would after a real one.
 //! * [`ProcSample`], [`sample`], [`clock_ticks`], [`mib`], [`spread`],
 //!   [`median`]: /proc figures of a daemon and their summaries.
@@ -20,11 +22,13 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::device::{BIN, SimDevice, write_executable};
+use super::device::{BIN, DEFAULT_PARTITION_SIZE, DEVICE_TYPE, SimDevice, write_executable};
+use super::mender_server::MenderServer;
 
 /// The daemon binary: `MENDER_RS_BIN` when set (the device build, say),
 /// else the binary cargo built for the tests.
@@ -222,73 +226,299 @@ pub fn log_tail(log: &Path, n: usize) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// The supervisor
+// The supervised device
 
-/// A device whose daemon a test runs as systemd would: started again
-/// after each (simulated) reboot or crash. What differs between the
-/// implementations is how the daemon starts (its environment, where its
-/// stderr goes), how many restarts [`run_until`] allows and how much of
-/// the log a failure shows.
-pub trait Supervised {
-    /// Restarts [`run_until`] allows before it panics (the daemon keeps
-    /// stopping).
-    const MAX_RESTARTS: u32;
+/// Gives each [`ManagedDevice`] of a test process its own `mac`, so that
+/// the server tells the devices of one test apart.
+static MACS: AtomicU32 = AtomicU32::new(1);
 
-    /// The simulated device, the marker its reboot command writes
-    /// ([`DeviceSetup::reboot_marker`]), and the daemon (None while none
-    /// was started).
-    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>);
+/// Restarts [`ManagedDevice::run_until`] allows by default before it
+/// panics (the daemon keeps stopping).
+const MAX_RESTARTS: u32 = 10;
 
-    /// Starts the daemon into the third of [`Supervised::parts`].
-    fn start(&mut self);
+/// How a [`ManagedDevice`] is built: [`ManagedDevice::options`], then
+/// the options that differ from the defaults, then
+/// [`ManagedOptions::build`].
+pub struct ManagedOptions<'a> {
+    server_url: String,
+    partition_size: u64,
+    inventory_script: Option<(&'a str, &'a str)>,
+    inventory_poll: u64,
+    env: Vec<(String, String)>,
+    max_restarts: u32,
+}
 
-    /// The end of the daemon's log, for failure messages.
-    fn log_tail(&self) -> String;
+impl<'a> ManagedOptions<'a> {
+    /// Partitions of `size` bytes (default [`DEFAULT_PARTITION_SIZE`]).
+    pub fn partition_size(mut self, size: u64) -> Self {
+        self.partition_size = size;
+        self
+    }
 
-    /// Starts the daemon again if it ended, after the simulated reboot it
-    /// asked for (if it did); true when it had ended.
-    fn tend(&mut self) -> bool {
-        let (dev, marker, daemon) = self.parts();
-        if daemon.as_mut().is_none_or(|c| c.running()) {
-            return false;
+    /// An inventory script `name` printing `lines` (default: none).
+    pub fn inventory_script(mut self, name: &'a str, lines: &'a str) -> Self {
+        self.inventory_script = Some((name, lines));
+        self
+    }
+
+    /// `InventoryPollIntervalSeconds` (default 1).
+    pub fn inventory_poll(mut self, seconds: u64) -> Self {
+        self.inventory_poll = seconds;
+        self
+    }
+
+    /// An environment variable for every start of the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Restarts [`ManagedDevice::run_until`] allows (default 10); the
+    /// power-loss tests restart at every persisted step.
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+
+    /// The device with its scripts and mender.conf written; no daemon
+    /// runs yet.
+    pub fn build(self) -> ManagedDevice {
+        let dev = SimDevice::with_partition_size(self.partition_size);
+        let n = MACS.fetch_add(1, Ordering::SeqCst);
+        let mac = format!("02:00:00:00:{:02x}:{:02x}", n >> 8, n & 0xff);
+        let reboot_marker = dev.path("rebooted");
+        DeviceSetup {
+            server_url: Some(&self.server_url),
+            mac: &mac,
+            inventory_script: self.inventory_script,
+            reboot_marker: Some(&reboot_marker),
+            update_poll: 1,
+            inventory_poll: Some(self.inventory_poll),
+            retry_poll: 1,
         }
-        *daemon = None;
-        rebooted(dev, marker);
-        self.start();
-        true
+        .apply(&dev);
+        let log = dev.path("daemon.log");
+        ManagedDevice {
+            dev,
+            log,
+            reboot_marker,
+            mac,
+            child: None,
+            env: self.env,
+            max_restarts: self.max_restarts,
+            starts: 0,
+            crash_at: None,
+        }
     }
 }
 
-/// Runs the daemon of `s` (started if none runs, started again after each
-/// simulated reboot or crash, at most `S::MAX_RESTARTS` times) until `done`
-/// holds, asking every 50 ms; false when `timeout` passes first. The
-/// daemon is left running either way.
-pub fn run_until<S: Supervised>(
-    s: &mut S,
-    timeout: Duration,
-    mut done: impl FnMut() -> bool,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut restarts = 0;
-    while Instant::now() < deadline {
-        if s.parts().2.is_none() {
-            s.start();
+/// A simulated device whose daemon a test runs as systemd would: started
+/// again after each (simulated) reboot or crash. The daemon logs at debug
+/// level to [`ManagedDevice::log`] and appends its stderr to
+/// `daemon.stderr` in the device; it is stopped when this is dropped,
+/// before the device's directory goes.
+pub struct ManagedDevice {
+    pub dev: SimDevice,
+    /// The daemon's log file.
+    pub log: PathBuf,
+    /// The file the reboot command appends to ([`rebooted`]).
+    pub reboot_marker: PathBuf,
+    /// The `mac` of the device's identity.
+    pub mac: String,
+    child: Option<DaemonChild>,
+    env: Vec<(String, String)>,
+    max_restarts: u32,
+    /// Daemon starts so far.
+    pub starts: u32,
+    /// Crash injection: (start number, `MENDER_RS_CRASH_AT` value) for
+    /// that start of the daemon only.
+    crash_at: Option<(u32, String)>,
+}
+
+impl ManagedDevice {
+    /// A device for `server`: 2 MiB partitions, no inventory script, all
+    /// poll intervals 1 s, at most 10 restarts.
+    pub fn options<'a>(server: &MenderServer) -> ManagedOptions<'a> {
+        ManagedOptions {
+            server_url: server.url(),
+            partition_size: DEFAULT_PARTITION_SIZE,
+            inventory_script: None,
+            inventory_poll: 1,
+            env: Vec::new(),
+            max_restarts: MAX_RESTARTS,
         }
-        if done() {
-            return true;
-        }
-        if s.tend() {
-            restarts += 1;
-            assert!(
-                restarts <= S::MAX_RESTARTS,
-                "the daemon keeps stopping:\n{}",
-                s.log_tail()
-            );
-            continue;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    false
+
+    /// The device with the default [`ManagedDevice::options`].
+    pub fn new(server: &MenderServer) -> ManagedDevice {
+        Self::options(server).build()
+    }
+
+    /// The `start`-th start of the daemon (counting from 1) runs with
+    /// `MENDER_RS_CRASH_AT=spec`.
+    pub fn crash_at(&mut self, start: u32, spec: &str) {
+        self.crash_at = Some((start, spec.to_string()));
+    }
+
+    /// Starts the daemon (with the crash injection of
+    /// [`ManagedDevice::crash_at`] when this is that start).
+    pub fn start(&mut self) {
+        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
+        cmd.stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dev.path("daemon.stderr"))
+                .expect("daemon stderr file"),
+        );
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some((start, spec)) = &self.crash_at
+            && *start == self.starts + 1
+        {
+            cmd.env("MENDER_RS_CRASH_AT", spec);
+        }
+        self.child = Some(DaemonChild::spawn(&mut cmd));
+        self.starts += 1;
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; nothing when no daemon runs.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            child.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the daemon again if it ended, after the simulated reboot it
+    /// asked for (if it did); true when it had ended.
+    pub fn tend(&mut self) -> bool {
+        if self.child.as_mut().is_none_or(|c| c.running()) {
+            return false;
+        }
+        self.child = None;
+        rebooted(&self.dev, &self.reboot_marker);
+        self.start();
+        true
+    }
+
+    /// Runs the daemon (started if none runs, started again after each
+    /// simulated reboot or crash, at most `max_restarts` times) until
+    /// `done` holds, asking every 50 ms, then stops it; false when
+    /// `timeout` passes first.
+    pub fn run_until(
+        &mut self,
+        server: &MenderServer,
+        timeout: Duration,
+        done: impl Fn(&MenderServer) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut restarts = 0;
+        let mut held = false;
+        while Instant::now() < deadline {
+            if self.child.is_none() {
+                self.start();
+            }
+            if done(server) {
+                held = true;
+                break;
+            }
+            if self.tend() {
+                restarts += 1;
+                assert!(
+                    restarts <= self.max_restarts,
+                    "the daemon keeps stopping:\n{}",
+                    self.log_tail()
+                );
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        held
+    }
+
+    /// Runs the daemon until deployment `dep` has its final status (see
+    /// [`final_status_of`]), within `seconds`; returns the device's id.
+    pub fn run_to_final(&mut self, server: &MenderServer, dep: &str, seconds: u64) -> String {
+        assert!(
+            self.run_until(
+                server,
+                Duration::from_secs(seconds),
+                final_status_of(dep.to_string())
+            ),
+            "no final status for {dep}:\n{}",
+            self.log_tail()
+        );
+        self.device_id(server)
+    }
+
+    /// [`ManagedDevice::run_to_final`], and the final status must be
+    /// `want` (`success` or `failure`); returns the device's id.
+    pub fn run_to_status(
+        &mut self,
+        server: &MenderServer,
+        dep: &str,
+        seconds: u64,
+        want: &str,
+    ) -> String {
+        let id = self.run_to_final(server, dep, seconds);
+        assert_eq!(
+            server.deployment_status(&id, dep).as_deref(),
+            Some(want),
+            "{}",
+            self.log_tail()
+        );
+        id
+    }
+
+    /// Writes a rootfs-image artifact `name` with a payload of `size`
+    /// bytes and deploys it on `server` to the device type; returns the
+    /// deployment's id.
+    pub fn deploy_rootfs(&self, server: &MenderServer, name: &str, size: usize) -> String {
+        let artifact = self.dev.write_rootfs_artifact(name, size, &[], &[]);
+        server.add_deployment(&artifact, name, &[DEVICE_TYPE])
+    }
+
+    /// The device's id on `server` (panics if the server does not know it).
+    pub fn device_id(&self, server: &MenderServer) -> String {
+        server
+            .device_with_identity("mac", &self.mac)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the server does not know {}:\n{}",
+                    self.mac,
+                    self.log_tail()
+                )
+            })
+    }
+
+    /// The whole daemon log.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The end of the daemon log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 80)
+    }
+}
+
+impl Drop for ManagedDevice {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The deployment has its final status (and, after a failure, its log).
+pub fn final_status_of(dep: String) -> impl Fn(&MenderServer) -> bool {
+    move |s: &MenderServer| {
+        s.device_ids()
+            .iter()
+            .any(|d| match s.deployment_status(d, &dep).as_deref() {
+                Some("success") => true,
+                Some("failure") => !s.logs(d, &dep).is_empty(),
+                _ => false,
+            })
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,15 @@
 //!
 //! Each tier uses only part of these, so the unused rest is allowed where a
 //! tier root declares this module, not file by file.
+//!
+//! Why a `#[path]` include and not a crate of its own (a `tests/support`
+//! workspace member used as a dev-dependency): `BIN` is
+//! `env!("CARGO_BIN_EXE_mender-rs")`, which Cargo defines only for the
+//! package's own integration tests and benchmarks, never for another
+//! crate, so every helper that runs the binary would have to be handed its
+//! path at run time. With one include per tier root these files are
+//! compiled once per binary that includes them (the four tiers and the
+//! benchmark), not once per test file.
 
 pub mod canonical_scripts;
 pub mod device;

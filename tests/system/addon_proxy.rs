@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::managed::{DaemonChild, Supervised};
+use crate::support::managed::{DaemonChild, ManagedDevice};
 use crate::support::mender_server::*;
 use serde_json::{Value, json};
 
-use super::dbus::{Bus, Daemon};
+use super::dbus::{Bus, managed_on};
 
 const MENDER_CONNECT: &str = "/usr/bin/mender-connect";
 /// How long mender-connect may take to (re)connect: its retry interval is
@@ -109,17 +109,17 @@ impl MenderConnect {
 struct Setup {
     server: MenderServer,
     bus: Bus,
-    daemon: Daemon,
+    daemon: ManagedDevice,
     connect: Option<MenderConnect>,
 }
 
 impl Setup {
     /// The server and the daemon on a private bus; `configure` adjusts the
     /// device (TLS settings) before the daemon starts.
-    fn new(configure: impl FnOnce(&Daemon, &MenderServer)) -> Setup {
+    fn new(configure: impl FnOnce(&ManagedDevice, &MenderServer)) -> Setup {
         let server = MenderServer::start();
         let bus = Bus::start();
-        let daemon = Daemon::new(&server, &bus);
+        let daemon = managed_on(&server, &bus);
         configure(&daemon, &server);
         Setup {
             server,
@@ -294,7 +294,7 @@ fn a_revoked_token_is_replaced_and_mender_connect_reconnects() {
 /// The daemon's TLS settings for `front`: the test CA through
 /// `ServerCertificate` only (not in the system's store), and with
 /// `mutual` the client certificate through `HttpsClient`.
-fn use_tls(daemon: &Daemon, pki: &TestPki, front: &TlsFront, mutual: bool) {
+fn use_tls(daemon: &ManagedDevice, pki: &TestPki, front: &TlsFront, mutual: bool) {
     daemon
         .dev
         .set_config("ServerURL", Value::from(front.url.clone()));

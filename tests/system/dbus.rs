@@ -9,21 +9,17 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::device::*;
-use crate::support::managed::{
-    DaemonChild, DeviceSetup, Supervised, daemon_command, log_tail, run_until,
-};
+use crate::support::managed::ManagedDevice;
 use crate::support::mender_server::*;
 use dbus::channel::Channel;
 use dbus::message::{Message, MessageType};
 use serde_json::{Value, json};
 
-static MACS: AtomicU32 = AtomicU32::new(1);
 const MAP_ID: &str = "0b5c56a2-7e43-4a1e-9d3f-2c9a1f6e8d10";
 
 /// A private bus: `dbus-daemon` on a socket in a temporary directory.
@@ -162,90 +158,48 @@ impl Drop for Bus {
     }
 }
 
-/// A simulated device run by the daemon on the private bus, restarted
-/// after each simulated reboot ([`Supervised`]).
-pub(super) struct Daemon {
-    pub(super) dev: SimDevice,
-    bus_address: String,
-    log: PathBuf,
-    reboot_marker: PathBuf,
-    child: Option<DaemonChild>,
+/// A device run by the daemon on the private bus: 8 MiB partitions, maps
+/// that live 120 s.
+pub(super) fn managed_on(server: &MenderServer, bus: &Bus) -> ManagedDevice {
+    let d = ManagedDevice::options(server)
+        .partition_size(8 << 20)
+        .inventory_poll(60)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .build();
+    d.dev
+        .set_config("UpdateControlMapExpirationTimeSeconds", Value::from(120));
+    d
 }
 
-impl Daemon {
-    pub(super) fn new(server: &MenderServer, bus: &Bus) -> Daemon {
-        let dev = SimDevice::with_partition_size(8 << 20);
-        let n = MACS.fetch_add(1, Ordering::SeqCst);
-        let reboot_marker = dev.path("rebooted");
-        DeviceSetup {
-            server_url: Some(&server.url()),
-            mac: &format!("02:00:00:db:05:{n:02x}"),
-            inventory_script: None,
-            reboot_marker: Some(&reboot_marker),
-            update_poll: 1,
-            inventory_poll: Some(60),
-            retry_poll: 1,
-        }
-        .apply(&dev);
-        dev.set_config("UpdateControlMapExpirationTimeSeconds", Value::from(120));
-        let log = dev.path("daemon.log");
-        Daemon {
-            dev,
-            bus_address: bus.address.clone(),
-            log,
-            reboot_marker,
-            child: None,
-        }
-    }
-
-    /// SIGKILL (dropping the child does it).
-    pub(super) fn stop(&mut self) {
-        self.child = None;
-    }
-
-    /// `mender-rs control show` without the seconds left (they tick).
-    fn maps(&self) -> Value {
-        let mut v: Value = serde_json::from_str(&self.dev.ok(&["control", "show"])).unwrap();
-        for m in v.as_array_mut().unwrap() {
-            m.as_object_mut().unwrap().remove("expires_in_seconds");
-        }
-        v
-    }
+/// [`managed_on`], its daemon started and owning both names on the bus.
+fn running_on(server: &MenderServer, bus: &Bus) -> ManagedDevice {
+    let mut d = managed_on(server, bus);
+    d.start();
+    assert!(
+        bus.wait_for_names(Duration::from_secs(20)),
+        "{}",
+        d.log_tail()
+    );
+    d
 }
 
-impl Supervised for Daemon {
-    const MAX_RESTARTS: u32 = 10;
-
-    fn parts(&mut self) -> (&SimDevice, &Path, &mut Option<DaemonChild>) {
-        (&self.dev, &self.reboot_marker, &mut self.child)
+/// `mender-rs control show` on the device without the seconds left (they
+/// tick).
+fn maps(d: &ManagedDevice) -> Value {
+    let mut v: Value = serde_json::from_str(&d.dev.ok(&["control", "show"])).unwrap();
+    for m in v.as_array_mut().unwrap() {
+        m.as_object_mut().unwrap().remove("expires_in_seconds");
     }
-
-    /// On the private bus.
-    fn start(&mut self) {
-        let mut cmd = daemon_command(&self.dev, Path::new(BIN), "debug", &self.log);
-        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address);
-        self.child = Some(DaemonChild::spawn(&mut cmd));
-    }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.log, 60)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Before the device's directory goes.
-        self.stop();
-    }
+    v
 }
 
 /// Sets `map` with `SetUpdateControlMap` over D-Bus, which must succeed;
-/// returns busctl's answer and the maps in force then ([`Daemon::maps`]).
-fn set_map_ok(bus: &Bus, d: &Daemon, map: &Value) -> (String, Value) {
+/// returns busctl's answer and the maps in force then ([`maps`]).
+fn set_map_ok(bus: &Bus, d: &ManagedDevice, map: &Value) -> (String, Value) {
     let out = bus.set_map(&map.to_string());
     assert!(out.status.success(), "{}", describe(&out));
     let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (answer, d.maps())
+    (answer, maps(d))
 }
 
 fn statuses_of(server: &MenderServer, dep: &str) -> Vec<String> {
@@ -261,13 +215,7 @@ fn statuses_of(server: &MenderServer, dep: &str) -> Vec<String> {
 fn start_update_set_over_dbus_pauses_then_continues() {
     let server = MenderServer::start();
     let bus = Bus::start();
-    let mut d = Daemon::new(&server, &bus);
-    d.start();
-    assert!(
-        bus.wait_for_names(Duration::from_secs(20)),
-        "{}",
-        d.log_tail()
-    );
+    let mut d = running_on(&server, &bus);
     let intro = bus.busctl_ok(&[
         "introspect",
         "io.mender.UpdateManager",
@@ -281,10 +229,7 @@ fn start_update_set_over_dbus_pauses_then_continues() {
     assert_eq!(answer, "i 60");
     assert_eq!(maps[0]["id"], MAP_ID);
 
-    let artifact = d
-        .dev
-        .write_rootfs_artifact("release-dbus", 1 << 20, &[], &[]);
-    let dep = server.add_deployment(&artifact, "release-dbus", &[DEVICE_TYPE]);
+    let dep = d.deploy_rootfs(&server, "release-dbus", 1 << 20);
     let paused = server.wait_until(Duration::from_secs(30), |s| {
         statuses_of(s, &dep)
             .iter()
@@ -311,7 +256,7 @@ fn start_update_set_over_dbus_pauses_then_continues() {
     assert!(installing, "{}", d.log_tail());
     // Woken, not found by the 60 s re-check of a pause.
     assert!(started.elapsed() < Duration::from_secs(10));
-    let done = run_until(&mut d, Duration::from_secs(60), || {
+    let done = d.run_until(&server, Duration::from_secs(60), |server| {
         server
             .device_ids()
             .iter()
@@ -340,13 +285,7 @@ fn start_update_set_over_dbus_pauses_then_continues() {
 fn bad_maps_are_refused_over_dbus_and_change_nothing() {
     let server = MenderServer::start();
     let bus = Bus::start();
-    let mut d = Daemon::new(&server, &bus);
-    d.start();
-    assert!(
-        bus.wait_for_names(Duration::from_secs(20)),
-        "{}",
-        d.log_tail()
-    );
+    let mut d = running_on(&server, &bus);
     let good = json!({"id": MAP_ID, "priority": 2,
         "states": {"ArtifactReboot_Enter": {"action": "pause"}}});
     let (_, before) = set_map_ok(&bus, &d, &good);
@@ -379,7 +318,7 @@ fn bad_maps_are_refused_over_dbus_and_change_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{map} was accepted");
         assert!(err.contains(field), "{map}: {err}");
-        assert_eq!(d.maps(), before, "{map} changed the maps");
+        assert_eq!(maps(&d), before, "{map} changed the maps");
     }
     let out = bus.set_map("{not json");
     assert!(!out.status.success());
@@ -420,14 +359,14 @@ fn bad_maps_are_refused_over_dbus_and_change_nothing() {
         "5",
     ]);
     assert!(!out.status.success());
-    assert_eq!(d.maps(), before);
+    assert_eq!(maps(&d), before);
     // The CLI refuses the same way.
     let file = d.dev.path("bad.json");
     fs::write(&file, cases_first_bad()).unwrap();
     let out = d.dev.run(&["control", "set", &file.display().to_string()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("states.ArtifactInstall_Enter.action"));
-    assert_eq!(d.maps(), before);
+    assert_eq!(maps(&d), before);
     d.stop();
 }
 
@@ -483,7 +422,7 @@ fn the_jwt_over_dbus_and_fetch_with_its_signal() {
     watcher
         .send_with_reply_and_block(add_match, Duration::from_secs(5))
         .unwrap();
-    let mut d = Daemon::new(&server, &bus);
+    let mut d = managed_on(&server, &bus);
     d.start();
     let first = next_token_signal(&watcher, Duration::from_secs(30));
     let (token, url) = first.unwrap_or_else(|| panic!("no signal:\n{}", d.log_tail()));
@@ -560,13 +499,7 @@ fn the_policy_files_let_only_root_call() {
     // The socket's directory, open to the unprivileged caller.
     let dir = bus.dir.path();
     fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut d = Daemon::new(&server, &bus);
-    d.start();
-    assert!(
-        bus.wait_for_names(Duration::from_secs(20)),
-        "{}",
-        d.log_tail()
-    );
+    let mut d = running_on(&server, &bus);
     let as_nobody = |args: &[&str]| {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"])
@@ -603,7 +536,7 @@ fn the_policy_files_let_only_root_call() {
             describe(&out)
         );
     }
-    assert_eq!(d.maps(), json!([]));
+    assert_eq!(maps(&d), json!([]));
     // Root may.
     assert!(bus.set_map(&map).status.success());
     d.stop();
