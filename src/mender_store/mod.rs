@@ -138,9 +138,9 @@ impl MenderStore {
         // flight; whichever is there describes the deployment.
         let managed = match (state, uncommitted) {
             (Some(b), _) => Some(ManagedState::parse(&b).map_err(|e| self.fail(KEY_STATE, e))?),
-            (None, Some(b)) => Some(
-                ManagedState::parse(&b).map_err(|e| self.fail(KEY_STATE_UNCOMMITTED, e))?,
-            ),
+            (None, Some(b)) => {
+                Some(ManagedState::parse(&b).map_err(|e| self.fail(KEY_STATE_UNCOMMITTED, e))?)
+            }
             (None, None) => None,
         };
         Ok(Contents {
@@ -158,8 +158,8 @@ impl MenderStore {
     pub fn write_installed(&self, provides: &Provides) -> Result<(), MenderStoreError> {
         let installed = Installed::from_provides(provides);
         let name = installed.name.unwrap_or_default();
-        let json = serde_json::to_vec(&installed.type_info)
-            .map_err(|e| self.fail(KEY_PROVIDES, e))?;
+        let json =
+            serde_json::to_vec(&installed.type_info).map_err(|e| self.fail(KEY_PROVIDES, e))?;
         let mut changes = vec![
             Change::Put(KEY_NAME.as_bytes(), name.as_bytes()),
             Change::Put(KEY_PROVIDES.as_bytes(), &json),
@@ -230,7 +230,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = store_path(dir.path());
         std::fs::write(&path, b"not lmdb at all, just text").unwrap();
-        let e = MenderStore::open_read_only(&path).err().unwrap().to_string();
+        let e = MenderStore::open_read_only(&path)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
     }
 }

@@ -207,7 +207,12 @@ mod tests {
             type_info: [("artifact_name".to_string(), "stray".to_string())].into(),
         };
         assert_eq!(installed.provides()["artifact_name"], "r1");
-        assert_eq!(Installed::from_provides(&installed.provides()).name.unwrap(), "r1");
+        assert_eq!(
+            Installed::from_provides(&installed.provides())
+                .name
+                .unwrap(),
+            "r1"
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub enum LmdbError {
     Io(#[from] io::Error),
     /// A value larger than the caller's cap, found under `key`.
     #[error("the value of '{key}' is {size} bytes, more than the {max} allowed")]
-    TooLarge { key: String, size: usize, max: usize },
+    TooLarge {
+        key: String,
+        size: usize,
+        max: usize,
+    },
     /// The file is shorter than its own header says: reading it would
     /// fault on the memory map.
     #[error("truncated: the database needs {needed} bytes, the file has {actual}")]
@@ -132,7 +136,12 @@ impl LmdbFile {
         // processes (the Mender client) from changing pages a reader
         // still uses.
         check("mdb_env_open", unsafe {
-            ffi::mdb_env_open(env.as_ptr(), c_path.as_ptr(), flags, mode as ffi::mdb_mode_t)
+            ffi::mdb_env_open(
+                env.as_ptr(),
+                c_path.as_ptr(),
+                flags,
+                mode as ffi::mdb_mode_t,
+            )
         })?;
         file.check_not_truncated(path)?;
         Ok(file)
@@ -265,7 +274,8 @@ impl LmdbFile {
                 }
                 None => {
                     // SAFETY: as above; a null data pointer deletes the key.
-                    let code = unsafe { ffi::mdb_del(txn.0.as_ptr(), dbi, &mut k, ptr::null_mut()) };
+                    let code =
+                        unsafe { ffi::mdb_del(txn.0.as_ptr(), dbi, &mut k, ptr::null_mut()) };
                     if code != ffi::MDB_NOTFOUND {
                         check("mdb_del", code)?;
                     }
@@ -286,7 +296,9 @@ impl Txn {
         // SAFETY: the transaction is live and is freed by the commit
         // whatever its outcome; `forget` above keeps drop from aborting
         // it a second time.
-        check("mdb_txn_commit", unsafe { ffi::mdb_txn_commit(txn.as_ptr()) })
+        check("mdb_txn_commit", unsafe {
+            ffi::mdb_txn_commit(txn.as_ptr())
+        })
     }
 }
 

@@ -11,6 +11,8 @@
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
 //! * `control_map`: `mender-rs control set|show|clear`.
+//! * `takeover`: take-over from the Mender client and hand back, on
+//!   hand-made stores and with the Mender client 3.4.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
 //!   whole update.
 
@@ -24,4 +26,5 @@ mod control_map;
 mod crash_injection;
 mod reference_client;
 mod standalone;
+mod takeover;
 mod uboot_default_env;
