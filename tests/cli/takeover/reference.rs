@@ -332,8 +332,18 @@ fn write_artifact(dir: &Path) -> (PathBuf, Vec<u8>) {
     (out, payload)
 }
 
-#[test]
-fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
+/// Loop devices and the artifact; the loops are detached (field order)
+/// before the folder holding their backing files is removed.
+struct Rig {
+    _loops: Loops,
+    part_a: PathBuf,
+    part_b: PathBuf,
+    artifact: PathBuf,
+    payload: Vec<u8>,
+    root: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
     preflight();
     let root = tempfile::Builder::new()
         .prefix("mender-takeover.")
@@ -342,16 +352,31 @@ fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
     let mut loops = Loops(Vec::new());
     let (part_a, part_b) = attach_pair(root.path(), &mut loops);
     let (artifact, payload) = write_artifact(root.path());
+    Rig {
+        _loops: loops,
+        part_a,
+        part_b,
+        artifact,
+        payload,
+        root,
+    }
+}
+
+#[test]
+fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
+    let rig = rig();
+    let (root, part_a, part_b) = (&rig.root, &rig.part_a, &rig.part_b);
+    let (artifact, payload) = (&rig.artifact, &rig.payload);
 
     // The reference: Mender 3.4 from install to commit.
-    let reference = Device::new(root.path(), "reference", &part_a, &part_b);
-    reference.ok(REFERENCE, &["install", s(&artifact)]);
+    let reference = Device::new(root.path(), "reference", part_a, part_b);
+    reference.ok(REFERENCE, &["install", s(artifact)]);
     reference.reboot_into_update();
     reference.ok(REFERENCE, &["commit"]);
     let reference_scripts = reference.scripts();
     let reference_provides = parse_key_values(&reference.ok(REFERENCE, &["show-provides"]));
     let reference_env = reference.env();
-    assert!(reference.image_on_b(&payload));
+    assert!(reference.image_on_b(payload));
     assert_eq!(reference_provides["artifact_name"], "release-2");
     assert!(
         reference_provides.contains_key("rootfs-image.checksum"),
@@ -366,8 +391,8 @@ fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
     drop(reference);
 
     // The take-over: Mender 3.4 installs, mender-rs commits.
-    let device = Device::new(root.path(), "takeover", &part_a, &part_b);
-    device.ok(REFERENCE, &["install", s(&artifact)]);
+    let device = Device::new(root.path(), "takeover", part_a, part_b);
+    device.ok(REFERENCE, &["install", s(artifact)]);
     device.reboot_into_update();
     assert_eq!(device.scripts(), Vec::<String>::new());
     let out = device.run(BIN, &["commit"]);
@@ -385,7 +410,7 @@ fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
     ] {
         assert_eq!(env.get(key), reference_env.get(key), "{key}");
     }
-    assert!(device.image_on_b(&payload));
+    assert!(device.image_on_b(payload));
     assert_eq!(
         parse_key_values(&device.ok(BIN, &["show-provides"])),
         reference_provides
@@ -399,4 +424,38 @@ fn mender_3_4_installs_mender_rs_commits_and_3_4_reads_it_back() {
     assert_eq!(device.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     let out = device.run(REFERENCE, &["commit"]);
     assert_ne!(exit_code(&out), 0, "3.4 found something left to commit");
+}
+
+#[test]
+fn mender_3_4_installs_and_mender_rs_rolls_back_as_3_4_would() {
+    let rig = rig();
+    let (root, part_a, part_b) = (&rig.root, &rig.part_a, &rig.part_b);
+    let mut seen = Vec::new();
+    for (name, program) in [("reference", REFERENCE), ("takeover", BIN)] {
+        let device = Device::new(root.path(), name, part_a, part_b);
+        device.ok(REFERENCE, &["install", s(&rig.artifact)]);
+        device.reboot_into_update();
+        let out = device.run(program, &["rollback"]);
+        assert_eq!(exit_code(&out), 0, "{program} rollback: {}", describe(&out));
+        let env = device.env();
+        let env: Vec<Option<String>> = [
+            "mender_boot_part",
+            "mender_boot_part_hex",
+            "upgrade_available",
+        ]
+        .iter()
+        .map(|k| env.get(*k).cloned())
+        .collect();
+        let scripts = device.scripts();
+        let artifact = device.ok(program, &["show-artifact"]);
+        let again = exit_code(&device.run(program, &["rollback"]));
+        seen.push((env, scripts, artifact, again));
+    }
+    assert_eq!(seen[0], seen[1], "3.4 first, mender-rs second");
+    assert_eq!(
+        seen[0].1,
+        vec!["ArtifactRollback_Enter_01", "ArtifactRollback_Leave_01"]
+    );
+    assert_eq!(seen[0].2.trim(), "release-1");
+    assert_eq!(seen[0].0[0].as_deref(), Some(number_of(part_a).as_str()));
 }
