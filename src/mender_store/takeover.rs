@@ -16,8 +16,9 @@
 //! Mender's store again, it only does 3 and 4. Only our store claims the
 //! update from 2 on; before 2, only Mender's.
 //!
-//! Hand back ([`hand_back`]): after every change of the installed software
-//! (a commit, the bootstrap artifact, an `_INCONSISTENT` mark) the same
+//! Hand back ([`hand_back`]): right after the take-over, after every
+//! change of the installed software (a commit, the bootstrap artifact, an
+//! `_INCONSISTENT` mark), and on a start that finds it missing, the same
 //! name, group and provides are written to `mender-store`, a fresh one
 //! once the original was renamed, so that a Mender client started on this
 //! data directory reports the same software.
@@ -55,6 +56,10 @@ pub fn run(config: &Config) -> Result<bool> {
     let ours = Store::read_only(data_dir)?;
     let pending = ours.data().mender_store_rename_pending;
     if ours.existed() && !pending {
+        if std::fs::symlink_metadata(&mender).is_err() {
+            drop(ours);
+            restore_hand_back(data_dir)?;
+        }
         return Ok(false);
     }
     if !ours.existed() && std::fs::symlink_metadata(&mender).is_err() {
@@ -246,13 +251,40 @@ fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
         "the Mender store was taken over and kept as {}",
         renamed.display()
     );
+    // At once, not at the next commit: should the device go back to a
+    // partition that runs Mender (a rollback), Mender finds the software
+    // it runs there.
+    hand_back(data_dir, store.provides());
+    Ok(())
+}
+
+/// Our store exists and `mender-store` does not (a device that never ran
+/// Mender, or power lost between a take-over and its hand back): writes
+/// it, under our lock so that a commit cannot be overtaken by an older
+/// copy.
+fn restore_hand_back(data_dir: &Path) -> Result<()> {
+    let store = match Store::open(data_dir) {
+        Ok(store) => store,
+        Err(StoreError::Busy(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !store.data().mender_store_rename_pending
+        && std::fs::symlink_metadata(store_path(data_dir)).is_err()
+    {
+        hand_back(data_dir, store.provides());
+    }
     Ok(())
 }
 
 /// Writes `provides` to `<data_dir>/mender-store` (created if missing).
 /// Our store is already written: a failure here is logged, not returned,
-/// and the next change of the installed software writes it again.
+/// and the next start or change of the installed software writes it
+/// again. Nothing is written while nothing is known to be installed (no
+/// name): Mender then falls back on its own defaults.
 pub fn hand_back(data_dir: &Path, provides: &Provides) {
+    if !provides.contains_key("artifact_name") {
+        return;
+    }
     let path = store_path(data_dir);
     let result =
         MenderStore::open_for_writing(&path).and_then(|store| store.write_installed(provides));

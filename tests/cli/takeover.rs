@@ -79,7 +79,13 @@ fn a_3x_store_with_null_provides_and_empty_group_is_taken_over() {
     );
     assert_eq!(dev.provides(), pairs(&[("artifact_name", "release-1")]));
     assert_taken_over(&dev);
-    // Once: a second start reads our store only.
+    // Handed back at once, without the group or the `null`.
+    assert_eq!(read_back(&dev.data).provides(), dev.provides());
+    // Lost (or never there): the next start writes it again.
+    fs::remove_file(store_path(&dev.data)).unwrap();
+    assert_eq!(dev.show_artifact(), "release-1");
+    assert_eq!(read_back(&dev.data).provides(), dev.provides());
+    // Once: a later start reads our store only.
     let before = fs::read(dev.data.join(OUR_STORE)).unwrap();
     assert_eq!(dev.show_artifact(), "release-1");
     assert_eq!(fs::read(dev.data.join(OUR_STORE)).unwrap(), before);

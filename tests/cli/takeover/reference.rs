@@ -449,6 +449,12 @@ fn mender_3_4_installs_and_mender_rs_rolls_back_as_3_4_would() {
         let scripts = device.scripts();
         let artifact = device.ok(program, &["show-artifact"]);
         let again = exit_code(&device.run(program, &["rollback"]));
+        if program == BIN {
+            // Back on a partition that runs Mender, 3.4 finds the software
+            // it runs there, and nothing in flight.
+            assert_eq!(device.ok(REFERENCE, &["show-artifact"]).trim(), "release-1");
+            assert_ne!(exit_code(&device.run(REFERENCE, &["rollback"])), 0);
+        }
         seen.push((env, scripts, artifact, again));
     }
     assert_eq!(seen[0], seen[1], "3.4 first, mender-rs second");
