@@ -98,7 +98,7 @@ fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> 
     }
     let update = match &contents.standalone {
         Some(standalone) => match pending_update(config, mender, standalone)? {
-            Pending::Carry(update) => Some(update),
+            Pending::Carry(update) => Some(*update),
             Pending::Drop => None,
             Pending::Leave => return Ok(false),
         },
@@ -136,7 +136,7 @@ fn log_what(mender: &Path, contents: &Contents, provides: &Provides) {
 /// What becomes of Mender's `standalone-state`.
 enum Pending {
     /// Our record of the update, so that `commit` and `rollback` finish it.
-    Carry(UpdateState),
+    Carry(Box<UpdateState>),
     /// Nothing left to finish (said in the log).
     Drop,
     /// Not ours to finish: no take-over, Mender's store stays.
@@ -200,7 +200,7 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
         bail!("{MENDER_BOOT_PART}={n} names neither RootfsPartA nor RootfsPartB");
     };
     let group = Some(standalone.artifact_group.clone()).filter(|g| !g.is_empty());
-    Ok(Pending::Carry(UpdateState {
+    Ok(Pending::Carry(Box::new(UpdateState {
         phase: Phase::Installed,
         artifact: Some(ArtifactInfo {
             name: name.clone(),
@@ -220,7 +220,7 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
         manual_rollback: false,
         inconsistent: false,
         deployment_id: None,
-    }))
+    })))
 }
 
 /// Steps 3 and 4: rename what is left of Mender's store, then clear the

@@ -151,14 +151,11 @@ impl LmdbFile {
     /// read those through the memory map and the process would die of
     /// SIGBUS instead of reporting a damaged file.
     fn check_not_truncated(&self, path: &Path) -> Result<(), LmdbError> {
-        // SAFETY: all zeroes is a valid value of these plain C structs,
-        // which the calls fill in.
-        let mut info: ffi::MDB_envinfo = unsafe { std::mem::zeroed() };
+        let info = self.info()?;
+        // SAFETY: all zeroes is a valid value of this plain C struct (a
+        // few integers), which the call fills in.
         let mut stat: ffi::MDB_stat = unsafe { std::mem::zeroed() };
-        // SAFETY: the handle is open; the calls write only the structs.
-        check("mdb_env_info", unsafe {
-            ffi::mdb_env_info(self.env.as_ptr(), &mut info)
-        })?;
+        // SAFETY: the handle is open; the call writes only `stat`.
         check("mdb_env_stat", unsafe {
             ffi::mdb_env_stat(self.env.as_ptr(), &mut stat)
         })?;
@@ -173,12 +170,18 @@ impl LmdbFile {
     /// The id of the last committed write transaction: changes whenever
     /// any process wrote to the file.
     pub fn last_txn_id(&self) -> Result<u64, LmdbError> {
-        // SAFETY: as in `check_not_truncated`.
+        Ok(self.info()?.me_last_txnid as u64)
+    }
+
+    fn info(&self) -> Result<ffi::MDB_envinfo, LmdbError> {
+        // SAFETY: all zeroes is a valid value of this plain C struct (a
+        // null pointer and integers), which the call fills in.
         let mut info: ffi::MDB_envinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: the handle is open; the call writes only `info`.
         check("mdb_env_info", unsafe {
             ffi::mdb_env_info(self.env.as_ptr(), &mut info)
         })?;
-        Ok(info.me_last_txnid as u64)
+        Ok(info)
     }
 
     /// Begins a transaction and opens the unnamed database in it.

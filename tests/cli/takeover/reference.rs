@@ -94,12 +94,12 @@ fn attach_pair(dir: &Path, loops: &mut Loops) -> (PathBuf, PathBuf) {
     let root = fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let dash = f.iter().position(|x| *x == "-")?;
             (f.get(4) == Some(&"/")).then(|| f.get(dash + 2).map(|x| x.to_string()))?
         })
-        .last()
         .unwrap_or_default();
     let mut usable: Vec<PathBuf> = Vec::new();
     for i in 0..8 {
