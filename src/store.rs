@@ -210,6 +210,7 @@ impl Store {
         self.file
             .write(&next)
             .map_err(|e| StoreError::from_persist(&self.data_dir, e))?;
+        #[cfg(feature = "mender-store")]
         if next.provides != self.data.provides && !next.mender_store_rename_pending {
             // Hand back (docs/takeover.md): Mender's store follows ours.
             crate::mender_store::takeover::hand_back(&self.data_dir, &next.provides);

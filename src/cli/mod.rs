@@ -148,6 +148,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Some(path) => crate::logging::init_file(level, path)?,
         None => crate::logging::init_stderr(level),
     }
+    #[cfg(feature = "mender-store")]
     if !matches!(
         cli.command,
         Command::Artifact(_) | Command::CheckUpdate | Command::SendInventory

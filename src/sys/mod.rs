@@ -10,6 +10,7 @@
 //! `EBADF` or reaches another descriptor, never memory.
 
 pub mod code_pages;
+#[cfg(feature = "mender-store")]
 pub mod lmdb;
 
 use std::ffi::CString;

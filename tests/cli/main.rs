@@ -26,5 +26,6 @@ mod control_map;
 mod crash_injection;
 mod reference_client;
 mod standalone;
+#[cfg(feature = "mender-store")]
 mod takeover;
 mod uboot_default_env;
