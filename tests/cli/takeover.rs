@@ -158,25 +158,37 @@ fn a_damaged_store_is_an_error_naming_the_file_and_nothing_changes() {
     assert!(!dev.data.join(OUR_STORE).exists());
 }
 
+/// `state` as 4.x writes it once the reboot was scheduled (field order and
+/// values as in the shared spec, 2.3).
+const STATE_4X: &str = r#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"Source":{"URI":"https://s3.example/artifact?sig=1","Expire":"2026-12-08T10:00:00Z"},"device_types_compatible":["sim-device"],"PayloadTypes":["rootfs-image"],"artifact_name":"release-2","artifact_group":"","artifact_provides":{"rootfs-image.version":"release-2","rootfs-image.checksum":"c2"},"clears_artifact_provides":["artifact_group","rootfs_image_checksum","rootfs-image.*"]},"ID":"dep-7","RebootRequested":["reboot-type-automatic"],"SupportsRollback":"rollback-supported","StateDataStoreCount":7,"HasDBSchemaUpdate":false,"AllRollbacksSuccessful":false}}"#;
+
 #[test]
 fn a_managed_deployment_in_flight_is_left_to_the_mender_client() {
-    let dev = SimDevice::new();
-    mender_store(
-        &dev.data,
-        &[
-            ("artifact-name", "release-1"),
-            (
-                "state",
-                r#"{"Version":2,"Name":"reboot","UpdateInfo":{"ID":"dep-7","RebootRequested":["reboot-type-automatic"]}}"#,
-            ),
-        ],
-    );
-    let out = dev.run(&["show-artifact"]);
-    assert_eq!(exit_code(&out), 0, "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dep-7"));
-    assert!(store_path(&dev.data).exists());
-    assert!(!dev.data.join(TAKEN_OVER).exists());
-    assert!(!dev.data.join(OUR_STORE).exists());
+    // 3.x keeps the record under `state-uncommitted` while a client
+    // upgrade is in flight; either key means a deployment in flight.
+    for key in ["state", "state-uncommitted"] {
+        let dev = SimDevice::new();
+        mender_store(
+            &dev.data,
+            &[("artifact-name", "release-1"), (key, STATE_4X)],
+        );
+        let out = dev.run(&["show-artifact"]);
+        assert_eq!(exit_code(&out), 0, "{key}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("dep-7") && stderr.contains("'reboot'"),
+            "{stderr}"
+        );
+        assert!(store_path(&dev.data).exists());
+        assert!(!dev.data.join(TAKEN_OVER).exists());
+        assert!(!dev.data.join(OUR_STORE).exists());
+        // Mender's store is as it was: its record still reads back.
+        let contents = MenderStore::open_read_only(&store_path(&dev.data))
+            .unwrap()
+            .read()
+            .unwrap();
+        assert_eq!(contents.managed.unwrap().deployment_id(), "dep-7");
+    }
 }
 
 /// The boot environment after Mender installed a rootfs image on
@@ -332,4 +344,36 @@ fn power_loss_at_each_take_over_step_resumes() {
         assert_eq!(dev.provides(), committed_release_2(), "step {k}");
         assert_eq!(read_back(&dev.data).provides(), committed_release_2());
     }
+}
+
+#[test]
+fn a_pending_update_module_install_is_left_to_the_mender_client() {
+    let dev = SimDevice::new();
+    mender_store(
+        &dev.data,
+        &[
+            ("artifact-name", "release-1"),
+            (
+                "standalone-state",
+                r#"{"Version":2,"ArtifactName":"config-2","ArtifactGroup":"","PayloadTypes":["single-file"],"InState":"Before_ArtifactCommit_Enter","Failed":false,"RolledBack":false}"#,
+            ),
+        ],
+    );
+    let out = dev.run(&["commit"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("single-file"), "{}", describe(&out));
+    assert!(store_path(&dev.data).exists() && !dev.data.join(TAKEN_OVER).exists());
+    assert!(!dev.data.join(OUR_STORE).exists());
+}
+
+#[test]
+fn a_5x_store_named_unknown_until_the_commit() {
+    // 5.x: a fresh store is named `unknown`, and stays so until the commit
+    // of the first install (the shared spec, 2.8).
+    let dev = SimDevice::new();
+    pending_v2(&dev, &BOOTED_UPDATE);
+    mender_store(&dev.data, &[("artifact-name", "unknown")]);
+    assert_eq!(exit_code(&dev.run(&["commit"])), 0);
+    assert_eq!(dev.show_artifact(), "release-2");
+    assert_eq!(read_back(&dev.data).name.as_deref(), Some("release-2"));
 }
