@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::engine::{ArtifactInfo, Phase, UpdateState};
 use crate::installer::rootfs::partition_number;
 use crate::installer::{InstallerState, Reboot};
-use crate::store::{Store, StoreError};
+use crate::store::{STORE_FILE, Store, StoreError};
 use crate::{crash, fsutil};
 
 /// What Mender's store is renamed to.
@@ -53,19 +53,25 @@ pub fn run(config: &Config) -> Result<bool> {
     let data_dir = &config.data_dir;
     let mender = store_path(data_dir);
     // The cheap checks first, without our lock: most starts end here.
-    let ours = Store::read_only(data_dir)?;
-    let pending = ours.data().mender_store_rename_pending;
-    if ours.existed() && !pending {
-        if std::fs::symlink_metadata(&mender).is_err() {
+    let mender_exists = std::fs::symlink_metadata(&mender).is_ok();
+    let ours_exists = std::fs::symlink_metadata(data_dir.join(STORE_FILE)).is_ok();
+    if !ours_exists && !mender_exists {
+        return Ok(false);
+    }
+    if ours_exists {
+        // Ours decides. One that cannot be read is for the command that
+        // needs it to report (`bootenv` works without it).
+        let Ok(ours) = Store::read_only(data_dir) else {
+            return Ok(false);
+        };
+        if !ours.data().mender_store_rename_pending {
             drop(ours);
-            restore_hand_back(data_dir)?;
+            if !mender_exists {
+                restore_hand_back(data_dir);
+            }
+            return Ok(false);
         }
-        return Ok(false);
     }
-    if !ours.existed() && std::fs::symlink_metadata(&mender).is_err() {
-        return Ok(false);
-    }
-    drop(ours);
     let mut store = match Store::open(data_dir) {
         Ok(store) => store,
         // The process holding our store (the daemon) took over when it
@@ -262,18 +268,16 @@ fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
 /// Mender, or power lost between a take-over and its hand back): writes
 /// it, under our lock so that a commit cannot be overtaken by an older
 /// copy.
-fn restore_hand_back(data_dir: &Path) -> Result<()> {
-    let store = match Store::open(data_dir) {
-        Ok(store) => store,
-        Err(StoreError::Busy(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
+fn restore_hand_back(data_dir: &Path) {
+    // Busy: the process holding our store writes it itself.
+    let Ok(store) = Store::open(data_dir) else {
+        return;
     };
     if !store.data().mender_store_rename_pending
         && std::fs::symlink_metadata(store_path(data_dir)).is_err()
     {
         hand_back(data_dir, store.provides());
     }
-    Ok(())
 }
 
 /// Writes `provides` to `<data_dir>/mender-store` (created if missing).

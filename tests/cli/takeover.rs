@@ -377,3 +377,16 @@ fn a_5x_store_named_unknown_until_the_commit() {
     assert_eq!(dev.show_artifact(), "release-2");
     assert_eq!(read_back(&dev.data).name.as_deref(), Some("release-2"));
 }
+
+#[test]
+fn bootenv_works_beside_a_damaged_store_of_ours() {
+    let dev = SimDevice::new();
+    mender_store(&dev.data, &[("artifact-name", "release-1")]);
+    fs::write(dev.data.join(OUR_STORE), b"{not json").unwrap();
+    assert!(dev.ok(&["bootenv", "print"]).contains("mender_boot_part=2"));
+    // Ours exists, damaged or not: Mender's is not taken over behind it.
+    assert!(store_path(&dev.data).exists());
+    let out = dev.run(&["show-artifact"]);
+    assert_eq!(exit_code(&out), 1, "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
+}
