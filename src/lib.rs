@@ -25,6 +25,8 @@ pub mod http;
 pub mod identity;
 pub mod installer;
 pub mod logging;
+#[cfg(feature = "mender-store")]
+pub mod mender_store;
 pub mod persist;
 #[allow(unsafe_code)]
 pub mod process;

@@ -73,6 +73,10 @@ pub struct StoreData {
     /// The update in progress, if any.
     #[serde(default)]
     pub update: Option<serde_json::Value>,
+    /// A take-over from the Mender client wrote this store and has not yet
+    /// renamed Mender's (`crate::mender_store::takeover`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mender_store_rename_pending: bool,
 }
 
 impl Default for StoreData {
@@ -81,6 +85,7 @@ impl Default for StoreData {
             schema: SCHEMA_VERSION,
             provides: Provides::new(),
             update: None,
+            mender_store_rename_pending: false,
         }
     }
 }
@@ -205,6 +210,11 @@ impl Store {
         self.file
             .write(&next)
             .map_err(|e| StoreError::from_persist(&self.data_dir, e))?;
+        #[cfg(feature = "mender-store")]
+        if next.provides != self.data.provides && !next.mender_store_rename_pending {
+            // Hand back (docs/takeover.md): Mender's store follows ours.
+            crate::mender_store::takeover::hand_back(&self.data_dir, &next.provides);
+        }
         self.data = next;
         self.existed = true;
         crash::point(crash::Point::Step);

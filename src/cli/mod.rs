@@ -148,6 +148,15 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Some(path) => crate::logging::init_file(level, path)?,
         None => crate::logging::init_stderr(level),
     }
+    #[cfg(feature = "mender-store")]
+    if !matches!(
+        cli.command,
+        Command::Artifact(_) | Command::CheckUpdate | Command::SendInventory
+    ) {
+        // Every command on the device first takes it over from the Mender
+        // client when its store is there and ours is not (docs/takeover.md).
+        crate::mender_store::takeover::run(&load_config(&global)?)?;
+    }
     if matches!(
         cli.command,
         Command::Install { .. } | Command::ShowArtifact | Command::ShowProvides | Command::Daemon

@@ -10,6 +10,8 @@
 //! `EBADF` or reaches another descriptor, never memory.
 
 pub mod code_pages;
+#[cfg(feature = "mender-store")]
+pub mod lmdb;
 
 use std::ffi::CString;
 use std::fs::File;

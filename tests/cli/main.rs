@@ -13,6 +13,8 @@
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
 //! * `control_map`: `mender-rs control set|show|clear`.
+//! * `takeover`: take-over from the Mender client and hand back, on
+//!   hand-made stores and with the Mender client 3.4.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
 //!   whole update.
 
@@ -27,4 +29,6 @@ mod crash_injection;
 mod orderings_34;
 mod reference_client;
 mod standalone;
+#[cfg(feature = "mender-store")]
+mod takeover;
 mod uboot_default_env;

@@ -31,9 +31,11 @@ inherit cargo cargo-update-recipe-crates pkgconfig systemd mender-setup
 inherit_defer ${@'externalsrc' if d.getVar('MENDER_RS_SRC_DIR') else ''}
 EXTERNALSRC = "${MENDER_RS_SRC_DIR}"
 
-# The device build leaves out the artifact writer and its encoders; the
-# native build keeps it for the image classes (mender-rs artifact write).
-CARGO_BUILD_FLAGS:append:class-target = " --no-default-features"
+# The device build leaves out the artifact writer and its encoders and
+# keeps the take-over of the Mender client's store (docs/takeover.md); the
+# native build keeps the writer for the image classes (mender-rs artifact
+# write).
+CARGO_BUILD_FLAGS:append:class-target = " --no-default-features --features mender-store"
 CARGO_BUILD_FLAGS:append:class-native = " --no-default-features --features writer"
 # Cargo's release profile strips; OE strips itself and keeps -dbg packages.
 export CARGO_PROFILE_RELEASE_STRIP = "false"

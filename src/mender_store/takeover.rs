@@ -1,0 +1,298 @@
+//! Take-over (`docs/takeover.md`): on start of every command, when the
+//! data directory holds a Mender store and no store of our own, the
+//! device's installed software (and a standalone update waiting for its
+//! commit) moves into our store, and Mender's file is renamed to
+//! `mender-store.taken-over` so that a person sees what was taken over.
+//!
+//! Order, for power loss at any point:
+//! 1. Mender's store is read (read-only; nothing changes on disk).
+//! 2. Our store is written (`crate::persist`: atomic) with what was read
+//!    and `mender_store_rename_pending` set.
+//! 3. Mender's file, then its lock file, are renamed; the directory is
+//!    synced.
+//! 4. Our store's `mender_store_rename_pending` is cleared.
+//!
+//! A restart after 2 finds our store with the flag set: it does not read
+//! Mender's store again, it only does 3 and 4. Only our store claims the
+//! update from 2 on; before 2, only Mender's.
+//!
+//! Hand back ([`hand_back`]): right after the take-over, after every
+//! change of the installed software (a commit, the bootstrap artifact, an
+//! `_INCONSISTENT` mark), and on a start that finds it missing, the same
+//! name, group and provides are written to `mender-store`, a fresh one
+//! once the original was renamed, so that a Mender client started on this
+//! data directory reports the same software.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::model::StandaloneState;
+use super::{Contents, MenderStore, lock_path, store_path};
+use crate::artifact::header::Provides;
+use crate::bootenv::{MENDER_BOOT_PART, UPGRADE_AVAILABLE};
+use crate::config::Config;
+use crate::engine::{ArtifactInfo, Phase, UpdateState};
+use crate::installer::rootfs::partition_number;
+use crate::installer::{InstallerState, Reboot};
+use crate::store::{STORE_FILE, Store, StoreError};
+use crate::{crash, fsutil};
+
+/// What Mender's store is renamed to.
+pub const TAKEN_OVER_FILE: &str = "mender-store.taken-over";
+
+/// The renamed store in `data_dir`.
+pub fn taken_over_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(TAKEN_OVER_FILE)
+}
+
+/// Takes the device over from Mender when there is something to take
+/// over, or finishes a take-over a power loss interrupted. Returns whether
+/// this call took the device over.
+pub fn run(config: &Config) -> Result<bool> {
+    let data_dir = &config.data_dir;
+    let mender = store_path(data_dir);
+    // The cheap checks first, without our lock: most starts end here.
+    let mender_exists = std::fs::symlink_metadata(&mender).is_ok();
+    let ours_exists = std::fs::symlink_metadata(data_dir.join(STORE_FILE)).is_ok();
+    if !ours_exists && !mender_exists {
+        return Ok(false);
+    }
+    if ours_exists {
+        // Ours decides. One that cannot be read is for the command that
+        // needs it to report (`bootenv` works without it).
+        let Ok(ours) = Store::read_only(data_dir) else {
+            return Ok(false);
+        };
+        if !ours.data().mender_store_rename_pending {
+            drop(ours);
+            if !mender_exists {
+                restore_hand_back(data_dir);
+            }
+            return Ok(false);
+        }
+    }
+    let mut store = match Store::open(data_dir) {
+        Ok(store) => store,
+        // The process holding our store (the daemon) took over when it
+        // started, or does so now.
+        Err(StoreError::Busy(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if store.existed() {
+        if store.data().mender_store_rename_pending {
+            finish(&mut store, data_dir)?;
+        }
+        return Ok(false);
+    }
+    take_over(config, &mut store, &mender)
+}
+
+fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
+    let contents = MenderStore::open_read_only(mender)?.read()?;
+    if let Some(managed) = &contents.managed {
+        // Not finished here yet (docs/takeover.md, "Not yet"): leaving
+        // Mender's store in place lets the Mender client of the other
+        // partition finish it after the bootloader's rollback.
+        log::error!(
+            "{}: the Mender client has deployment '{}' in flight (state '{}'); mender-rs does not take over a deployment in flight yet: the Mender store is left as it is",
+            mender.display(),
+            managed.deployment_id(),
+            managed.name
+        );
+        return Ok(false);
+    }
+    let update = match &contents.standalone {
+        Some(standalone) => match pending_update(config, mender, standalone)? {
+            Pending::Carry(update) => Some(*update),
+            Pending::Drop => None,
+            Pending::Leave => return Ok(false),
+        },
+        None => None,
+    };
+    let provides = contents.installed.provides();
+    log_what(mender, &contents, &provides);
+    let update = update.map(|u| serde_json::to_value(&u)).transpose()?;
+    store.save(|d| {
+        d.provides = provides;
+        d.update = update;
+        d.mender_store_rename_pending = true;
+    })?;
+    finish(store, &config.data_dir)?;
+    Ok(true)
+}
+
+fn log_what(mender: &Path, contents: &Contents, provides: &Provides) {
+    log::warn!(
+        "taking the device over from the Mender client: {} ({} provides) from {}",
+        provides
+            .get("artifact_name")
+            .map_or("no artifact name", String::as_str),
+        provides.len(),
+        mender.display()
+    );
+    if contents.has_control_maps {
+        log::warn!(
+            "{}: the Mender client's update control maps are not taken over",
+            mender.display()
+        );
+    }
+}
+
+/// What becomes of Mender's `standalone-state`.
+enum Pending {
+    /// Our record of the update, so that `commit` and `rollback` finish it.
+    Carry(Box<UpdateState>),
+    /// Nothing left to finish (said in the log).
+    Drop,
+    /// Not ours to finish: no take-over, Mender's store stays.
+    Leave,
+}
+
+fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) -> Result<Pending> {
+    let name = &standalone.artifact_name;
+    if !standalone.awaits_commit() {
+        log::warn!(
+            "{}: the Mender client's standalone operation on '{name}' stopped in state '{}' (failed: {}, rolled back: {}); it is not carried over",
+            mender.display(),
+            standalone.in_state.as_deref().unwrap_or("?"),
+            standalone.failed,
+            standalone.rolled_back
+        );
+        return Ok(Pending::Drop);
+    }
+    if standalone.payload_type() != Some("rootfs-image") {
+        // An Update Module's own files describe where its update stands;
+        // they are not ours to continue. Mender's store stays in place,
+        // for the Mender client to finish.
+        log::error!(
+            "{}: the Mender client installed '{name}' (payload types {:?}) and it waits for its commit; mender-rs only carries over rootfs-image updates: the Mender store is left as it is",
+            mender.display(),
+            standalone.payload_types
+        );
+        return Ok(Pending::Leave);
+    }
+    let (a, b) = match (&config.rootfs_part_a, &config.rootfs_part_b) {
+        (Some(a), Some(b)) => (a.clone(), b.clone()),
+        _ => bail!(
+            "{}: the Mender client installed '{name}' and it waits for its commit, but RootfsPartA/RootfsPartB are not configured",
+            mender.display()
+        ),
+    };
+    let env = crate::engine::open_boot_env(config)?
+        .read()
+        .context("reading the boot environment to take over Mender's update")?;
+    if env.get(UPGRADE_AVAILABLE).map(String::as_str) != Some("1") {
+        // The bootloader gave up on the update and went back already.
+        log::warn!(
+            "{}: the Mender client installed '{name}' but {UPGRADE_AVAILABLE} is no longer 1 (the bootloader rolled it back); it is not carried over",
+            mender.display()
+        );
+        return Ok(Pending::Drop);
+    }
+    let boot_part = env
+        .get(MENDER_BOOT_PART)
+        .ok_or_else(|| anyhow!("{MENDER_BOOT_PART} is not set in the boot environment"))?;
+    let n: u32 = boot_part
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("{MENDER_BOOT_PART} '{boot_part}' is not a partition number"))?;
+    // Mender's install pointed the bootloader at the new partition.
+    let (target, previous) = if partition_number(&a)? == n {
+        (a, b)
+    } else if partition_number(&b)? == n {
+        (b, a)
+    } else {
+        bail!("{MENDER_BOOT_PART}={n} names neither RootfsPartA nor RootfsPartB");
+    };
+    let group = Some(standalone.artifact_group.clone()).filter(|g| !g.is_empty());
+    Ok(Pending::Carry(Box::new(UpdateState {
+        phase: Phase::Installed,
+        artifact: Some(ArtifactInfo {
+            name: name.clone(),
+            group,
+            payload_type: Some("rootfs-image".into()),
+            payload_provides: standalone.provides.clone().unwrap_or_default(),
+            clears_provides: standalone.clears_provides.clone(),
+        }),
+        installer: Some(InstallerState::RootfsImage {
+            target: target.display().to_string(),
+            previous: previous.display().to_string(),
+        }),
+        reboot: Some(Reboot::Automatic),
+        supports_rollback: Some(true),
+        steps: 0,
+        failed: false,
+        manual_rollback: false,
+        inconsistent: false,
+        deployment_id: None,
+    })))
+}
+
+/// Steps 3 and 4: rename what is left of Mender's store, then clear the
+/// flag. Each rename is skipped when its file is gone already.
+fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
+    let mender = store_path(data_dir);
+    let renamed = taken_over_path(data_dir);
+    for (from, to) in [
+        (mender.clone(), renamed.clone()),
+        (lock_path(&mender), lock_path(&renamed)),
+    ] {
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow!(e).context(format!(
+                    "renaming {} to {}",
+                    from.display(),
+                    to.display()
+                )));
+            }
+        }
+    }
+    fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
+    crash::point(crash::Point::Step);
+    store.save(|d| d.mender_store_rename_pending = false)?;
+    log::info!(
+        "the Mender store was taken over and kept as {}",
+        renamed.display()
+    );
+    // At once, not at the next commit: should the device go back to a
+    // partition that runs Mender (a rollback), Mender finds the software
+    // it runs there.
+    hand_back(data_dir, store.provides());
+    Ok(())
+}
+
+/// Our store exists and `mender-store` does not (a device that never ran
+/// Mender, or power lost between a take-over and its hand back): writes
+/// it, under our lock so that a commit cannot be overtaken by an older
+/// copy.
+fn restore_hand_back(data_dir: &Path) {
+    // Busy: the process holding our store writes it itself.
+    let Ok(store) = Store::open(data_dir) else {
+        return;
+    };
+    if !store.data().mender_store_rename_pending
+        && std::fs::symlink_metadata(store_path(data_dir)).is_err()
+    {
+        hand_back(data_dir, store.provides());
+    }
+}
+
+/// Writes `provides` to `<data_dir>/mender-store` (created if missing).
+/// Our store is already written: a failure here is logged, not returned,
+/// and the next start or change of the installed software writes it
+/// again. Nothing is written while nothing is known to be installed (no
+/// name): Mender then falls back on its own defaults.
+pub fn hand_back(data_dir: &Path, provides: &Provides) {
+    if !provides.contains_key("artifact_name") {
+        return;
+    }
+    let path = store_path(data_dir);
+    let result =
+        MenderStore::open_for_writing(&path).and_then(|store| store.write_installed(provides));
+    if let Err(e) = result {
+        log::warn!("the installed software was not written for the Mender client: {e}");
+    }
+}
