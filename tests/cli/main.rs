@@ -10,6 +10,8 @@
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
 //! * `control_map`: `mender-rs control set|show|clear`.
+//! * `mender_auth`: `mender-auth bootstrap|daemon`, device keys (encrypted
+//!   too) and `DeviceTier`, against the test server.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
 //!   whole update.
 
@@ -20,6 +22,7 @@ mod support;
 mod conformance;
 mod control_map;
 mod crash_injection;
+mod mender_auth;
 mod reference_client;
 mod standalone;
 mod uboot_default_env;

@@ -256,6 +256,8 @@ pub struct DeviceInfo {
     pub auth_status: AuthStatus,
     /// The `tenant_token` of the latest auth request (None when absent).
     pub tenant_token: Option<String>,
+    /// The `tier` of the latest auth request (Mender 5.1; None when absent).
+    pub tier: Option<String>,
     pub auth_requests: u64,
     /// Requests attributed to this device (auth, JWT or download link).
     pub requests: u64,
@@ -2080,6 +2082,11 @@ fn handle_auth(ctx: &mut Ctx) -> Response {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return ctx.refuse_unlocked(400, "tenant_token is not a string"),
     };
+    let tier = match obj.get("tier") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return ctx.refuse_unlocked(400, "tier is not a string"),
+    };
     let key = match parse_public_key(&pubkey) {
         Ok(k) => k,
         Err(e) => return ctx.refuse_unlocked(400, format!("pubkey: {e}")),
@@ -2113,6 +2120,7 @@ fn handle_auth(ctx: &mut Ctx) -> Response {
         key_type: key.kind.name(),
         auth_status: initial,
         tenant_token: None,
+        tier: None,
         auth_requests: 0,
         requests: 0,
         inventory: Vec::new(),
@@ -2125,6 +2133,7 @@ fn handle_auth(ctx: &mut Ctx) -> Response {
     dev.identity = identity;
     dev.pubkey = pubkey;
     dev.tenant_token = tenant_token.clone();
+    dev.tier = tier;
     let status = dev.auth_status;
     if let Some(required) = &st.tenant_token
         && tenant_token.as_deref() != Some(required.as_str())
