@@ -167,7 +167,7 @@ fn bootstrap_creates_an_ed25519_key_and_authenticates_with_it() {
     // Again: the same key, the same device.
     assert_exit(&d.run(&["bootstrap"]), 0, "second bootstrap");
     assert_eq!(fs::read_to_string(&key).unwrap(), pem);
-    assert_eq!(server.device_ids(), [id.clone()]);
+    assert_eq!(server.device_ids(), std::slice::from_ref(&id));
     assert_eq!(server.auth_requests(&id), 2);
     server.assert_no_violations();
 }
