@@ -302,6 +302,56 @@ fn an_encrypted_key_is_used_with_its_passphrase_from_a_file_or_stdin() {
 
 #[test]
 #[cfg(feature = "encrypted-keys")]
+fn an_encrypted_key_named_in_the_configuration_is_decrypted() {
+    let server = MenderServer::start();
+    let d = AuthDevice::new(Some(&server));
+    // The legacy OpenSSL form (Proc-Type/DEK-Info), an EC P-256 key.
+    let plain = d.dev.path("etc/plain.key");
+    let key = d.dev.path("etc/device.key");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        plain.to_str().unwrap(),
+    ]);
+    let passout = format!("pass:{PASS}");
+    openssl(&[
+        "ec",
+        "-aes256",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        key.to_str().unwrap(),
+        "-passout",
+        &passout,
+    ]);
+    assert!(
+        fs::read_to_string(&key)
+            .unwrap()
+            .contains("Proc-Type: 4,ENCRYPTED")
+    );
+    d.dev.set_config(
+        "Security",
+        serde_json::json!({"AuthPrivateKey": key.to_str().unwrap()}),
+    );
+    let file = d.write_passphrase(&format!("{PASS}\n"));
+    let out = d.run(&["bootstrap", "--passphrase-file", file.to_str().unwrap()]);
+    assert_exit(
+        &out,
+        0,
+        "bootstrap with an encrypted Security.AuthPrivateKey",
+    );
+    let id = device_of(&server, &plain, None);
+    assert_eq!(server.device(&id).unwrap().key_type, "ECDSA P-256");
+    assert!(!d.key_path().exists(), "no key of its own was created");
+    server.assert_no_violations();
+}
+
+#[test]
+#[cfg(feature = "encrypted-keys")]
 fn a_wrong_or_missing_passphrase_fails_naming_the_key() {
     let server = MenderServer::start();
     let d = AuthDevice::new(Some(&server));
