@@ -3,6 +3,8 @@
 //!
 //! Invoked through a link named `mender` or `mender-update`, the binary takes
 //! the same commands, so device scripts written for Mender keep working.
+//! Through a link named `mender-auth` it takes Mender 4.x/5.x's
+//! authentication commands instead (`auth.rs`).
 
 mod artifact;
 #[cfg(feature = "writer")]
