@@ -2,8 +2,9 @@
 //! when it authenticates (`docs/managed-mode.md`, "The server API"), kept in `<DataStore>/mender-agent.pem`.
 //!
 //! Formats read: PKCS#1 `RSA PRIVATE KEY` (what Mender 3.x writes), PKCS#8
-//! `PRIVATE KEY` (RSA, EC P-256 or Ed25519, unencrypted, v1 or v2) and SEC1
-//! `EC PRIVATE KEY` (optionally preceded by an `EC PARAMETERS` block).
+//! `PRIVATE KEY` (RSA, EC P-256 or Ed25519, v1 or v2) and SEC1
+//! `EC PRIVATE KEY` (optionally preceded by an `EC PARAMETERS` block); each
+//! may be encrypted with a passphrase as OpenSSL does it ([`encrypted`]).
 //! Formats written: RSA as PKCS#1 so the reference client can read the key
 //! back, Ed25519 and EC P-256 as PKCS#8 v1 (what `openssl genpkey` writes).
 //!
@@ -38,6 +39,14 @@ use crate::artifact::signature::{
     pem_encode,
 };
 use crate::fsutil;
+
+#[cfg(feature = "encrypted-keys")]
+pub mod encrypted;
+
+/// Longest passphrase of an encrypted key: OpenSSL's own prompt and
+/// callbacks hold at most 1024 bytes (`PEM_BUFSIZE`), so a longer one
+/// cannot have been used to encrypt a key with its tools.
+pub const MAX_PASSPHRASE_LEN: usize = 1024;
 
 /// Smallest RSA modulus accepted for a device key (that of artifact keys).
 pub const RSA_MIN_BITS: usize = crate::artifact::signature::RSA_MIN_BITS;
@@ -78,11 +87,12 @@ pub enum DeviceKeyError {
 
 pub type Result<T> = std::result::Result<T, DeviceKeyError>;
 
-/// The kind of key generated when none exists.
+/// The kind of key generated when none exists. Ed25519 by default, as
+/// Mender 5.x generates (`docs/managed-mode.md`, "The device key").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DeviceKeyType {
-    #[default]
     Rsa3072,
+    #[default]
     Ed25519,
     EcdsaP256,
 }
@@ -127,16 +137,35 @@ enum Pair {
 impl DeviceKey {
     /// Loads an existing key file. Errors name the file and the problem.
     pub fn load(path: &Path) -> Result<DeviceKey> {
-        let pem = read_key_file(path)?;
+        Self::load_with_passphrase(path, None)
+    }
+
+    /// Loads an existing key file that may be encrypted with `passphrase`
+    /// (`mender-auth --passphrase-file`). The passphrase is not needed,
+    /// and not used, for a key that is not encrypted (as with OpenSSL).
+    pub fn load_with_passphrase(path: &Path, passphrase: Option<&[u8]>) -> Result<DeviceKey> {
+        let pem = zeroize::Zeroizing::new(read_key_file(path)?);
         if pem.is_empty() {
             return Err(DeviceKeyError::Empty {
                 path: path.to_owned(),
             });
         }
-        Self::from_pem(&pem).map_err(|reason| DeviceKeyError::Invalid {
+        let invalid = |reason| DeviceKeyError::Invalid {
             path: path.to_owned(),
             reason,
-        })
+        };
+        #[cfg(feature = "encrypted-keys")]
+        if encrypted::protection(&pem) != encrypted::Protection::Plain {
+            let Some(passphrase) = passphrase else {
+                return Err(invalid(NEEDS_PASSPHRASE.to_owned()));
+            };
+            let plain = encrypted::decrypt_pem(&pem, passphrase).map_err(invalid)?;
+            return Self::from_pem(&plain).map_err(invalid);
+        }
+        // Without the feature the reader refuses an encrypted key (reason()).
+        #[cfg(not(feature = "encrypted-keys"))]
+        let _ = passphrase;
+        Self::from_pem(&pem).map_err(invalid)
     }
 
     /// Loads the key at `path`, or generates one of `key_type` if there is
@@ -145,9 +174,20 @@ impl DeviceKey {
     /// the key meanwhile, that key is loaded instead. The parent directory
     /// is created if missing.
     pub fn load_or_generate(path: &Path, key_type: DeviceKeyType) -> Result<(DeviceKey, bool)> {
+        Self::load_or_generate_with_passphrase(path, key_type, None)
+    }
+
+    /// [`Self::load_or_generate`] for a key that may be encrypted with
+    /// `passphrase`; a generated key is written unencrypted, as Mender
+    /// 4.x/5.x write theirs.
+    pub fn load_or_generate_with_passphrase(
+        path: &Path,
+        key_type: DeviceKeyType,
+        passphrase: Option<&[u8]>,
+    ) -> Result<(DeviceKey, bool)> {
         match std::fs::symlink_metadata(path) {
             Ok(_) => {
-                let key = Self::load(path)?;
+                let key = Self::load_with_passphrase(path, passphrase)?;
                 remove_stale_temps(path);
                 return Ok((key, false));
             }
@@ -171,7 +211,9 @@ impl DeviceKey {
                 Ok((key, true))
             }
             // Another process created the key meanwhile: that one counts.
-            Err(_) if path.exists() => Self::load(path).map(|key| (key, false)),
+            Err(_) if path.exists() => {
+                Self::load_with_passphrase(path, passphrase).map(|key| (key, false))
+            }
             Err(e) => Err(write_err(e)),
         }
     }
@@ -364,6 +406,10 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
+/// What an encrypted key without a passphrase is told.
+#[cfg(feature = "encrypted-keys")]
+const NEEDS_PASSPHRASE: &str = "the key is encrypted with a passphrase; give it with `mender-auth bootstrap --passphrase-file FILE` (or `mender-auth daemon --passphrase-file FILE`; `-` reads it from standard input)";
+
 /// The reader's error as said of a device key: the same words, except
 /// where they would describe artifact keys.
 fn reason(e: SignatureError) -> String {
@@ -378,6 +424,10 @@ fn reason(e: SignatureError) -> String {
         SignatureError::UnsupportedAlgorithm { algorithm } => format!(
             "unsupported key algorithm {algorithm}; device keys must be RSA, ECDSA P-256 or Ed25519"
         ),
+        #[cfg(feature = "encrypted-keys")]
+        SignatureError::EncryptedKey => NEEDS_PASSPHRASE.to_owned(),
+        #[cfg(not(feature = "encrypted-keys"))]
+        SignatureError::EncryptedKey => "the key is encrypted with a passphrase, and this build of mender-rs reads no encrypted keys (it was built without the feature `encrypted-keys`); decrypt the key (openssl pkey -in KEY -out PLAIN) or use a build with the feature".to_owned(),
         other => other.to_string(),
     }
 }
@@ -441,7 +491,7 @@ mod tests {
             assert_eq!(t.to_string().parse::<DeviceKeyType>().unwrap(), t);
         }
         assert!("dsa".parse::<DeviceKeyType>().is_err());
-        assert_eq!(DeviceKeyType::default(), DeviceKeyType::Rsa3072);
+        assert_eq!(DeviceKeyType::default(), DeviceKeyType::Ed25519);
     }
 
     #[test]

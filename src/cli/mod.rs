@@ -3,10 +3,13 @@
 //!
 //! Invoked through a link named `mender` or `mender-update`, the binary takes
 //! the same commands, so device scripts written for Mender keep working.
+//! Through a link named `mender-auth` it takes Mender 4.x/5.x's
+//! authentication commands instead (`auth.rs`).
 
 mod artifact;
 #[cfg(feature = "writer")]
 mod artifact_write;
+mod auth;
 mod bootenv;
 mod control;
 mod progress;
@@ -106,6 +109,9 @@ pub fn main() -> i32 {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "mender-rs".into());
+    if argv0 == "mender-auth" {
+        return auth::main();
+    }
     let name = match argv0.as_str() {
         "mender" => "mender",
         "mender-update" => "mender-update",
@@ -184,6 +190,14 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
 }
 
 fn daemon(global: &GlobalArgs) -> Result<i32> {
+    daemon_with_key(global, crate::daemon::device_key)
+}
+
+/// The daemon with its device key from `load_key` (`mender-auth daemon`).
+fn daemon_with_key(
+    global: &GlobalArgs,
+    load_key: impl FnOnce(&Config) -> Result<crate::device_key::DeviceKey>,
+) -> Result<i32> {
     let config = load_config(global)?;
     // --log-level wins over DaemonLogLevel; the daemon's default is info.
     let level_name = global
@@ -200,7 +214,7 @@ fn daemon(global: &GlobalArgs) -> Result<i32> {
     {
         log::warn!("syslog is not available ({e}); logging to standard error");
     }
-    crate::daemon::run(&config)?;
+    crate::daemon::run_with_key(&config, load_key)?;
     Ok(EXIT_OK)
 }
 

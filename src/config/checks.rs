@@ -17,6 +17,9 @@ use super::{BootEnvType, ConfigError};
 /// configured duration to a time stamp cannot overflow.
 pub(super) const MAX_SECONDS: u64 = u32::MAX as u64;
 
+/// The values of `DeviceTier` (Mender 5.1).
+pub(super) const DEVICE_TIERS: [&str; 3] = ["standard", "system", "micro"];
+
 impl Checker<'_> {
     pub(super) fn type_error(
         &self,
@@ -126,6 +129,17 @@ impl Checker<'_> {
                     return Err(self.invalid(
                         path,
                         format!("unknown key type {s:?}; expected \"rsa3072\", \"ed25519\" or \"ecdsa-p256\""),
+                    ));
+                }
+                Setting::Str(s.to_string())
+            }
+            Kind::DeviceTier => {
+                let s = self.string(path, value)?;
+                // Exact, lower-case names, as Mender 5.1 checks them.
+                if !s.is_empty() && !DEVICE_TIERS.contains(&s) {
+                    return Err(self.invalid(
+                        path,
+                        format!("unknown device tier {s:?}; expected \"standard\", \"system\" or \"micro\""),
                     ));
                 }
                 Setting::Str(s.to_string())
@@ -333,6 +347,27 @@ mod tests {
                 .reboot_command,
             "systemctl reboot"
         );
+    }
+
+    #[test]
+    fn device_tier_values() {
+        let tier = |text: &str| parse(text).unwrap().device_tier;
+        assert_eq!(tier("{}"), None);
+        assert_eq!(tier(r#"{"DeviceTier": ""}"#), None);
+        for name in DEVICE_TIERS {
+            let text = format!(r#"{{"DeviceTier": "{name}"}}"#);
+            assert_eq!(tier(&text).as_deref(), Some(name));
+        }
+        // As Mender 5.1: exact, lower-case names only.
+        for bad in ["Standard", "gold", " micro"] {
+            assert_eq!(
+                error(&format!(r#"{{"DeviceTier": "{bad}"}}"#)),
+                format!(
+                    "test.conf: DeviceTier: unknown device tier {bad:?}; expected \"standard\", \"system\" or \"micro\""
+                )
+            );
+        }
+        assert!(error(r#"{"DeviceTier": 1}"#).contains("DeviceTier"));
     }
 
     #[test]

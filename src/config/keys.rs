@@ -34,6 +34,9 @@ pub(super) enum Kind {
     BootEnv,
     /// `rsa3072`, `ed25519` or `ecdsa-p256` (and their aliases).
     KeyType,
+    /// `standard`, `system` or `micro` (Mender 5.1's device tiers); empty
+    /// means "not set".
+    DeviceTier,
 }
 
 /// What applies when a key is not set (or set to `null`, an empty string
@@ -162,6 +165,8 @@ keys! {
     HTTPS_KEY = "HttpsClient.Key", OptPath, Unset, "the key of that certificate";
     AUTH_PRIVATE_KEY = "Security.AuthPrivateKey", OptPath, Unset,
         "the device key to use instead of `<data>/mender-agent.pem`";
+    DEVICE_TIER = "DeviceTier", DeviceTier, Unset,
+        "`standard`, `system` or `micro` (Mender 5.1), sent as `tier` in the auth request; not sent when unset; any other value is an error";
     UPDATE_POLL = "UpdatePollIntervalSeconds", Seconds, Number(1800), "how often to ask for an update";
     INVENTORY_POLL = "InventoryPollIntervalSeconds", Seconds, Number(28800),
         "how often to send the inventory";
@@ -181,8 +186,8 @@ keys! {
         Described("twice `UpdatePollIntervalSeconds`"), "how long an update control map holds";
     UCM_BOOT_EXPIRATION = "UpdateControlMapBootExpirationTimeSeconds", Seconds, Number(600),
         "how long the maps kept over a restart hold";
-    DEVICE_KEY_TYPE = "DeviceKeyType", KeyType, Text("rsa3072"),
-        "(ours) the key generated on first start: `rsa3072`, `ed25519`, `ecdsa-p256`";
+    DEVICE_KEY_TYPE = "DeviceKeyType", KeyType, Text("ed25519"),
+        "(ours) the key generated on first start (or by `mender-auth bootstrap --forcebootstrap`): `ed25519` (as Mender 5.x), `rsa3072` (as Mender 3.x/4.x), `ecdsa-p256`";
     REBOOT_COMMAND = "RebootCommand", OptText, Text("reboot"),
         "(ours) how the daemon reboots into (or back from) a rootfs update; white space alone is an error";
     REBOOT_TIMEOUT = "RebootTimeoutSeconds", Seconds, Number(300),
@@ -195,7 +200,6 @@ keys! {
     IDLE_CONN_TIMEOUT = "Connectivity.IdleConnTimeoutSeconds", Seconds, Unset,
         "accepted and checked, not used";
     UPDATE_LOG_PATH = "UpdateLogPath", OptPath, Unset, "accepted and checked, not used";
-    DEVICE_TIER = "DeviceTier", OptText, Unset, "accepted and checked, not used";
     UCM_POLL = "UpdateControlMapPollIntervalSeconds", Seconds, Unset,
         "accepted and checked, not used";
 }

@@ -143,8 +143,11 @@ pub struct Config {
     /// start when none exists: `rsa3072`, `ed25519`,
     /// `ecdsa-p256`.
     pub device_key_type: crate::device_key::DeviceKeyType,
+    /// `DeviceTier` (Mender 5.1): `standard`, `system` or `micro`, sent as
+    /// `tier` in the auth request; `None` when not set.
+    pub device_tier: Option<String>,
     // Accepted, type-checked and not used (no warning): Connectivity,
-    // UpdateLogPath, DeviceTier,
+    // UpdateLogPath,
     // UpdateControlMapPollIntervalSeconds, Security.SSLEngine.
 }
 
@@ -475,6 +478,7 @@ fn build(
             .non_empty(&DEVICE_KEY_TYPE)
             .and_then(|s| crate::device_key::DeviceKeyType::from_str(s).ok())
             .unwrap_or_default(),
+        device_tier: layer.opt_string(&DEVICE_TIER),
     })
 }
 

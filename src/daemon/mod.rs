@@ -37,8 +37,9 @@ use signals::{PidFile, Signals};
 const INVENTORY_SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The device key: `Security.AuthPrivateKey`, else the `HttpsClient` key
-/// (as Mender 3.x), else `mender-agent.pem` in the data directory.
-fn key_path(config: &Config) -> (PathBuf, bool) {
+/// (as Mender 3.x), else `mender-agent.pem` in the data directory; and
+/// whether it is that default one, the only one created or replaced.
+pub fn key_path(config: &Config) -> (PathBuf, bool) {
     if let Some(p) = &config.auth_private_key {
         return (p.clone(), false);
     }
@@ -65,6 +66,35 @@ pub fn device_key(config: &Config) -> Result<DeviceKey> {
         );
     }
     Ok(key)
+}
+
+/// The connection to the configured server(s) with `key`: the identity
+/// from the identity script, the TLS settings, `TenantToken` and
+/// `DeviceTier`. Shared by the daemon and `mender-auth bootstrap`.
+pub fn server_client(config: &Config, key: DeviceKey) -> Result<ServerClient> {
+    let identity = identity::device_identity(&config.identity_script)
+        .with_context(|| format!("device identity from {}", config.identity_script.display()))?;
+    let id_data = identity::identity_json(&identity);
+    log::info!("device identity {id_data}, key {}", key.describe());
+    let https_client = config
+        .https_client
+        .as_ref()
+        .map(|h| (h.certificate.as_path(), h.key.as_path()));
+    let agent = crate::http::agent_with(&crate::http::HttpOptions {
+        extra_ca: config.server_certificate.as_deref(),
+        skip_verify: config.skip_verify,
+        client_cert: https_client,
+        status_as_response: true,
+    })?;
+    let mut client = ServerClient::new(
+        agent,
+        config.servers.clone(),
+        config.tenant_token.clone(),
+        key,
+        id_data,
+    );
+    client.set_device_tier(config.device_tier.clone());
+    Ok(client)
 }
 
 /// A random duration in `0..max` (jitter, so a fleet started together
@@ -100,33 +130,21 @@ struct Daemon<'c> {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config: &Config) -> Result<()> {
+    run_with_key(config, device_key)
+}
+
+/// [`run`] with the device key from `load_key`, called once the daemon
+/// holds its pid file (`mender-auth daemon`: a passphrase, a new key).
+pub fn run_with_key(
+    config: &Config,
+    load_key: impl FnOnce(&Config) -> Result<DeviceKey>,
+) -> Result<()> {
     let _pid = PidFile::acquire(&config.data_dir)?;
     let signals = Signals::install().context("installing the signal handlers")?;
     if config.servers.is_empty() {
         bail!("no server configured: set ServerURL (or Servers) in mender.conf");
     }
-    let key = device_key(config)?;
-    let identity = identity::device_identity(&config.identity_script)
-        .with_context(|| format!("device identity from {}", config.identity_script.display()))?;
-    let id_data = identity::identity_json(&identity);
-    log::info!("device identity {id_data}, key {}", key.describe());
-    let https_client = config
-        .https_client
-        .as_ref()
-        .map(|h| (h.certificate.as_path(), h.key.as_path()));
-    let agent = crate::http::agent_with(&crate::http::HttpOptions {
-        extra_ca: config.server_certificate.as_deref(),
-        skip_verify: config.skip_verify,
-        client_cert: https_client,
-        status_as_response: true,
-    })?;
-    let client = ServerClient::new(
-        agent,
-        config.servers.clone(),
-        config.tenant_token.clone(),
-        key,
-        id_data,
-    );
+    let client = server_client(config, load_key(config)?)?;
     // D-Bus API (DBus.Enabled): shares the token, starts the service thread.
     #[cfg(feature = "dbus")]
     let client = dbus::start(config, client);

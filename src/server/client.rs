@@ -280,6 +280,8 @@ pub struct ServerClient {
     key: DeviceKey,
     /// The identity as the `id_data` string of the auth request.
     id_data: String,
+    /// `DeviceTier`, sent as `tier` in the auth request when set.
+    device_tier: Option<String>,
     token: Option<Token>,
     /// The server answered 404 to POST `next` v2 (no update control maps
     /// there): use v1 from now on.
@@ -352,6 +354,7 @@ impl ServerClient {
             tenant_token,
             key,
             id_data,
+            device_tier: None,
             token: None,
             next_v1_only: false,
             next_get_only: false,
@@ -359,6 +362,12 @@ impl ServerClient {
             shared_token: None,
             deadline: API_CALL_DEADLINE,
         }
+    }
+
+    /// `DeviceTier` (Mender 5.1): sent as `tier` in each auth request from
+    /// now on; `None` leaves it out, so the body is what 3.x/4.x send.
+    pub fn set_device_tier(&mut self, tier: Option<String>) {
+        self.device_tier = tier;
     }
 
     pub fn agent(&self) -> &ureq::Agent {
@@ -416,12 +425,15 @@ impl ServerClient {
             id_data: &'a str,
             tenant_token: &'a str,
             pubkey: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tier: Option<&'a str>,
         }
         let pubkey = self.key.public_key_pem();
         let mut body = serde_json::to_vec(&AuthRequest {
             id_data: &self.id_data,
             tenant_token: &self.tenant_token,
             pubkey: &pubkey,
+            tier: self.device_tier.as_deref(),
         })
         .map_err(|e| ApiError::Invalid(format!("encoding the auth request: {e}")))?;
         // Mender 3.x's JSON encoder ends the body with a newline; the

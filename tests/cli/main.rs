@@ -15,6 +15,8 @@
 //! * `control_map`: `mender-rs control set|show|clear`.
 //! * `takeover`: take-over from the Mender client and hand back, on
 //!   hand-made stores and with the Mender client 3.4.
+//! * `mender_auth`: `mender-auth bootstrap|daemon`, device keys (encrypted
+//!   too) and `DeviceTier`, against the test server.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
 //!   whole update.
 
@@ -27,6 +29,7 @@ mod conformance;
 mod control_map;
 mod crash_injection;
 mod orderings_34;
+mod mender_auth;
 mod reference_client;
 mod standalone;
 #[cfg(feature = "mender-store")]

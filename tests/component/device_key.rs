@@ -12,7 +12,7 @@ use mender_rs::device_key::{DeviceKey, DeviceKeyError, DeviceKeyType};
 
 const BODY: &[u8] = b"{\"id_data\":\"{\\\"mac\\\":\\\"52:54:00:12:34:56\\\"}\",\"tenant_token\":\"\",\"pubkey\":\"...\"}\n";
 
-fn have_openssl() -> bool {
+pub(super) fn have_openssl() -> bool {
     let ok = Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
@@ -25,7 +25,7 @@ fn have_openssl() -> bool {
 }
 
 /// Runs openssl; panics with its stderr on failure.
-fn openssl(args: &[&str]) -> String {
+pub(super) fn openssl(args: &[&str]) -> String {
     let out = Command::new("openssl").args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -35,7 +35,7 @@ fn openssl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn s(p: &Path) -> &str {
+pub(super) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -91,7 +91,7 @@ fn openssl_verifies(
 }
 
 /// Everything a key must satisfy, whoever made it.
-fn check_key_against_openssl(dir: &Path, path: &Path, key: &DeviceKey) {
+pub(super) fn check_key_against_openssl(dir: &Path, path: &Path, key: &DeviceKey) {
     assert_eq!(
         key.public_key_pem(),
         openssl_public(path),

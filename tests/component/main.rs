@@ -7,6 +7,7 @@
 //!   backends.
 //! * `config`: `mender.conf` files, precedence, syntax and errors.
 //! * `device_key`: the device key against OpenSSL.
+//! * `device_key_encrypted`: passphrase-protected device keys made by OpenSSL.
 //! * `identity`: identity and inventory scripts.
 //! * `malformed`: the artifact reader against malformed input.
 //! * `signature_openssl`: artifact signatures against OpenSSL.
@@ -25,6 +26,8 @@ mod bootenv_tools;
 mod bootenv_uboot;
 mod config;
 mod device_key;
+#[cfg(feature = "encrypted-keys")]
+mod device_key_encrypted;
 mod identity;
 mod malformed;
 mod signature_openssl;

@@ -44,6 +44,11 @@ pub(super) fn handle_auth(ctx: &mut Ctx) -> Response {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return ctx.refuse_unlocked(400, "tenant_token is not a string"),
     };
+    let tier = match obj.get("tier") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return ctx.refuse_unlocked(400, "tier is not a string"),
+    };
     let key = match parse_public_key(&pubkey) {
         Ok(k) => k,
         Err(e) => return ctx.refuse_unlocked(400, format!("pubkey: {e}")),
@@ -77,6 +82,7 @@ pub(super) fn handle_auth(ctx: &mut Ctx) -> Response {
         key_type: key.kind.name(),
         auth_status: initial,
         tenant_token: None,
+        tier: None,
         auth_requests: 0,
         requests: 0,
         inventory: Vec::new(),
@@ -89,6 +95,7 @@ pub(super) fn handle_auth(ctx: &mut Ctx) -> Response {
     dev.identity = identity;
     dev.pubkey = pubkey;
     dev.tenant_token = tenant_token.clone();
+    dev.tier = tier;
     let status = dev.auth_status;
     if let Some(required) = &st.tenant_token
         && tenant_token.as_deref() != Some(required.as_str())

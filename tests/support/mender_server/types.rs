@@ -100,6 +100,8 @@ pub struct DeviceInfo {
     pub auth_status: AuthStatus,
     /// The `tenant_token` of the latest auth request (None when absent).
     pub tenant_token: Option<String>,
+    /// The `tier` of the latest auth request (Mender 5.1; None when absent).
+    pub tier: Option<String>,
     pub auth_requests: u64,
     /// Requests attributed to this device (auth, JWT or download link).
     pub requests: u64,

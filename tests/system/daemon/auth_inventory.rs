@@ -64,7 +64,7 @@ fn inventory_falls_back_to_patch_and_next_to_get() {
 fn rsa_device_key_is_generated_once_and_kept() {
     let server = MenderServer::start();
     let mut m = managed(&server);
-    m.dev.remove_config("DeviceKeyType");
+    m.dev.set_config("DeviceKeyType", Value::from("rsa3072"));
     m.start();
     assert!(server.wait_until(Duration::from_secs(120), |s| !s.device_ids().is_empty()));
     m.stop();
