@@ -10,6 +10,7 @@
 //! `EBADF` or reaches another descriptor, never memory.
 
 pub mod code_pages;
+pub mod tcp;
 
 use std::ffi::CString;
 use std::fs::File;
