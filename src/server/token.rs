@@ -12,6 +12,10 @@
 //! the cell's pipe and on its bus connection, so a change is announced at
 //! once and an idle daemon costs no wake-ups.
 //!
+//! The add-on forwarder (`crate::daemon::forwarder`) follows the token too,
+//! to know where requests go: it has a pipe of its own
+//! ([`TokenCell::subscribe`]).
+//!
 //! `FetchJwtToken` sets a request flag and the D-Bus thread wakes the
 //! daemon's wait (`crate::daemon::signals::wake`); the daemon serves it with
 //! [`serve_fetch_request`] when it is idle or paused by an update control
