@@ -162,38 +162,14 @@ fn serve(listener: &TcpListener, tokens: &TokenCell, watch: &TokenWatch, tls: &T
         log::error!("add-on forwarder: the TLS settings cannot be used: {e}");
     }
     let mut target = current_target(tokens);
+    if let Err(refused) = &target
+        && refused.status == 502
+    {
+        log::error!("add-on forwarder: {}", refused.detail);
+    }
     let mut connections: Vec<Connection> = Vec::new();
     let mut said_full = false;
     loop {
-        watch.drain();
-        let now_target = current_target(tokens);
-        if let Err(refused) = &now_target
-            && refused.status == 502
-            && !matches!(&target, Err(r) if r == refused)
-        {
-            log::error!("add-on forwarder: {}", refused.detail);
-        }
-        let kept = |c: &Connection| match (c.target(), &now_target) {
-            (None, _) => true,
-            (Some(old), Ok(new)) => old.same_server(new),
-            (Some(_), Err(_)) => false,
-        };
-        let closing = connections.iter().filter(|c| !kept(c)).count();
-        if closing > 0 {
-            log::info!(
-                "add-on forwarder: the token {}: closing {closing} connection(s) to the former server",
-                match &now_target {
-                    Ok(t) => format!("now comes from {}", t.url),
-                    Err(_) => "is gone".to_string(),
-                }
-            );
-            for c in connections.iter_mut().filter(|c| !kept(c)) {
-                c.close();
-            }
-            connections.retain(|c| !c.is_done());
-        }
-        target = now_target;
-
         let full = connections.len() >= MAX_CONNECTIONS;
         if full && !said_full {
             log::warn!(
@@ -248,10 +224,53 @@ fn serve(listener: &TcpListener, tokens: &TokenCell, watch: &TokenWatch, tls: &T
                 c.pump(&ctx);
             }
         }
+        if fds[1].revents != 0 {
+            // Emptied before the cell is read: a change after the read
+            // leaves a byte for the next poll.
+            watch.drain();
+            let now = current_target(tokens);
+            follow_token(&target, &now, &mut connections);
+            target = now;
+        }
         connections.retain(|c| !c.is_done());
         if fds[0].revents != 0 {
-            accept(listener, &mut connections, ctx.now);
+            accept(listener, &mut connections, Instant::now());
         }
+    }
+}
+
+/// The token changed from `before` to `now`: the connections to a server
+/// that is no longer the token's are closed (all of them when the token is
+/// gone); those to the same server stay.
+fn follow_token(
+    before: &Result<Target, Refusal>,
+    now: &Result<Target, Refusal>,
+    connections: &mut [Connection],
+) {
+    if let Err(refused) = now
+        && refused.status == 502
+        && !matches!(before, Err(r) if r == refused)
+    {
+        log::error!("add-on forwarder: {}", refused.detail);
+    }
+    let stays = |c: &Connection| match (c.target(), now) {
+        (None, _) => true,
+        (Some(old), Ok(new)) => old.same_server(new),
+        (Some(_), Err(_)) => false,
+    };
+    let mut closed = 0;
+    for c in connections.iter_mut().filter(|c| !c.is_done() && !stays(c)) {
+        c.close();
+        closed += 1;
+    }
+    if closed > 0 {
+        log::info!(
+            "add-on forwarder: the token {}: closed {closed} connection(s) to the former server",
+            match now {
+                Ok(t) => format!("now comes from {}", t.url),
+                Err(_) => "is gone".to_string(),
+            }
+        );
     }
 }
 
