@@ -618,3 +618,20 @@ fn bad_and_oversized_request_heads_are_refused() {
     // And the forwarder still serves.
     assert_eq!(get(&url, "/ok").0, 200);
 }
+
+#[test]
+fn an_unreachable_or_unusable_server_is_a_clear_502() {
+    let s = Setup::new();
+    // A port nothing listens on (bound, then closed).
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let (tokens, url) = s.forwarder("", Some(("jwt", &dead_url)));
+    let (status, body) = get(&url, "/x");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("cannot connect to 127.0.0.1:"), "{body}");
+    tokens.publish(Some(("jwt", "ftp://server.test")), true);
+    let (status, body) = get(&url, "/x");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("not http:// or https://"), "{body}");
+}
