@@ -329,7 +329,8 @@ impl ScriptRunner {
     }
 
     /// Runs one script, repeating it while it exits with 21 and the retry
-    /// time allows.
+    /// time allows. Error, ArtifactFailure and other scripts whose failures
+    /// are ignored are retried alike.
     fn run_script(&self, path: &Path, name: &str) -> Result<(), ScriptError> {
         let first_attempt = Instant::now();
         loop {
@@ -340,9 +341,11 @@ impl ScriptRunner {
                 }
                 Attempt::Failure(e) => return Err(e),
                 Attempt::RetryLater => {
+                    // Mender 3.4's rule (`docs/state-scripts.md`): another
+                    // attempt as long as the window has not passed when this
+                    // one ends, even if the next starts after it.
                     let interval = self.config.retry_interval;
-                    let next_start = first_attempt.elapsed() + interval;
-                    if next_start > self.config.retry_timeout {
+                    if first_attempt.elapsed() > self.config.retry_timeout {
                         return Err(ScriptError::RetryExpired {
                             script: path.to_path_buf(),
                         });

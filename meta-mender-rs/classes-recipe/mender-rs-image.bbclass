@@ -93,6 +93,37 @@ IMAGE_CMD:mender() {
         -o ${IMGDEPLOYDIR}/${IMAGE_NAME}.mender
 }
 
+# ---- the bootstrap Artifact ------------------------------------------------------
+# On the data partition, so that a freshly flashed device knows its name and
+# provides from its first start (MENDER_RS_BOOTSTRAP_ARTIFACT = "0" leaves it
+# out). It describes the filesystem image the disk image carries, so it is
+# made when that image exists, just before wic reads ${IMAGE_ROOTFS}/data.
+MENDER_RS_BOOTSTRAP_ARTIFACT ??= "1"
+do_image_wic[depends] += "mender-rs-native:do_populate_sysroot"
+do_image_wic[vardeps] += "MENDER_RS_BOOTSTRAP_ARTIFACT MENDER_RS_DATA_DIR MENDER_ARTIFACT_NAME \
+    MENDER_DEVICE_TYPES_COMPATIBLE MENDER_ARTIFACT_PROVIDES MENDER_ARTIFACT_PROVIDES_GROUP"
+
+python mender_rs_bootstrap_artifact() {
+    import os, subprocess
+    out = mender_rs.bootstrap.destination(d.getVar('IMAGE_ROOTFS'), d.getVar('MENDER_RS_DATA_DIR'))
+    if os.path.exists(out):
+        os.remove(out)
+    if d.getVar('MENDER_RS_BOOTSTRAP_ARTIFACT') != '1':
+        return
+    img = os.path.join(d.getVar('IMGDEPLOYDIR'), d.getVar('IMAGE_NAME') + '.' + d.getVar('ARTIFACTIMG_FSTYPE'))
+    try:
+        argv = mender_rs.bootstrap.command(d.getVar, img, out)
+    except ValueError as e:
+        bb.fatal("meta-mender-rs: bootstrap Artifact: %s" % e)
+    # The data directory is the client's: only root may read it.
+    os.makedirs(os.path.dirname(out), mode=0o700, exist_ok=True)
+    env = dict(os.environ, PATH=d.getVar('PATH'))
+    run = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if run.returncode != 0:
+        bb.fatal("meta-mender-rs: %s failed: %s" % (' '.join(argv), run.stdout))
+}
+do_image_wic[prefuncs] += "${@'mender_rs_bootstrap_artifact' if d.getVar('MENDER_RS_DISK_IMAGE') else ''}"
+
 # ---- disk images ---------------------------------------------------------------
 # Overrides, so that they win over the machines' own WKS_FILE.
 WKS_FILE:mender-image-uefi = "mender-rs-uefi.wks.in"

@@ -24,6 +24,10 @@ pub enum WriteCommand {
     RootfsImage(RootfsArgs),
     /// An artifact for an Update Module.
     ModuleImage(ModuleArgs),
+    /// A bootstrap artifact: an empty payload that only gives a freshly
+    /// flashed device its name and provides (installed from
+    /// `<data dir>/bootstrap.mender` on first start; docs/standalone.md).
+    BootstrapArtifact(BootstrapArgs),
 }
 
 /// The options `write rootfs-image` and `write module-image` share.
@@ -118,6 +122,49 @@ pub struct ModuleArgs {
     meta_data: Option<PathBuf>,
 }
 
+/// mender-artifact's `write bootstrap-artifact` options: no payload file,
+/// no scripts and no default software version or clears.
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// Device type the artifact is compatible with (repeatable).
+    #[arg(short = 't', long = "device-type", required = true)]
+    device_types: Vec<String>,
+    /// Name of the artifact (the name the device will report).
+    #[arg(short = 'n', long = "artifact-name")]
+    artifact_name: String,
+    /// Output file.
+    #[arg(short = 'o', long = "output-path", default_value = "artifact.mender")]
+    output: PathBuf,
+    /// Private key (RSA or EC P-256, PEM) to sign the artifact with (the
+    /// device does not check a bootstrap artifact's signature).
+    #[arg(short = 'k', long = "key")]
+    key: Option<PathBuf>,
+    /// KEY:VALUE added to the payload's provides (repeatable).
+    #[arg(short = 'p', long = "provides", value_parser = parse_key_value)]
+    provides: Vec<(String, String)>,
+    /// KEY:VALUE added to the payload's depends (repeatable).
+    #[arg(short = 'd', long = "depends", value_parser = parse_key_value)]
+    depends: Vec<(String, String)>,
+    /// Group the artifact provides.
+    #[arg(short = 'g', long = "provides-group")]
+    provides_group: Option<String>,
+    /// Group(s) the device must be in (repeatable).
+    #[arg(short = 'G', long = "depends-groups")]
+    depends_groups: Vec<String>,
+    /// Artifact name(s) the device must have installed (repeatable).
+    #[arg(short = 'N', long = "artifact-name-depends")]
+    artifact_name_depends: Vec<String>,
+    /// Wildcard of provides the installation clears (repeatable).
+    #[arg(long = "clears-provides")]
+    clears_provides: Vec<String>,
+    /// Artifact format version; only 3 is written.
+    #[arg(short = 'v', long = "version", default_value_t = 3)]
+    format_version: u32,
+    /// Accepted for compatibility; no progress bar is drawn.
+    #[arg(long, hide = true)]
+    no_progress: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct SignArgs {
     /// The artifact to sign.
@@ -153,6 +200,7 @@ pub fn write(
             a.common.order = OptionOrder::from_matches(write_matches);
             write_module(a, compression)
         }
+        WriteCommand::BootstrapArtifact(a) => write_bootstrap(a, compression),
     }
 }
 
@@ -182,19 +230,7 @@ fn common_spec(
             c.format_version
         );
     }
-    let mut type_depends: Depends = BTreeMap::new();
-    for (k, v) in &c.depends {
-        let entry = type_depends.remove(k);
-        let merged = match entry {
-            None => DependValue::One(v.clone()),
-            Some(DependValue::One(old)) => DependValue::Any(vec![old, v.clone()]),
-            Some(DependValue::Any(mut l)) => {
-                l.push(v.clone());
-                DependValue::Any(l)
-            }
-        };
-        type_depends.insert(k.clone(), merged);
-    }
+    let type_depends = merge_depends(&c.depends);
     let filesystem = c
         .software_filesystem
         .clone()
@@ -350,6 +386,54 @@ fn write_module(a: ModuleArgs, compression: Option<Compression>) -> Result<i32> 
     add_user_provides(&mut spec, &a.common);
     let key = load_signing_key(&a.common.key)?;
     writer::write_artifact(&spec, key.as_ref(), &a.common.output)?;
+    Ok(EXIT_OK)
+}
+
+/// `-d KEY:VALUE` options; a repeated KEY accepts any of its values.
+fn merge_depends(depends: &[(String, String)]) -> Depends {
+    let mut type_depends: Depends = BTreeMap::new();
+    for (k, v) in depends {
+        let entry = type_depends.remove(k);
+        let merged = match entry {
+            None => DependValue::One(v.clone()),
+            Some(DependValue::One(old)) => DependValue::Any(vec![old, v.clone()]),
+            Some(DependValue::Any(mut l)) => {
+                l.push(v.clone());
+                DependValue::Any(l)
+            }
+        };
+        type_depends.insert(k.clone(), merged);
+    }
+    type_depends
+}
+
+fn write_bootstrap(a: BootstrapArgs, compression: Option<Compression>) -> Result<i32> {
+    if a.format_version != 3 {
+        bail!(
+            "only artifact format version 3 can be written (asked for {})",
+            a.format_version
+        );
+    }
+    let spec = ArtifactSpec {
+        name: a.artifact_name.clone(),
+        device_types: a.device_types.clone(),
+        provides_group: a.provides_group.clone(),
+        depends_artifact_names: a.artifact_name_depends.clone(),
+        depends_groups: a.depends_groups.clone(),
+        payload_type: None,
+        type_provides: a.provides.iter().cloned().collect(),
+        type_depends: merge_depends(&a.depends),
+        clears_provides: if a.clears_provides.is_empty() {
+            None
+        } else {
+            Some(a.clears_provides.clone())
+        },
+        compression,
+        mtime: source_date_epoch(),
+        ..Default::default()
+    };
+    let key = load_signing_key(&a.key)?;
+    writer::write_artifact(&spec, key.as_ref(), &a.output)?;
     Ok(EXIT_OK)
 }
 

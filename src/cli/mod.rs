@@ -148,6 +148,14 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Some(path) => crate::logging::init_file(level, path)?,
         None => crate::logging::init_stderr(level),
     }
+    if matches!(
+        cli.command,
+        Command::Install { .. } | Command::ShowArtifact | Command::ShowProvides | Command::Daemon
+    ) {
+        // As Mender 4.x: these commands first give a freshly flashed device
+        // its name from `<data dir>/bootstrap.mender` (docs/standalone.md).
+        crate::engine::bootstrap::maybe_install(&load_config(&global)?)?;
+    }
     match cli.command {
         Command::Artifact(args) => artifact::run(args, matches),
         Command::Install {

@@ -242,8 +242,11 @@ impl Engine<'_> {
             Ok(())
         })?;
         state.reboot = Some(reboot);
-        let rollback = installer.supports_rollback()?;
-        state.supports_rollback = Some(rollback);
+        // Asked after the download (before Download_Leave, as Mender 3.x's
+        // daemon); only a deployment resumed from before that asks here.
+        if state.supports_rollback.is_none() {
+            state.supports_rollback = Some(installer.supports_rollback()?);
+        }
         // Installed: a restart from here (a pause before the reboot) goes
         // on with the reboot.
         self.persist(state, Phase::Installed)?;

@@ -10,6 +10,7 @@
 //! or commit is rolled back, and error states (`ArtifactRollback`,
 //! `ArtifactFailure`, `Cleanup`) and `ArtifactCommit_Leave` are run again.
 
+pub mod bootstrap;
 mod download;
 pub mod managed;
 
@@ -262,12 +263,22 @@ impl<'c> Engine<'c> {
         format!("{name}_INCONSISTENT")
     }
 
+    /// Marks the device `<name>_INCONSISTENT`. Standalone, the artifact's
+    /// provides are committed with that name, as Mender 3.4 and 4.x/5.x do
+    /// in standalone mode; a deployment from a server keeps the provides
+    /// the device had and changes only the name, as their daemons do
+    /// (`docs/state-scripts.md`, "Inconsistent").
     fn mark_inconsistent(&mut self, state: &mut UpdateState) -> Result<()> {
         state.inconsistent = true;
         let name = self.inconsistent_name(state);
-        self.store.save(|d| {
-            d.provides.insert("artifact_name".into(), name);
-        })?;
+        let mut next = match (&state.artifact, &state.deployment_id) {
+            (Some(artifact), None) => {
+                depends::provides_after_commit(self.store.provides(), &artifact.as_header())
+            }
+            _ => self.store.provides().clone(),
+        };
+        next.insert("artifact_name".into(), name);
+        self.store.save(|d| d.provides = next)?;
         Ok(())
     }
 
@@ -485,15 +496,25 @@ impl<'c> Engine<'c> {
             }
         };
 
-        let (reboot, mut installer) = self
+        // Mender 3.4 asks after Download_Leave; a failed answer ends the
+        // update before any artifact script runs (`docs/update-modules.md`).
+        let mut installer = installer;
+        let rollback = match installer.supports_rollback() {
+            Ok(r) => r,
+            Err(e) => {
+                state.failed = true;
+                if let Err(c) = self.cleanup(&mut state, Some(installer.as_mut())) {
+                    log::error!("cleanup after the failed query: {c:#}");
+                }
+                return Err(e.context("asking the payload whether it can roll back"));
+            }
+        };
+        state.supports_rollback = Some(rollback);
+
+        let (reboot, installer) = self
             .install_state(&mut state, installer, &mut || Ok(()))
             .map_err(|e| e.context("the update was rolled back"))?;
         state.reboot = Some(reboot);
-        let rollback = match state.supports_rollback {
-            Some(r) => r,
-            None => installer.supports_rollback()?,
-        };
-        state.supports_rollback = Some(rollback);
         self.persist(&mut state, Phase::Installed)?;
         if !rollback {
             log::info!("the payload cannot be rolled back: committing at once");
@@ -518,16 +539,32 @@ impl<'c> Engine<'c> {
         before: &mut dyn FnMut() -> Result<()>,
     ) -> Result<(Reboot, Box<dyn Installer>)> {
         self.persist(state, Phase::ArtifactInstall)?;
-        let installed = (|| -> Result<Reboot> {
+        // `NeedsArtifactReboot` is asked before ArtifactInstall_Leave by
+        // Mender 3.x's daemon, after it in standalone mode.
+        let standalone = state.deployment_id.is_none();
+        let installed = (|| -> Result<Option<Reboot>> {
             self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Enter)?;
             before()?;
             installer.install()?;
-            let reboot = installer.needs_reboot()?;
+            let reboot = if standalone {
+                None
+            } else {
+                Some(installer.needs_reboot()?)
+            };
             self.run_scripts(ScriptState::ArtifactInstall, ScriptAction::Leave)?;
             Ok(reboot)
         })();
         match installed {
-            Ok(reboot) => Ok((reboot, installer)),
+            Ok(Some(reboot)) => Ok((reboot, installer)),
+            Ok(None) => match installer.needs_reboot() {
+                Ok(reboot) => Ok((reboot, installer)),
+                Err(e) => {
+                    // Past the state: its Error scripts do not run (3.4).
+                    log::error!("installing failed: {e:#}");
+                    self.error_path(state, installer)?;
+                    Err(e.context("installing failed"))
+                }
+            },
             Err(e) => {
                 log::error!("installing failed: {e:#}");
                 self.run_scripts_ignoring(ScriptState::ArtifactInstall, ScriptAction::Error);
@@ -581,6 +618,14 @@ impl<'c> Engine<'c> {
             installer.abort_download();
             return Err((e, Some(installer)));
         }
+        if announced.is_some() {
+            // Mender 3.x's daemon asks right after the download, before
+            // Download_Leave; standalone asks after it (`install`).
+            match installer.supports_rollback() {
+                Ok(r) => state.supports_rollback = Some(r),
+                Err(e) => return Err((e, Some(installer))),
+            }
+        }
         if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Leave) {
             return Err((e, Some(installer)));
         }
@@ -615,7 +660,12 @@ impl<'c> Engine<'c> {
         let Some((mut state, mut installer)) = self.pending_update("commit")? else {
             return Ok(Outcome::NothingToDo);
         };
-        if state.reboot.is_some_and(|r| r != Reboot::No) {
+        // Only the built-in rootfs installer checks the reboot here (our
+        // deliberate refusal, `docs/differences.md`): for an Update Module
+        // standalone `commit` runs the commit states alone, as Mender 3.4
+        // and 4.x do; the module's `ArtifactCommit` checks what it needs.
+        let rootfs = matches!(state.installer, Some(InstallerState::RootfsImage { .. }));
+        if rootfs && state.reboot.is_some_and(|r| r != Reboot::No) {
             if installer.awaiting_reboot()? {
                 bail!("the device has not rebooted into the update yet: reboot first, then commit");
             }
@@ -688,10 +738,12 @@ impl<'c> Engine<'c> {
 
     /// `rollback` of an installed, uncommitted update.
     pub fn rollback(&mut self) -> Result<Outcome> {
-        let Some((mut state, installer)) = self.pending_update("roll back")? else {
+        let Some((mut state, mut installer)) = self.pending_update("roll back")? else {
             return Ok(Outcome::NothingToDo);
         };
-        if state.supports_rollback == Some(false) {
+        // Asked again, as Mender 3.4 does; nothing has changed yet when the
+        // answer is an error or No.
+        if !installer.supports_rollback()? {
             bail!("the installed payload does not support rollback");
         }
         state.manual_rollback = true;
@@ -710,9 +762,16 @@ impl<'c> Engine<'c> {
         mut installer: Box<dyn Installer>,
     ) -> Result<()> {
         state.failed = true;
-        let rollback = match state.supports_rollback {
-            Some(r) => r,
-            None => installer.supports_rollback().unwrap_or(false),
+        let ask = state.deployment_id.is_none() || state.supports_rollback.is_none();
+        let rollback = if ask {
+            // Standalone, Mender 3.4 asks the payload again here; a failed
+            // answer means no rollback (and so an inconsistent device).
+            installer.supports_rollback().unwrap_or_else(|e| {
+                log::error!("asking the payload whether it can roll back: {e:#}");
+                false
+            })
+        } else {
+            state.supports_rollback.unwrap_or(false)
         };
         state.supports_rollback = Some(rollback);
         if rollback {
@@ -734,13 +793,24 @@ impl<'c> Engine<'c> {
         // A failing rollback script does not stop the rollback, but the
         // device can no longer be trusted to be in a known state (Mender
         // marks it inconsistent too).
-        let mut consistent =
-            self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Enter);
+        // Standalone, the first failing script ends its list, as in Mender
+        // 3.4; the daemon runs every one (`docs/state-scripts.md`).
+        let standalone = state.deployment_id.is_none();
+        let scripts = |engine: &Self, action| {
+            if standalone {
+                engine
+                    .run_scripts(ScriptState::ArtifactRollback, action)
+                    .is_ok()
+            } else {
+                engine.run_all_scripts(ScriptState::ArtifactRollback, action)
+            }
+        };
+        let mut consistent = scripts(self, ScriptAction::Enter);
         if let Err(e) = installer.rollback() {
             log::error!("rollback failed: {e:#}");
             consistent = false;
         }
-        consistent &= self.run_all_scripts(ScriptState::ArtifactRollback, ScriptAction::Leave);
+        consistent &= scripts(self, ScriptAction::Leave);
         if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;
         }
@@ -759,13 +829,15 @@ impl<'c> Engine<'c> {
     }
 
     /// What follows a rollback (and its reboot): the failure state, unless
-    /// the user asked for the rollback, and the cleanup.
+    /// the user asked for the rollback and it went cleanly (Mender 3.4 runs
+    /// ArtifactFailure after a requested rollback whose scripts or module
+    /// failed), and the cleanup.
     fn after_rollback(
         &mut self,
         state: &mut UpdateState,
         mut installer: Box<dyn Installer>,
     ) -> Result<()> {
-        if !state.manual_rollback {
+        if !state.manual_rollback || state.inconsistent {
             self.failure(state, installer.as_mut())?;
         }
         self.cleanup(state, Some(installer.as_mut()))
@@ -779,10 +851,16 @@ impl<'c> Engine<'c> {
         state.failed = true;
         self.persist(state, Phase::ArtifactFailure)?;
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Enter);
-        if let Err(e) = installer.failure() {
+        let failed = installer.failure();
+        if let Err(e) = &failed {
             log::error!("ArtifactFailure: {e:#}");
         }
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Leave);
+        // Standalone, Mender 3.4 counts a failed ArtifactFailure call as a
+        // failed error path: the device is marked inconsistent.
+        if failed.is_err() && state.deployment_id.is_none() && !state.inconsistent {
+            self.mark_inconsistent(state)?;
+        }
         Ok(())
     }
 
@@ -792,9 +870,11 @@ impl<'c> Engine<'c> {
         installer: Option<&mut (dyn Installer + 'static)>,
     ) -> Result<()> {
         self.persist(state, Phase::Cleanup)?;
-        if let Some(i) = installer
-            && let Err(e) = i.cleanup()
-        {
+        let cleaned = match installer {
+            Some(i) => i.cleanup(),
+            None => Ok(()),
+        };
+        if let Err(e) = &cleaned {
             log::error!("cleanup: {e:#}");
         }
         if state.deployment_id.is_some() {
@@ -802,7 +882,16 @@ impl<'c> Engine<'c> {
             // across restarts).
             return self.persist(state, Phase::StatusReport);
         }
-        self.clear_update()
+        self.clear_update()?;
+        // Standalone, a failed Cleanup fails a command that otherwise
+        // succeeded (Mender 3.4's exit code); after a failure the caller's
+        // own error says more.
+        match cleaned {
+            Err(e) if !state.failed || (state.manual_rollback && !state.inconsistent) => {
+                Err(e.context("the update is done, but its Cleanup failed"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -400,7 +400,12 @@ impl ServerClient {
     /// Authenticates with the first server that accepts the device.
     pub fn authenticate(&mut self) -> Result<(), ApiError> {
         let result = self.authenticate_once();
-        self.publish_token(true); // D-Bus: success or failure, announced
+        // D-Bus: a new token is always announced; a failure only when it
+        // loses a token. Announcing "no token" after every failed attempt
+        // of a pending device (twice a poll) buries the signal of the token
+        // that finally comes: mender-connect keeps one pending signal and
+        // drops newer ones (docs/managed-mode.md).
+        self.publish_token(result.is_ok());
         result
     }
 

@@ -193,6 +193,10 @@ pub fn serve_fetch_request(client: &mut ServerClient) {
     log::info!("authentication requested over D-Bus");
     if let Err(e) = client.authenticate() {
         log::warn!("authentication requested over D-Bus: {e}");
+        // The caller waits for an answer: one signal, with no token.
+        if let Some(cell) = client.token_cell() {
+            cell.publish(None, true);
+        }
     }
 }
 

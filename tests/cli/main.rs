@@ -5,8 +5,11 @@
 //!
 //! * `standalone`: `install`, `commit`, `rollback`, `show-artifact`,
 //!   `show-provides`.
+//! * `bootstrap`: the bootstrap artifact of a freshly flashed device.
 //! * `conformance`: `mender-rs artifact` against `mender-artifact`.
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
+//! * `orderings_34`: 3.4's exact orderings (module calls, error paths,
+//!   retries), side by side with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
 //! * `control_map`: `mender-rs control set|show|clear`.
@@ -17,9 +20,11 @@
 #[allow(dead_code)] // each tier uses part of the shared helpers
 mod support;
 
+mod bootstrap;
 mod conformance;
 mod control_map;
 mod crash_injection;
+mod orderings_34;
 mod reference_client;
 mod standalone;
 mod uboot_default_env;

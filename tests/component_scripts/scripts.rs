@@ -338,11 +338,11 @@ fn retry_later_until_the_window_expires() {
         ScriptError::RetryExpired { script: s } => assert_eq!(s, script),
         other => panic!("unexpected error {other:?}"),
     }
-    // Attempts start at about 0, 100, 200, 300, 400 ms (all within 450 ms;
-    // fewer on a loaded machine).
+    // Attempts start at about 0, 100, 200, 300, 400 and 500 ms (the one at
+    // 400 ms ends within 450 ms; fewer on a loaded machine).
     let attempts = f.traced();
     assert!(
-        (3..=5).contains(&attempts.len()),
+        (3..=6).contains(&attempts.len()),
         "{attempts:?} in {elapsed:?}"
     );
     assert!(attempts.iter().all(|a| a == "Download_Enter_01"));

@@ -27,14 +27,14 @@ static MACS: AtomicU32 = AtomicU32::new(1);
 const MAP_ID: &str = "0b5c56a2-7e43-4a1e-9d3f-2c9a1f6e8d10";
 
 /// A private bus: `dbus-daemon` on a socket in a temporary directory.
-struct Bus {
+pub(super) struct Bus {
     dir: tempfile::TempDir,
     child: Child,
-    address: String,
+    pub(super) address: String,
 }
 
 impl Bus {
-    fn start() -> Bus {
+    pub(super) fn start() -> Bus {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("system_bus_socket");
         let support = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/dbus");
@@ -139,7 +139,7 @@ impl Bus {
     }
 
     /// Waits until the daemon owns both names.
-    fn wait_for_names(&self, timeout: Duration) -> bool {
+    pub(super) fn wait_for_names(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             let out = self.busctl(&["list", "--acquired", "--no-legend"]);
@@ -164,8 +164,8 @@ impl Drop for Bus {
 
 /// A simulated device run by the daemon on the private bus, restarted
 /// after each simulated reboot ([`Supervised`]).
-struct Daemon {
-    dev: SimDevice,
+pub(super) struct Daemon {
+    pub(super) dev: SimDevice,
     bus_address: String,
     log: PathBuf,
     reboot_marker: PathBuf,
@@ -173,7 +173,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(server: &MenderServer, bus: &Bus) -> Daemon {
+    pub(super) fn new(server: &MenderServer, bus: &Bus) -> Daemon {
         let dev = SimDevice::with_partition_size(8 << 20);
         let n = MACS.fetch_add(1, Ordering::SeqCst);
         let reboot_marker = dev.path("rebooted");
@@ -199,7 +199,7 @@ impl Daemon {
     }
 
     /// SIGKILL (dropping the child does it).
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         self.child = None;
     }
 

@@ -1,7 +1,9 @@
 //! System tier: `mender-rs daemon` against the test server
-//! (`tests/support/mender_server.rs`), with simulated reboots, fleets of
+//! (`tests/support/mender_server/`), with simulated reboots, fleets of
 //! daemons and the D-Bus API: the client as a whole, in managed mode.
 //!
+//! * `addon_proxy` (feature `dbus`): Debian's `mender-connect` beside the
+//!   daemon: remote shell, late accept, token renewal, private CA, mutual TLS.
 //! * `daemon`: script orders, status reports, authentication, inventory,
 //!   resumable download, restarts at every persisted step.
 //! * `dbus` (feature `dbus`): the D-Bus API on a private bus.
@@ -14,6 +16,7 @@
 #[allow(dead_code)] // each tier uses part of the shared helpers
 mod support;
 
+mod addon_proxy;
 mod daemon;
 mod dbus;
 mod fleet;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tests of meta-mender-rs's Python helpers, run outside BitBake
 (scripts/check-layer): the mender-state-scripts class's install/deploy
-logic, the partition layout, the feature checks and mender.conf generation."""
+logic, the partition layout, the feature checks, mender.conf generation and
+the bootstrap Artifact."""
 import json
 import os
 import stat
@@ -13,7 +14,7 @@ import unittest
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "meta-mender-rs", "lib"))
 
-from mender_rs import features, layout, menderconf, statescripts  # noqa: E402
+from mender_rs import bootstrap, features, layout, menderconf, statescripts  # noqa: E402
 
 NINE = ["Idle_Enter_10_log", "Sync_Leave_20", "Download_Error_99_x",
         "ArtifactInstall_Enter_01", "ArtifactReboot_Leave_50_check", "ArtifactCommit_Enter_00",
@@ -236,6 +237,45 @@ class Appends(unittest.TestCase):
                         elif line.startswith(("inherit ", "inherit_defer ", "require ", "include ")):
                             self.assertIn("${@", line, "%s: unconditional %s" % (path, line))
         self.assertGreater(found, 5)
+
+
+class BootstrapArtifact(unittest.TestCase):
+    """The command the image class runs, run here with the debug build of
+    mender-rs, and the result read back by the reference mender-artifact."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.t = self.tmp.name
+        self.image = os.path.join(self.t, "core-image.ext4")
+        with open(self.image, "wb") as f:
+            f.write(b"filesystem image" * 1000)
+        self.vars = {"MENDER_ARTIFACT_NAME": "release-1", "MENDER_DEVICE_TYPES_COMPATIBLE": "board-a board-b",
+                     "MENDER_ARTIFACT_PROVIDES": "data-partition.version:7", "MENDER_ARTIFACT_PROVIDES_GROUP": "fleet"}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_destination_is_in_the_data_partition_tree(self):
+        self.assertEqual(bootstrap.destination("/r", "/data/mender"), "/r/data/mender/bootstrap.mender")
+        with self.assertRaises(ValueError):
+            bootstrap.destination("/r", "/var/lib/mender")
+
+    def test_command(self):
+        out = os.path.join(self.t, "bootstrap.mender")
+        argv = bootstrap.command(self.vars.get, self.image, out)
+        self.assertEqual(argv[:4], ["mender-rs", "artifact", "write", "bootstrap-artifact"])
+        self.assertIn("rootfs-image.checksum:" + bootstrap.sha256_file(self.image), argv)
+        self.assertEqual([argv[i + 1] for i, a in enumerate(argv) if a == "-t"], ["board-a", "board-b"])
+        with self.assertRaises(ValueError):
+            bootstrap.command({"MENDER_DEVICE_TYPES_COMPATIBLE": "x"}.get, self.image, out)
+        binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "mender-rs")
+        if not os.path.exists(binary):
+            self.skipTest("no debug build of mender-rs at %s" % binary)
+        subprocess.run([binary] + argv[1:], check=True)
+        read = subprocess.run(["mender-artifact", "read", out], check=True, stdout=subprocess.PIPE, text=True)
+        for want in ("Name: release-1", "Empty type", "rootfs-image.version: release-1",
+                     "data-partition.version: 7", "Provides group: fleet"):
+            self.assertIn(want, read.stdout)
 
 
 if __name__ == "__main__":

@@ -5,4 +5,4 @@ layer.conf makes them available to the metadata with `addpylib`, as
 them directly.
 """
 
-BBIMPORTS = ["features", "layout", "statescripts", "menderconf"]
+BBIMPORTS = ["features", "layout", "statescripts", "menderconf", "bootstrap"]

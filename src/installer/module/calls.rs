@@ -1,6 +1,7 @@
 //! The calls of the Update Module protocol (v3): finding a module, the
 //! state calls (`ArtifactInstall`, …, `Cleanup`) and the queries
-//! (`NeedsArtifactReboot`, `SupportsRollback`), each one invocation of the
+//! (`NeedsArtifactReboot`, `SupportsRollback`, and 4.0's
+//! `ProvidePayloadFileSizes`), each one invocation of the
 //! module run to its end. The file tree and the streaming `Download` have
 //! files of their own (`file_tree.rs`, `download.rs`).
 //!
@@ -35,7 +36,12 @@ pub const KILL_GRACE: Duration = Duration::from_secs(60);
 /// module (`docs/update-modules.md`), in the order of an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModuleCall {
+    /// Asked before the download (protocol 4.0): `Yes` means the module
+    /// wants `DownloadWithFileSizes` instead of `Download`.
+    ProvidePayloadFileSizes,
     Download,
+    /// `Download` with each `stream-next` line followed by the file's size.
+    DownloadWithFileSizes,
     ArtifactInstall,
     NeedsArtifactReboot,
     SupportsRollback,
@@ -53,7 +59,9 @@ impl ModuleCall {
     /// The verb as the module receives it.
     pub fn as_str(self) -> &'static str {
         match self {
+            ModuleCall::ProvidePayloadFileSizes => "ProvidePayloadFileSizes",
             ModuleCall::Download => "Download",
+            ModuleCall::DownloadWithFileSizes => "DownloadWithFileSizes",
             ModuleCall::ArtifactInstall => "ArtifactInstall",
             ModuleCall::NeedsArtifactReboot => "NeedsArtifactReboot",
             ModuleCall::SupportsRollback => "SupportsRollback",
@@ -264,6 +272,18 @@ impl UpdateModule {
         }
     }
 
+    /// `ProvidePayloadFileSizes` (Update Module protocol 4.0, asked before
+    /// the download as Mender 4.x does): `Yes`, or `No` (or nothing). A
+    /// module written for 3.x prints nothing for a verb it does not know.
+    pub fn provide_payload_file_sizes(&self) -> Result<bool, ModuleError> {
+        const Q: ModuleCall = ModuleCall::ProvidePayloadFileSizes;
+        match self.query(Q)?.as_str() {
+            "" | "No" => Ok(false),
+            "Yes" => Ok(true),
+            other => Err(self.bad_answer(Q.as_str(), other)),
+        }
+    }
+
     /// Calls `Cleanup` (when the tree exists) and removes the tree. A
     /// failure of `Cleanup` is returned after the tree is removed.
     pub fn cleanup(&self) -> Result<(), ModuleError> {
@@ -467,6 +487,14 @@ mod tests {
         assert_eq!(
             ModuleCall::NeedsArtifactReboot.to_string(),
             "NeedsArtifactReboot"
+        );
+        assert_eq!(
+            ModuleCall::ProvidePayloadFileSizes.to_string(),
+            "ProvidePayloadFileSizes"
+        );
+        assert_eq!(
+            ModuleCall::DownloadWithFileSizes.to_string(),
+            "DownloadWithFileSizes"
         );
         assert_eq!(ModuleCall::SupportsRollback.as_ref(), "SupportsRollback");
         assert_eq!(

@@ -24,8 +24,22 @@ impl UpdateModule {
     /// Starts `<module> Download <tree>` and returns the session that
     /// receives the payload files. The tree must have been prepared.
     pub fn start_download(&self) -> Result<DownloadSession, ModuleError> {
+        self.start_download_with(false)
+    }
+
+    /// Starts `Download`, or with `file_sizes` `DownloadWithFileSizes`
+    /// (protocol 4.0, for a module that answered `Yes` to
+    /// `ProvidePayloadFileSizes`): then each `stream-next` line is
+    /// `streams/<name> <size in bytes>`, as Mender 4.x writes it
+    /// (`docs/update-modules.md`).
+    pub fn start_download_with(&self, file_sizes: bool) -> Result<DownloadSession, ModuleError> {
+        let verb = if file_sizes {
+            ModuleCall::DownloadWithFileSizes
+        } else {
+            ModuleCall::Download
+        };
         let tree = self.tree();
-        self.check_tree(&tree, ModuleCall::Download.as_str())?;
+        self.check_tree(&tree, verb.as_str())?;
         let stream_next = tree.join("stream-next");
         let streams = tree.join("streams");
         remove_path(&stream_next).map_err(self.io_err("removing an old stream-next"))?;
@@ -36,13 +50,7 @@ impl UpdateModule {
             .mode(0o700)
             .create(&streams)
             .map_err(self.io_err("creating streams/"))?;
-        let proc = match Proc::spawn(
-            &self.module,
-            ModuleCall::Download.as_str(),
-            &tree,
-            self.timeout,
-            false,
-        ) {
+        let proc = match Proc::spawn(&self.module, verb.as_str(), &tree, self.timeout, false) {
             Ok(proc) => proc,
             Err(e) => {
                 let _ = remove_path(&stream_next);
@@ -52,6 +60,7 @@ impl UpdateModule {
         };
         Ok(DownloadSession {
             proc,
+            verb,
             tree,
             mode: Mode::Waiting,
             current: None,
@@ -82,6 +91,8 @@ struct CurrentFile {
 /// `abort`. Dropping an unfinished session aborts it.
 pub struct DownloadSession {
     proc: Proc,
+    /// `Download` or `DownloadWithFileSizes`.
+    verb: ModuleCall,
     tree: PathBuf,
     mode: Mode,
     current: Option<CurrentFile>,
@@ -108,8 +119,9 @@ impl DownloadSession {
             )));
         }
         log::debug!(
-            "module {}: Download: payload file {name} ({size} bytes)",
-            self.proc.module.display()
+            "module {}: {}: payload file {name} ({size} bytes)",
+            self.proc.module.display(),
+            self.verb
         );
         if self.mode != Mode::Files {
             let fifo = self.tree.join("streams").join(name);
@@ -117,7 +129,11 @@ impl DownloadSession {
             match self.connect("stream-next")? {
                 Some(mut next) => {
                     self.mode = Mode::Streaming;
-                    let line = format!("streams/{name}\n");
+                    let line = if self.verb == ModuleCall::DownloadWithFileSizes {
+                        format!("streams/{name} {size}\n")
+                    } else {
+                        format!("streams/{name}\n")
+                    };
                     self.write_fifo(&mut next, line.as_bytes(), "stream-next")?;
                 }
                 None => self.switch_to_files()?,
@@ -251,13 +267,13 @@ impl DownloadSession {
     fn protocol(&self, detail: String) -> ModuleError {
         ModuleError::Protocol {
             module: self.proc.module.clone(),
-            call: ModuleCall::Download.to_string(),
+            call: self.verb.to_string(),
             detail,
         }
     }
 
     fn io_err(&self, context: impl Into<String>) -> impl FnOnce(io::Error) -> ModuleError + '_ {
-        let context = format!("Download: {}", context.into());
+        let context = format!("{}: {}", self.verb, context.into());
         move |source| ModuleError::Io {
             module: self.proc.module.clone(),
             context,
@@ -385,8 +401,9 @@ impl DownloadSession {
 
     fn switch_to_files(&mut self) -> Result<(), ModuleError> {
         log::debug!(
-            "module {}: Download exited without streaming; storing payload files in files/",
-            self.proc.module.display()
+            "module {}: {} exited without streaming; storing payload files in files/",
+            self.proc.module.display(),
+            self.verb
         );
         remove_path(&self.tree.join("stream-next")).map_err(self.io_err("removing stream-next"))?;
         remove_tree(&self.tree.join("streams")).map_err(self.io_err("removing streams/"))?;

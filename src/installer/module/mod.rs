@@ -4,7 +4,8 @@
 //!
 //! * `calls.rs`: finding a module, the state calls and queries, the errors;
 //! * `file_tree.rs`: the file tree written before `Download`;
-//! * `download.rs`: the streaming `Download` session (the FIFOs).
+//! * `download.rs`: the streaming `Download` (or `DownloadWithFileSizes`)
+//!   session (the FIFOs).
 
 mod calls;
 mod download;
@@ -27,7 +28,6 @@ pub struct ModuleInstaller {
     module_path: std::path::PathBuf,
     session: Option<DownloadSession>,
     reboot: Option<Reboot>,
-    rollback: Option<bool>,
 }
 
 impl ModuleInstaller {
@@ -38,7 +38,6 @@ impl ModuleInstaller {
             module_path,
             session: None,
             reboot: None,
-            rollback: None,
         }
     }
 
@@ -53,7 +52,10 @@ impl Installer for ModuleInstaller {
     fn prepare(&mut self, header: &ArtifactHeader, device: &DeviceContext) -> Result<()> {
         self.module
             .prepare_tree(header, device.provides, device.device_type)?;
-        self.session = Some(self.module.start_download()?);
+        // Asked in the prepared tree right before the download, as Mender
+        // 4.x does; a 3.x module answers nothing, which means No.
+        let file_sizes = self.module.provide_payload_file_sizes()?;
+        self.session = Some(self.module.start_download_with(file_sizes)?);
         Ok(())
     }
 
@@ -75,8 +77,6 @@ impl Installer for ModuleInstaller {
             .take()
             .ok_or_else(|| anyhow!("the module's download is not running"))?;
         session.finish()?;
-        // Mender 3.x asks right after the download whether rollback works.
-        self.rollback = Some(self.module.supports_rollback()?);
         Ok(())
     }
 
@@ -103,13 +103,10 @@ impl Installer for ModuleInstaller {
         Ok(r)
     }
 
+    /// Asks the module every time: the engine decides when (Mender 3.4
+    /// asks again before a rollback) and keeps the answer in its state.
     fn supports_rollback(&mut self) -> Result<bool> {
-        if let Some(r) = self.rollback {
-            return Ok(r);
-        }
-        let r = self.module.supports_rollback()?;
-        self.rollback = Some(r);
-        Ok(r)
+        Ok(self.module.supports_rollback()?)
     }
 
     fn reboot(&mut self) -> Result<()> {
