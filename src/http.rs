@@ -234,6 +234,100 @@ fn client_certificate(cert: &Path, key: &Path) -> Result<ClientCert> {
     Ok(ClientCert::new_with_certs(&certs, key))
 }
 
+/// The rustls client configuration of `options` (the agent's roots,
+/// cipher suites, client certificate and `SkipVerify`), for the
+/// connections ureq does not make: the add-on forwarder
+/// (`crate::daemon::forwarder`) relays WebSocket upgrades, which ureq
+/// cannot.
+#[cfg(feature = "dbus")]
+pub fn tls_client_config(options: &HttpOptions) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let der = |c: &Certificate<'_>| CertificateDer::from(c.der().to_vec());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if options.skip_verify {
+        log::warn!(
+            "TLS certificate verification is DISABLED (SkipVerify) for the add-on forwarder too"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoCertificateCheck))
+    } else {
+        let mut roots = system_roots()?;
+        if let Some(extra) = options.extra_ca {
+            roots.extend(read_certificates(extra)?);
+        }
+        let mut store = rustls::RootCertStore::empty();
+        let (_, ignored) = store.add_parsable_certificates(roots.iter().map(der));
+        if ignored > 0 {
+            log::warn!("{ignored} trusted CA certificate(s) could not be used (malformed)");
+        }
+        builder.with_root_certificates(store)
+    };
+    let Some((cert, key)) = options.client_cert else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let client = client_certificate(cert, key)?;
+    // ureq keeps the key's PEM kind to itself: the DER says it as well.
+    let key_der = PrivateKeyDer::try_from(client.private_key().der().to_vec())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    builder
+        .with_client_auth_cert(client.certs().iter().map(der).collect(), key_der)
+        .with_context(|| {
+            format!(
+                "{} and {}: not a usable client certificate and key",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
+/// `SkipVerify` for [`tls_client_config`]: any certificate is accepted,
+/// and so is any handshake signature, as the agent's own (ureq's) TLS does
+/// with verification off: checking the signature of a key nobody vouches
+/// for would only refuse the self-signed legacy certificates `SkipVerify`
+/// exists for.
+#[cfg(feature = "dbus")]
+#[derive(Debug)]
+struct NoCertificateCheck;
+
+#[cfg(feature = "dbus")]
+impl rustls::client::danger::ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        SIGNATURE_ALGORITHMS.supported_schemes()
+    }
+}
+
 /// GET `url`, failing on any status other than 200.
 pub fn get(agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
     let response = agent

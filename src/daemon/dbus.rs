@@ -19,8 +19,11 @@
 //!   success)` (true once the request is queued; the daemon authenticates
 //!   when it is idle or paused) and the signal `JwtTokenStateChange(s
 //!   token, s server_url)`, sent after every authentication (empty strings
-//!   when it failed) and when the token is lost. Unlike Mender 3.x there is
-//!   no local HTTP proxy: `server_url` is the server that issued the token.
+//!   when it failed) and when the token is lost. As with Mender 3.x to 5.x,
+//!   `server_url` is not the server's but the add-on forwarder's,
+//!   `http://127.0.0.1:<port>` ([`forwarder`](super::forwarder)), which
+//!   passes requests on to the server that issued the token with the
+//!   daemon's TLS settings.
 //! * `org.freedesktop.DBus.Introspectable` on both objects and their parent
 //!   paths, `org.freedesktop.DBus.Peer` (libdbus's default answers).
 //!
@@ -28,7 +31,9 @@
 //! owns a private connection to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`
 //! when set, else the standard socket) and both names; it sleeps in `poll`
 //! on the connection and on the [`TokenCell`]'s pipe. The token comes from
-//! the daemon's [`ServerClient`] through that cell. When the bus is not
+//! the daemon's [`ServerClient`] through that cell. It also polls the
+//! forwarder's listener until the first add-on connects, which starts the
+//! forwarder's own thread. When the bus is not
 //! there (yet), or goes away, the thread connects again later (5 s, then
 //! doubling up to 5 min); the daemon goes on without it meanwhile. A
 //! missing bus (many devices, containers) is said once at info level; a
@@ -42,6 +47,7 @@ use std::time::Duration;
 use dbus::channel::{BusType, Channel};
 use dbus::message::{Message, MessageType};
 
+use super::forwarder::Forwarder;
 use super::signals;
 use crate::config::Config;
 use crate::control_map::{self, BootTime, ControlMap, DeviceChange};
@@ -134,6 +140,7 @@ pub fn start(config: &Config, mut client: ServerClient) -> ServerClient {
 
 /// The thread: connect, serve until the connection ends, connect again.
 fn run(config: &Config, tokens: &TokenCell) {
+    let mut forwarder = Forwarder::new(config, tokens.clone());
     let mut retry = RETRY_FIRST;
     // The kind of the last failure said at info/error level: each kind is
     // said once, then only at debug level until something changes.
@@ -147,8 +154,11 @@ fn run(config: &Config, tokens: &TokenCell) {
                     "D-Bus API on the system bus ({UPDATE_NAME}, {AUTH_NAME}; connection {})",
                     channel.unique_name().unwrap_or("?")
                 );
-                let e = serve(config, tokens, &channel);
+                let e = serve(config, tokens, &channel, &mut forwarder);
                 log::warn!("D-Bus API: {e}; connecting again in {} s", retry.as_secs());
+                // Add-ons may hold the forwarder's URL: it serves them
+                // while the bus is away.
+                forwarder.start();
             }
             Err(e) => {
                 let no_bus = matches!(e, ConnectError::NoBus(_));
@@ -253,7 +263,12 @@ fn request_name(channel: &Channel, name: &str) -> Result<(), String> {
 }
 
 /// Serves until the connection breaks; returns why.
-fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
+fn serve(
+    config: &Config,
+    tokens: &TokenCell,
+    channel: &Channel,
+    forwarder: &mut Forwarder,
+) -> String {
     // The token in force when the connection comes up is announced too.
     let mut seen = 0u64;
     loop {
@@ -266,6 +281,7 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
                 "D-Bus: JwtTokenStateChange ({})",
                 if jwt.is_empty() { "no token" } else { &url }
             );
+            let url = addon_url(forwarder, &jwt, &url);
             match Message::new_signal(AUTH_PATH, AUTH_INTERFACE, "JwtTokenStateChange") {
                 Ok(signal) => {
                     let _ = channel.send(signal.append2(jwt, url));
@@ -282,7 +298,7 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
             let mut handled = false;
             while let Some(message) = channel.pop_message() {
                 handled = true;
-                if let Some(reply) = handle(config, tokens, &message) {
+                if let Some(reply) = handle(config, tokens, forwarder, &message) {
                     let _ = channel.send(reply);
                 }
             }
@@ -305,9 +321,37 @@ fn serve(config: &Config, tokens: &TokenCell, channel: &Channel) -> String {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            // -1 (skipped) once the forwarder's thread has the listener.
+            libc::pollfd {
+                fd: forwarder.waiting_fd().unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // EINTR (a signal to the daemon) just goes round the loop.
         let _ = crate::sys::poll(&mut fds, -1);
+        if fds[2].revents != 0 {
+            // The first add-on connects.
+            forwarder.start();
+        }
+    }
+}
+
+/// The URL add-ons get with a token: the forwarder's; the server's own
+/// (with an error in the log) if the forwarder cannot listen. Empty
+/// without a token.
+fn addon_url(forwarder: &mut Forwarder, jwt: &str, server_url: &str) -> String {
+    if jwt.is_empty() {
+        return String::new();
+    }
+    match forwarder.url() {
+        Ok(url) => url,
+        Err(e) => {
+            log::error!(
+                "add-on forwarder: cannot listen on 127.0.0.1: {e}; add-ons get the server's URL"
+            );
+            server_url.to_string()
+        }
     }
 }
 
@@ -317,7 +361,12 @@ fn error_reply(call: &Message, name: &str, text: &str) -> Message {
 }
 
 /// The answer to one incoming message (None for signals and replies).
-pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<Message> {
+pub fn handle(
+    config: &Config,
+    tokens: &TokenCell,
+    forwarder: &mut Forwarder,
+    message: &Message,
+) -> Option<Message> {
     if message.msg_type() != MessageType::MethodCall {
         if message.member().as_deref() == Some("NameLost") {
             let lost: Option<&str> = message.get1();
@@ -352,6 +401,7 @@ pub fn handle(config: &Config, tokens: &TokenCell, message: &Message) -> Option<
         }
         (AUTH_PATH, "GetJwtToken") if on(AUTH_INTERFACE) => {
             let (jwt, url) = tokens.get().unwrap_or_default();
+            let url = addon_url(forwarder, &jwt, &url);
             message.method_return().append2(jwt, url)
         }
         (AUTH_PATH, "FetchJwtToken") if on(AUTH_INTERFACE) => {
@@ -449,10 +499,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let tokens = TokenCell::new().unwrap();
-        // Tokens.
+        let mut forwarder = Forwarder::new(&config, tokens.clone());
+        // Tokens: the URL is the forwarder's, which listens on loopback.
         let reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(AUTH_PATH, AUTH_INTERFACE, "GetJwtToken"),
         )
         .unwrap();
@@ -461,16 +513,21 @@ mod tests {
         let reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(AUTH_PATH, AUTH_INTERFACE, "GetJwtToken"),
         )
         .unwrap();
-        assert_eq!(
-            reply.get2::<&str, &str>(),
-            (Some("jwt"), Some("https://server"))
-        );
+        let (jwt, url) = reply.get2::<&str, &str>();
+        assert_eq!(jwt, Some("jwt"));
+        let url = url.unwrap();
+        assert_eq!(Some(url.to_string()), forwarder.url().ok());
+        let port = url.strip_prefix("http://127.0.0.1:").unwrap();
+        std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        assert!(forwarder.waiting_fd().is_some());
         let reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(AUTH_PATH, AUTH_INTERFACE, "FetchJwtToken"),
         )
         .unwrap();
@@ -480,7 +537,7 @@ mod tests {
         let bad = call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap").append1(
             r#"{"id":"01234567-89ab-4def-8123-456789abcdef","states":{"ArtifactInstall_Enter":{"action":"stop"}}}"#,
         );
-        let mut reply = handle(&config, &tokens, &bad).unwrap();
+        let mut reply = handle(&config, &tokens, &mut forwarder, &bad).unwrap();
         assert_eq!(reply.msg_type(), MessageType::Error);
         assert_eq!(error_name(&mut reply).as_deref(), Some(FAILED));
         let text: &str = reply.get1().unwrap();
@@ -491,13 +548,14 @@ mod tests {
         let good = call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap").append1(
             r#"{"id":"01234567-89ab-4def-8123-456789abcdef","states":{"ArtifactInstall_Enter":{"action":"pause"}}}"#,
         );
-        let reply = handle(&config, &tokens, &good).unwrap();
+        let reply = handle(&config, &tokens, &mut forwarder, &good).unwrap();
         assert_eq!(reply.msg_type(), MessageType::MethodReturn, "{reply:?}");
         assert!(reply.get1::<i32>().is_some());
         // No argument.
         let mut reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(UPDATE_PATH, UPDATE_INTERFACE, "SetUpdateControlMap"),
         )
         .unwrap();
@@ -509,23 +567,37 @@ mod tests {
         let reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(AUTH_PATH, INTROSPECTABLE, "Introspect"),
         )
         .unwrap();
         let xml: &str = reply.get1().unwrap();
         assert!(xml.contains("JwtTokenStateChange"), "{xml}");
-        let reply = handle(&config, &tokens, &call("/", INTROSPECTABLE, "Introspect")).unwrap();
+        let reply = handle(
+            &config,
+            &tokens,
+            &mut forwarder,
+            &call("/", INTROSPECTABLE, "Introspect"),
+        )
+        .unwrap();
         assert!(
             reply
                 .get1::<&str>()
                 .unwrap()
                 .contains("<node name=\"io\"/>")
         );
-        let reply = handle(&config, &tokens, &call(AUTH_PATH, AUTH_INTERFACE, "Nope")).unwrap();
+        let reply = handle(
+            &config,
+            &tokens,
+            &mut forwarder,
+            &call(AUTH_PATH, AUTH_INTERFACE, "Nope"),
+        )
+        .unwrap();
         assert_eq!(reply.msg_type(), MessageType::Error);
         let reply = handle(
             &config,
             &tokens,
+            &mut forwarder,
             &call(UPDATE_PATH, AUTH_INTERFACE, "GetJwtToken"),
         )
         .unwrap();

@@ -10,6 +10,8 @@
 
 #[cfg(feature = "dbus")]
 pub mod dbus;
+#[cfg(feature = "dbus")]
+pub mod forwarder;
 pub mod memory;
 pub mod signals;
 

@@ -12,6 +12,10 @@
 //! the cell's pipe and on its bus connection, so a change is announced at
 //! once and an idle daemon costs no wake-ups.
 //!
+//! The add-on forwarder (`crate::daemon::forwarder`) follows the token too,
+//! to know where requests go: it has a pipe of its own
+//! ([`TokenCell::subscribe`]).
+//!
 //! `FetchJwtToken` sets a request flag and the D-Bus thread wakes the
 //! daemon's wait (`crate::daemon::signals::wake`); the daemon serves it with
 //! [`serve_fetch_request`] when it is idle or paused by an update control
@@ -40,6 +44,8 @@ struct Inner {
     state: Mutex<State>,
     wake_read: File,
     wake_write: File,
+    /// The write ends of the [`TokenWatch`]es handed out.
+    watchers: Mutex<Vec<File>>,
 }
 
 /// The shared token (cheap to clone: one allocation behind an `Arc`).
@@ -64,6 +70,7 @@ impl TokenCell {
                 state: Mutex::new(State::default()),
                 wake_read,
                 wake_write,
+                watchers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -76,6 +83,27 @@ impl TokenCell {
     fn wake_watcher(&self) {
         // A full pipe means a wake-up is pending already.
         let _ = (&self.inner.wake_write).write(&[1]);
+        let watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for w in watchers.iter() {
+            let _ = (&*w).write(&[1]);
+        }
+    }
+
+    /// A wake-up pipe of its own for another thread that follows the
+    /// token (the add-on forwarder, `crate::daemon::forwarder`): readable
+    /// after every change.
+    pub fn subscribe(&self) -> io::Result<TokenWatch> {
+        let (read, write) = crate::sys::pipe_nonblocking()?;
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(write);
+        Ok(TokenWatch { read })
     }
 
     /// The current token and its server.
@@ -127,8 +155,29 @@ impl TokenCell {
 
     /// Empties the wake-up pipe (before looking at the cell).
     pub fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.inner.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        drain(&self.inner.wake_read);
+    }
+}
+
+fn drain(mut pipe: &File) {
+    let mut buf = [0u8; 64];
+    while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// See [`TokenCell::subscribe`].
+pub struct TokenWatch {
+    read: File,
+}
+
+impl TokenWatch {
+    /// The descriptor that becomes readable when the token changed.
+    pub fn watch_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Empties the pipe (before looking at the cell).
+    pub fn drain(&self) {
+        drain(&self.read);
     }
 }
 
@@ -175,6 +224,21 @@ mod tests {
         assert_eq!(cell.announced_since(&mut seen), Some(None));
         assert_eq!(cell.get(), None);
         cell.drain();
+        // A subscriber is woken by every announcement.
+        let watch = cell.subscribe().unwrap();
+        let readable = |fd| {
+            let mut fds = [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            crate::sys::poll(&mut fds, 0).unwrap() == 1
+        };
+        assert!(!readable(watch.watch_fd()));
+        cell.publish(Some(("jwt2", "https://t")), false);
+        assert!(readable(watch.watch_fd()) && readable(cell.watch_fd()));
+        watch.drain();
+        assert!(!readable(watch.watch_fd()));
         assert!(!cell.take_fetch_request());
         cell.request_fetch();
         cell.request_fetch();

@@ -12,6 +12,7 @@
 pub mod code_pages;
 #[cfg(feature = "mender-store")]
 pub mod lmdb;
+pub mod tcp;
 
 use std::ffi::CString;
 use std::fs::File;

@@ -1,8 +1,10 @@
 //! Component tier: the library (`mender_rs::…`) called directly, each
 //! component against an outside oracle where one exists (`grub-editenv`,
-//! libubootenv, `openssl`, Debian's Update Modules). No daemon, no server;
+//! libubootenv, `openssl`, Debian's Update Modules). No daemon, no Mender server;
 //! at most one `mender-rs` run where a library error must reach the CLI.
 //!
+//! * `addon_forwarder` (feature `dbus`): the add-on forwarder against TLS
+//!   and WebSocket servers on loopback.
 //! * `bootenv_grub`, `bootenv_tools`, `bootenv_uboot`: the boot environment
 //!   backends.
 //! * `config`: `mender.conf` files, precedence, syntax and errors.
@@ -21,6 +23,7 @@
 #[allow(dead_code)] // each tier uses part of the shared helpers
 mod support;
 
+mod addon_forwarder;
 mod bootenv_grub;
 mod bootenv_tools;
 mod bootenv_uboot;

@@ -360,6 +360,11 @@ impl ManagedDevice {
         self.crash_at = Some((start, spec.to_string()));
     }
 
+    /// The running daemon's pid; panics when none was started.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon was started").pid()
+    }
+
     /// Starts the daemon (with the crash injection of
     /// [`ManagedDevice::crash_at`] when this is that start).
     pub fn start(&mut self) {

@@ -9,8 +9,8 @@
 //! * a shell round trip; a device accepted late connects through the
 //!   signal; a revoked token is replaced and mender-connect reconnects;
 //! * a private CA (trusted only through `ServerCertificate`) and mutual
-//!   TLS (`HttpsClient`): mender-connect ignores both, so these need the
-//!   daemon's local forwarder (issue 15); ignored until it lands.
+//!   TLS (`HttpsClient`): mender-connect ignores both, so these go through
+//!   the daemon's add-on forwarder (issue 15).
 //!
 //! mender-connect runs the shell as the current user (it switches users
 //! only when run as root); everything else lives in temporary directories.
@@ -332,13 +332,11 @@ fn round_trip_through_tls(mutual: bool) {
 }
 
 #[test]
-#[ignore = "needs the add-on forwarder (issue 15)"]
 fn a_private_ca_trusted_through_server_certificate() {
     round_trip_through_tls(false);
 }
 
 #[test]
-#[ignore = "needs the add-on forwarder (issue 15)"]
 fn mutual_tls_with_the_https_client_certificate() {
     round_trip_through_tls(true);
 }

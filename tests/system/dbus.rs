@@ -427,7 +427,8 @@ fn the_jwt_over_dbus_and_fetch_with_its_signal() {
     let first = next_token_signal(&watcher, Duration::from_secs(30));
     let (token, url) = first.unwrap_or_else(|| panic!("no signal:\n{}", d.log_tail()));
     assert!(!token.is_empty());
-    assert_eq!(url, server.url());
+    // The add-on forwarder's URL, as Mender's, not the server's.
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     let get = || {
         parse_ss(&bus.busctl_ok(&[
@@ -439,20 +440,53 @@ fn the_jwt_over_dbus_and_fetch_with_its_signal() {
         ]))
     };
     let (got, got_url) = get();
-    assert_eq!(got_url, server.url());
-    // The token is the one the server issued: the server takes it.
+    assert_eq!(got_url, url);
+    // The forwarder's thread starts with the first add-on connection.
+    let pid = d.pid();
+    let threads = || {
+        let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|t| fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default())
+            .map(|n| n.trim().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(
+        !threads().contains(&"forwarder".to_string()),
+        "{:?}",
+        threads()
+    );
+    // The token is the one the server issued: the server takes it, through
+    // the forwarder.
     let device = server.device_ids()[0].clone();
-    let answer = ureq::get(format!(
-        "{}/api/devices/v1/deployments/device/deployments/next?artifact_name=x&device_type={DEVICE_TYPE}",
-        server.url()
-    ))
-    .header("Authorization", &format!("Bearer {got}"))
-    .config()
-    .http_status_as_error(false)
-    .build()
-    .call()
-    .unwrap();
-    assert_eq!(answer.status().as_u16(), 204);
+    let next = || {
+        ureq::get(format!(
+            "{got_url}/api/devices/v1/deployments/device/deployments/next?artifact_name=x&device_type={DEVICE_TYPE}"
+        ))
+        .header("Authorization", &format!("Bearer {got}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(next(), 204);
+    // One thread for all connections: four more held open change nothing.
+    let before = threads();
+    assert_eq!(
+        before.iter().filter(|n| *n == "forwarder").count(),
+        1,
+        "{before:?}"
+    );
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&got_url["http://".len()..]).unwrap())
+        .collect();
+    assert_eq!(next(), 204);
+    assert_eq!(threads(), before);
+    drop(held);
 
     // FetchJwtToken: the daemon authenticates again and announces it.
     let auths = server.auth_requests(&device);
@@ -468,7 +502,7 @@ fn the_jwt_over_dbus_and_fetch_with_its_signal() {
         .unwrap_or_else(|| panic!("no signal after FetchJwtToken:\n{}", d.log_tail()));
     assert!(server.auth_requests(&device) > auths, "{}", d.log_tail());
     assert!(!signal.0.is_empty());
-    assert_eq!(signal.1, server.url());
+    assert_eq!(signal.1, url);
     assert_eq!(get(), signal);
 
     // A device the server stops accepting: the fetch fails, the signal
