@@ -9,6 +9,7 @@
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
+//! * `proxy`: `http_proxy`, `https_proxy`, `no_proxy` (4.x rules).
 //! * `control_map`: `mender-rs control set|show|clear`.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
 //!   whole update.
@@ -20,6 +21,7 @@ mod support;
 mod conformance;
 mod control_map;
 mod crash_injection;
+mod proxy;
 mod reference_client;
 mod standalone;
 mod uboot_default_env;
