@@ -119,21 +119,28 @@ pub fn agent_with(options: &HttpOptions) -> Result<ureq::Agent> {
         .user_agent(concat!("mender-rs/", env!("CARGO_PKG_VERSION")))
         .proxy(None);
     let config = if proxies.any() {
-        config.middleware(move |request: ureq::http::Request<ureq::SendBody>, next: ureq::middleware::MiddlewareNext| {
-            // A redirect keeps the proxy decided for the first URL.
-            let request = match proxies.proxy_for_uri(request.uri()) {
-                None => request,
-                Some(proxy) => {
-                    use ureq::RequestExt;
-                    match request.middleware_config() {
-                        Some(config) => config.proxy(Some(proxy)).build(),
-                        // Not reached: ureq runs middleware with its agent.
-                        None => return Err(ureq::Error::ConnectProxyFailed("no request configuration for the proxy".into())),
+        config.middleware(
+            move |request: ureq::http::Request<ureq::SendBody>,
+                  next: ureq::middleware::MiddlewareNext| {
+                // A redirect keeps the proxy decided for the first URL.
+                let request = match proxies.proxy_for_uri(request.uri()) {
+                    None => request,
+                    Some(proxy) => {
+                        use ureq::RequestExt;
+                        match request.middleware_config() {
+                            Some(config) => config.proxy(Some(proxy)).build(),
+                            // Not reached: ureq runs middleware with its agent.
+                            None => {
+                                return Err(ureq::Error::ConnectProxyFailed(
+                                    "no request configuration for the proxy".into(),
+                                ));
+                            }
+                        }
                     }
-                }
-            };
-            next.handle(request)
-        })
+                };
+                next.handle(request)
+            },
+        )
     } else {
         config
     };

@@ -60,7 +60,9 @@ impl ProxySettings {
     }
 
     /// Reads and checks the variables `lookup` returns (tests pass their own).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ProxySettings, ProxyError> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ProxySettings, ProxyError> {
         if lookup("REQUEST_METHOD").is_some() && lookup("HTTP_PROXY").is_some() {
             return Err(ProxyError(
                 "HTTP_PROXY is set in a CGI environment (REQUEST_METHOD is set), which is insecure; use http_proxy".into(),
@@ -231,13 +233,21 @@ mod tests {
         assert_eq!(p.username(), Some("user"));
         assert_eq!(p.password(), Some("pa@ss"));
         assert_eq!(
-            proxy_of(&settings(&[("https_proxy", "https://p")]).unwrap(), "https://s"),
+            proxy_of(
+                &settings(&[("https_proxy", "https://p")]).unwrap(),
+                "https://s"
+            ),
             Some(("p".into(), 443))
         );
         // Only https_proxy: http URLs go direct, and the other way round.
         let only_https = settings(&[("https_proxy", "http://p:1")]).unwrap();
         assert_eq!(proxy_of(&only_https, "http://server/"), None);
-        assert!(settings(&[]).unwrap().proxy_for_uri(&"https://s/".parse().unwrap()).is_none());
+        assert!(
+            settings(&[])
+                .unwrap()
+                .proxy_for_uri(&"https://s/".parse().unwrap())
+                .is_none()
+        );
         // ALL_PROXY is not read (4.x does not).
         assert!(!settings(&[("ALL_PROXY", "http://p:1")]).unwrap().any());
     }
@@ -279,10 +289,14 @@ mod tests {
     #[test]
     fn bad_settings_are_clear_errors() {
         let e = settings(&[("no_proxy", "a.example,b.example")]).unwrap_err();
-        assert!(e.to_string().contains("no_proxy") && e.to_string().contains("space-separated"), "{e}");
+        assert!(
+            e.to_string().contains("no_proxy") && e.to_string().contains("space-separated"),
+            "{e}"
+        );
         let e = settings(&[("NO_PROXY", "a b,c")]).unwrap_err();
         assert!(e.to_string().starts_with("NO_PROXY"), "{e}");
-        let e = settings(&[("http_proxy", "http://a:1"), ("HTTP_PROXY", "http://b:1")]).unwrap_err();
+        let e =
+            settings(&[("http_proxy", "http://a:1"), ("HTTP_PROXY", "http://b:1")]).unwrap_err();
         assert!(e.to_string().contains("both set"), "{e}");
         // Empty counts as unset.
         assert!(settings(&[("http_proxy", ""), ("HTTP_PROXY", "http://b:1")]).is_ok());
@@ -299,12 +313,21 @@ mod tests {
                 Ok(_) => panic!("{url} accepted"),
                 Err(e) => e.to_string(),
             };
-            assert!(e.starts_with("https_proxy: ") && e.contains(why), "{url}: {e}");
+            assert!(
+                e.starts_with("https_proxy: ") && e.contains(why),
+                "{url}: {e}"
+            );
             assert!(!e.contains("secret"), "{e}");
         }
         assert!(settings(&[("https_proxy", "http://proxy:3128/")]).is_ok());
         let long = format!("http://{}", "a".repeat(MAX_VARIABLE_LEN));
         assert!(settings(&[("http_proxy", &long)]).is_err());
-        assert!(!format!("{:?}", settings(&[("http_proxy", "http://u:secret@p:1")]).unwrap()).contains("secret"));
+        assert!(
+            !format!(
+                "{:?}",
+                settings(&[("http_proxy", "http://u:secret@p:1")]).unwrap()
+            )
+            .contains("secret")
+        );
     }
 }

@@ -287,7 +287,10 @@ fn wake_daemon(global: &GlobalArgs, signal: libc::c_int, what: &str) -> Result<i
 fn load_config(global: &GlobalArgs) -> Result<Config> {
     crate::http_proxy::ProxySettings::from_env()?;
     let dirs = environment::Directories::from_env();
-    let data_dir = global.data.clone().unwrap_or_else(|| dirs.datastore.clone());
+    let data_dir = global
+        .data
+        .clone()
+        .unwrap_or_else(|| dirs.datastore.clone());
     let paths = ConfigPaths {
         main: global.config.clone().unwrap_or_else(|| dirs.main_config()),
         main_explicit: global.config.is_some(),

@@ -456,9 +456,7 @@ impl<'c> Engine<'c> {
             Phase::Cleanup => self.cleanup(&mut state, installer.as_deref_mut()),
             // Managed phases; a standalone resume never sees them (see
             // `resume_interrupted`), the daemon resumes them itself.
-            Phase::ArtifactReboot
-            | Phase::ArtifactRollbackReboot
-            | Phase::StatusReport => {
+            Phase::ArtifactReboot | Phase::ArtifactRollbackReboot | Phase::StatusReport => {
                 bail!(
                     "the update was left in {:?}, which only the daemon resumes",
                     state.phase
@@ -507,7 +505,11 @@ impl<'c> Engine<'c> {
             }
         };
         if self.stop_requested(StopPoint::ArtifactInstallEnter) {
-            self.persist_or_stop(&mut state, Phase::Downloaded, StopPoint::ArtifactInstallEnter)?;
+            self.persist_or_stop(
+                &mut state,
+                Phase::Downloaded,
+                StopPoint::ArtifactInstallEnter,
+            )?;
         }
         self.finish_install(state, installer)
     }
@@ -790,7 +792,11 @@ impl<'c> Engine<'c> {
         mut installer: Box<dyn Installer>,
     ) -> Result<()> {
         state.failed = true;
-        self.persist_or_stop(state, Phase::ArtifactRollback, StopPoint::ArtifactRollbackEnter)?;
+        self.persist_or_stop(
+            state,
+            Phase::ArtifactRollback,
+            StopPoint::ArtifactRollbackEnter,
+        )?;
         // A failing rollback script does not stop the rollback, but the
         // device can no longer be trusted to be in a known state (Mender
         // marks it inconsistent too).
@@ -837,7 +843,11 @@ impl<'c> Engine<'c> {
         installer: &mut (dyn Installer + 'static),
     ) -> Result<()> {
         state.failed = true;
-        self.persist_or_stop(state, Phase::ArtifactFailure, StopPoint::ArtifactFailureEnter)?;
+        self.persist_or_stop(
+            state,
+            Phase::ArtifactFailure,
+            StopPoint::ArtifactFailureEnter,
+        )?;
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Enter);
         if let Err(e) = installer.failure() {
             log::error!("ArtifactFailure: {e:#}");

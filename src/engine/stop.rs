@@ -257,7 +257,10 @@ mod tests {
             assert_eq!(p.name().parse::<StopPoint>(), Ok(p));
         }
         let e = "ArtifactReboot_Enter".parse::<StopPoint>().unwrap_err();
-        assert!(e.contains("ArtifactReboot_Enter") && e.contains("Cleanup"), "{e}");
+        assert!(
+            e.contains("ArtifactReboot_Enter") && e.contains("Cleanup"),
+            "{e}"
+        );
         assert!("artifactinstall_enter".parse::<StopPoint>().is_err());
     }
 

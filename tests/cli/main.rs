@@ -9,6 +9,8 @@
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
+//! * `mender_update`: the 4.x/5.x command line by the `mender-update` link
+//!   (`resume`, `--stop-before`, global options, environment).
 //! * `proxy`: `http_proxy`, `https_proxy`, `no_proxy` (4.x rules).
 //! * `control_map`: `mender-rs control set|show|clear`.
 //! * `uboot_default_env`: the layer's default U-Boot environment through a
@@ -21,6 +23,7 @@ mod support;
 mod conformance;
 mod control_map;
 mod crash_injection;
+mod mender_update;
 mod proxy;
 mod reference_client;
 mod standalone;

@@ -21,12 +21,15 @@ use crate::support::mender_server::MenderServer;
 /// client fails the test instead of spinning).
 const MAX_CONNECTIONS: usize = 200;
 
+/// The tunnels a proxy opened: target and `Proxy-Authorization` header.
+type Tunnels = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A loopback HTTP proxy that understands CONNECT only, to 127.0.0.1
 /// targets only, and records each tunnel's target and
 /// `Proxy-Authorization` header.
 struct ConnectProxy {
     port: u16,
-    tunnels: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    tunnels: Tunnels,
     refused: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
@@ -93,11 +96,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
     }
 }
 
-fn tunnel(
-    conn: TcpStream,
-    tunnels: &Mutex<Vec<(String, Option<String>)>>,
-    refused: &Mutex<Vec<String>>,
-) {
+fn tunnel(conn: TcpStream, tunnels: &Tunnels, refused: &Mutex<Vec<String>>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let Some(head) = read_head(&mut reader) else {
@@ -190,7 +189,10 @@ fn an_artifact_url_is_downloaded_through_http_proxy_with_its_credentials() {
     assert_eq!(tunnels.len(), 1, "{tunnels:?}");
     assert_eq!(tunnels[0].0, format!("127.0.0.1:{port}"));
     let want = base64::engine::general_purpose::STANDARD.encode("dev@site:p:ss");
-    assert_eq!(tunnels[0].1.as_deref(), Some(format!("Basic {want}").as_str()));
+    assert_eq!(
+        tunnels[0].1.as_deref(),
+        Some(format!("Basic {want}").as_str())
+    );
     assert_eq!(*served.lock().unwrap(), 1);
     dev.reboot();
     dev.ok(&["commit"]);
@@ -298,7 +300,10 @@ fn the_daemon_reaches_the_server_through_the_proxy() {
     let tunnels = proxy.tunnels();
     assert!(!tunnels.is_empty());
     let server_addr = format!("127.0.0.1:{}", server.addr().port());
-    assert!(tunnels.iter().all(|(t, _)| *t == server_addr), "{tunnels:?}");
+    assert!(
+        tunnels.iter().all(|(t, _)| *t == server_addr),
+        "{tunnels:?}"
+    );
     assert!(proxy.refused.lock().unwrap().is_empty());
     server.assert_no_violations();
 }
