@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -489,4 +489,122 @@ fn a_power_cut_after_a_stop_finds_it_again() {
     );
     let out = update(&dev, &["resume"]);
     expect(&out, 0, "Reboot the device");
+}
+
+#[test]
+fn trusted_certs_and_skipverify_override_the_configuration() {
+    let dev = SimDevice::new();
+    dev.set_config(
+        "ServerCertificate",
+        Value::from(dev.path("configured.pem").display().to_string()),
+    );
+    // An unreachable URL: the agent (and its certificates) comes first.
+    let url = "https://127.0.0.1:9/a.mender";
+    let out = update(&dev, &["install", url]);
+    expect(&out, 1, "configured.pem");
+    let given = dev.path("given.pem").display().to_string();
+    let out = update(&dev, &["-E", &given, "install", url]);
+    expect(&out, 1, "given.pem");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("configured.pem"));
+    let out = update(&dev, &["--trusted-certs", &given, "install", url]);
+    expect(&out, 1, "given.pem");
+
+    dev.remove_config("ServerCertificate");
+    let out = update(&dev, &["--skipverify", "install", url]);
+    expect(&out, 1, "TLS certificate verification is DISABLED");
+    let out = update(&dev, &["install", url]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("DISABLED"));
+    assert_eq!(pending(&dev), None);
+}
+
+/// `support/mender-rs.service` and the recipe's links to it.
+fn unit_and_recipe() -> (String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |rel: &str| fs::read_to_string(root.join(rel)).unwrap();
+    (
+        read("support/mender-rs.service"),
+        read("meta-mender-rs/recipes-mender/mender-rs/mender-rs_git.bb"),
+    )
+}
+
+/// The values of `key=` lines of a unit file, split at white space.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .flat_map(|v| v.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_unit_answers_to_the_4x_service_names() {
+    let (unit, recipe) = unit_and_recipe();
+    let names = ["mender-updated.service", "mender-authd.service"];
+    let aliases = unit_values(&unit, "Alias");
+    let conflicts = unit_values(&unit, "Conflicts");
+    for name in names {
+        assert!(aliases.iter().any(|a| a == name), "Alias= lacks {name}");
+        // A unit that conflicted with its own alias would stop itself.
+        assert!(!conflicts.iter().any(|c| c == name), "Conflicts={name}");
+        let link = format!("ln -sf mender-rs.service ${{D}}${{systemd_system_unitdir}}/{name}");
+        assert!(recipe.contains(&link), "the recipe does not install {name}");
+        assert!(recipe.contains(&format!("${{systemd_system_unitdir}}/{name} \\")));
+    }
+    for other in ["mender-client.service", "mender.service"] {
+        assert!(
+            conflicts.iter().any(|c| c == other),
+            "Conflicts= lacks {other}"
+        );
+    }
+
+    // systemctl itself, offline on a root laid out as the recipe does:
+    // the names resolve to the unit, and enabling it (Alias=) works beside
+    // the recipe's links.
+    let Ok(systemctl) = which("systemctl") else {
+        eprintln!("systemctl is not installed: the offline systemctl check is left out");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let unit_dir = root.path().join("usr/lib/systemd/system");
+    fs::create_dir_all(&unit_dir).unwrap();
+    fs::create_dir_all(root.path().join("etc/systemd/system")).unwrap();
+    fs::write(unit_dir.join("mender-rs.service"), &unit).unwrap();
+    for name in names {
+        std::os::unix::fs::symlink("mender-rs.service", unit_dir.join(name)).unwrap();
+    }
+    let root_arg = format!("--root={}", root.path().display());
+    let systemctl_out = |args: &[&str]| {
+        run_bounded(
+            Command::new(&systemctl).arg(&root_arg).args(args),
+            DEFAULT_TIMEOUT,
+        )
+    };
+    for name in names {
+        let out = systemctl_out(&["is-enabled", name]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "alias",
+            "{}",
+            describe(&out)
+        );
+    }
+    let out = systemctl_out(&["enable", "mender-rs.service"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for name in names {
+        let link = root.path().join("etc/systemd/system").join(name);
+        let target = fs::read_link(&link).unwrap();
+        assert!(
+            target.ends_with("mender-rs.service"),
+            "{}",
+            target.display()
+        );
+    }
+}
+
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
