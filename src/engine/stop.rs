@@ -128,14 +128,15 @@ impl Engine<'_> {
         .into()
     }
 
-    /// A command's result, with a stop as its outcome: any stop for
-    /// `resume` and `rollback` (what failed was reported by the command
-    /// that failed, as in 5.x), a stop of an update that had not failed for
-    /// `install` and `commit`.
-    pub(super) fn outcome_of(result: Result<Outcome>, any_stop: bool) -> Result<Outcome> {
+    /// A command's result, with a stop as its outcome, unless the update
+    /// failed during this command (then the command fails, as 5.x's does).
+    /// `failed_before`: the update had failed before this command started
+    /// (`resume` after a failure, `rollback`, which marks the update
+    /// failed itself): that failure was the earlier command's to report.
+    pub(super) fn outcome_of(result: Result<Outcome>, failed_before: bool) -> Result<Outcome> {
         match result {
             Err(e) => match e.downcast_ref::<Stopped>() {
-                Some(stop) if any_stop || !stop.failed => Ok(Outcome::Stopped(stop.point)),
+                Some(stop) if failed_before || !stop.failed => Ok(Outcome::Stopped(stop.point)),
                 _ => Err(e),
             },
             ok => ok,
@@ -164,8 +165,9 @@ impl Engine<'_> {
     /// `--stop-before`, finishes one a crash interrupted (the power-loss
     /// rules), or commits one that is installed (as 5.x does).
     pub fn resume_update(&mut self) -> Result<Outcome> {
+        let failed_before = self.update()?.is_some_and(|s| s.failed);
         let result = self.resume_steps();
-        Self::outcome_of(result, true)
+        Self::outcome_of(result, failed_before)
     }
 
     fn resume_steps(&mut self) -> Result<Outcome> {

@@ -608,3 +608,89 @@ fn which(program: &str) -> Result<PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[test]
+fn a_failure_during_resume_fails_it_even_when_it_stops() {
+    let dev = SimDevice::new();
+    let artifact = dev.write_rootfs_artifact("release-2", 32 << 10, &scripts(None), &[]);
+    dev.ok(&["install", &artifact.display().to_string()]);
+    assert_eq!(dev.reboot(), Boot::TryUpdate(3));
+    // The update did not come up: the bootloader went back.
+    assert_eq!(dev.reboot(), Boot::RolledBack(2));
+    // `resume` commits, the commit finds the failure and rolls back, and
+    // stops there: this run failed, so it exits 1.
+    let out = update(&dev, &["resume", "--stop-before", "ArtifactRollback_Enter"]);
+    expect(
+        &out,
+        1,
+        "stopped before ArtifactRollback_Enter (--stop-before) after the failure",
+    );
+    // The next resume finishes the rollback: nothing failed in it.
+    let out = update(&dev, &["resume"]);
+    expect(&out, 0, "Rolled back");
+    assert_eq!(dev.show_artifact(), "unknown");
+    assert_eq!(ran(&dev, "ArtifactFailure_Leave"), 1);
+}
+
+#[test]
+fn the_daemon_leaves_a_stopped_update_alone() {
+    use crate::support::managed::{DaemonChild, DeviceSetup, daemon_bin, daemon_command};
+    use crate::support::mender_server::{Endpoint, MenderServer};
+
+    let server = MenderServer::start();
+    let dev = SimDevice::new();
+    let url = server.url();
+    DeviceSetup {
+        server_url: Some(&url),
+        mac: "02:00:00:00:00:02",
+        inventory_script: None,
+        reboot_marker: None,
+        update_poll: 1,
+        inventory_poll: None,
+        retry_poll: 1,
+    }
+    .apply(&dev);
+    let mine = dev.write_rootfs_artifact("mine", 32 << 10, &[], &[]);
+    let theirs = dev.write_rootfs_artifact("theirs", 32 << 10, &[], &[]);
+    let out = update(
+        &dev,
+        &[
+            "install",
+            &mine.display().to_string(),
+            "--stop-before",
+            "ArtifactInstall_Enter",
+        ],
+    );
+    expect(&out, 0, "Stopped before ArtifactInstall_Enter");
+    let dep = server.add_deployment(&theirs, "theirs", &[crate::support::device::DEVICE_TYPE]);
+    let log = dev.path("daemon.log");
+    let daemon = DaemonChild::spawn(&mut daemon_command(&dev, &daemon_bin(), "info", &log));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.requests_to(Endpoint::NextV1Post).len() < 3 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    daemon.stop(std::time::Duration::from_secs(5));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        server.requests_to(Endpoint::NextV1Post).len() >= 3,
+        "the daemon did not poll: {text}"
+    );
+    assert!(
+        text.contains("stopped before ArtifactInstall_Enter"),
+        "{text}"
+    );
+    // The stopped update is untouched, and goes on when the user says so.
+    assert_eq!(
+        pending(&dev),
+        Some(("downloaded".into(), Some("ArtifactInstallEnter".into())))
+    );
+    assert!(
+        server
+            .statuses(&server.device_ids()[0], &dep)
+            .iter()
+            .all(|s| s == "pending")
+    );
+    let out = update(&dev, &["resume"]);
+    expect(&out, 0, "Reboot the device");
+}
