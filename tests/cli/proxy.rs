@@ -307,3 +307,113 @@ fn the_daemon_reaches_the_server_through_the_proxy() {
     assert!(proxy.refused.lock().unwrap().is_empty());
     server.assert_no_violations();
 }
+
+/// `openssl s_server -WWW` serving `dir` over TLS on loopback with a
+/// self-signed certificate for 127.0.0.1 (`dir/cert.pem`); killed on drop.
+struct TlsFileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsFileServer {
+    fn start(dir: &std::path::Path) -> TlsFileServer {
+        let openssl = |args: &[&str]| {
+            let out = crate::support::device::run_bounded(
+                std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(dir),
+                DEFAULT_TIMEOUT,
+            );
+            assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-days",
+            "2",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        TlsFileServer { child, port }
+    }
+}
+
+impl Drop for TlsFileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_url_is_tunnelled_through_https_proxy_with_tls_end_to_end() {
+    let dev = SimDevice::new();
+    let artifact = dev.write_rootfs_artifact("over-tls", 32 << 10, &[], &[]);
+    let www = dev.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(&artifact, www.join("a.mender")).unwrap();
+    let server = TlsFileServer::start(&www);
+    let proxy = ConnectProxy::start();
+    let url = format!("https://127.0.0.1:{}/a.mender", server.port);
+    let cert = www.join("cert.pem").display().to_string();
+    let envs = [("https_proxy", proxy.url()), ("http_proxy", String::new())];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Not trusted: the tunnel opens, the TLS handshake with the server
+    // (not with the proxy) refuses the certificate.
+    let out = dev.run_with(&["install", &url], &envs, DEFAULT_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(proxy.tunnels().len(), 1, "{:?}", proxy.tunnels());
+    // Trusted with -E: installed through the tunnel.
+    let out = dev.run_with(&["-E", &cert, "install", &url], &envs, DEFAULT_TIMEOUT);
+    assert!(out.status.success(), "{}", describe(&out));
+    let tunnels = proxy.tunnels();
+    assert_eq!(tunnels.len(), 2, "{tunnels:?}");
+    assert!(
+        tunnels
+            .iter()
+            .all(|(t, _)| *t == format!("127.0.0.1:{}", server.port))
+    );
+    dev.reboot();
+    dev.ok(&["commit"]);
+    assert_eq!(dev.show_artifact(), "over-tls");
+}
