@@ -98,6 +98,10 @@ pub fn agent_with(options: &HttpOptions) -> Result<ureq::Agent> {
         None => None,
         Some((cert, key)) => Some(client_certificate(cert, key)?),
     };
+    // 4.x's proxy rules, not ureq's (which reads ALL_PROXY and commas):
+    // ureq's own reading of the environment is off, each request gets its
+    // proxy from `crate::http_proxy`.
+    let proxies = crate::http_proxy::ProxySettings::from_env()?;
     let tls = TlsConfig::builder()
         .unversioned_rustls_crypto_provider(Arc::new(crypto_provider()))
         .root_certs(RootCerts::Specific(Arc::new(roots)))
@@ -113,7 +117,34 @@ pub fn agent_with(options: &HttpOptions) -> Result<ureq::Agent> {
         // hanging for ever.
         .timeout_per_read(Some(Duration::from_secs(60)))
         .user_agent(concat!("mender-rs/", env!("CARGO_PKG_VERSION")))
-        .build();
+        .proxy(None);
+    let config = if proxies.any() {
+        config.middleware(
+            move |request: ureq::http::Request<ureq::SendBody>,
+                  next: ureq::middleware::MiddlewareNext| {
+                // A redirect keeps the proxy decided for the first URL.
+                let request = match proxies.proxy_for_uri(request.uri()) {
+                    None => request,
+                    Some(proxy) => {
+                        use ureq::RequestExt;
+                        match request.middleware_config() {
+                            Some(config) => config.proxy(Some(proxy)).build(),
+                            // Not reached: ureq runs middleware with its agent.
+                            None => {
+                                return Err(ureq::Error::ConnectProxyFailed(
+                                    "no request configuration for the proxy".into(),
+                                ));
+                            }
+                        }
+                    }
+                };
+                next.handle(request)
+            },
+        )
+    } else {
+        config
+    };
+    let config = config.build();
     Ok(config.into())
 }
 

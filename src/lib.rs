@@ -22,6 +22,7 @@ pub mod device_key;
 pub mod engine;
 pub mod fsutil;
 pub mod http;
+pub mod http_proxy;
 pub mod identity;
 pub mod installer;
 pub mod logging;

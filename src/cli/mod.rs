@@ -2,9 +2,12 @@
 //! own file; this one holds the global options.
 //!
 //! Invoked through a link named `mender` or `mender-update`, the binary takes
-//! the same commands, so device scripts written for Mender keep working.
-//! Through a link named `mender-auth` it takes Mender 4.x/5.x's
-//! authentication commands instead (`auth.rs`).
+//! the same commands, so device scripts written for Mender keep working:
+//! the global options of 3.x and 4.x/5.x (`--data` and `--datastore`,
+//! `-E`, `--skipverify`, `-v`), their environment (`environment.rs`,
+//! `crate::http_proxy`) and 5.x's `resume` and `--stop-before`
+//! (`docs/standalone.md`). Through a link named `mender-auth` it takes
+//! Mender 4.x/5.x's authentication commands instead (`auth.rs`).
 
 mod artifact;
 #[cfg(feature = "writer")]
@@ -12,6 +15,7 @@ mod artifact_write;
 mod auth;
 mod bootenv;
 mod control;
+mod environment;
 mod progress;
 mod standalone;
 
@@ -21,6 +25,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, ConfigPaths};
+use crate::engine::StopPoint;
 
 /// Exit codes shared with the Mender client.
 pub const EXIT_OK: i32 = 0;
@@ -30,14 +35,16 @@ pub const EXIT_ERROR: i32 = 1;
 #[command(
     name = "mender-rs",
     version,
+    disable_version_flag = true,
     about = "Over-the-air update client for embedded Linux, compatible with Mender"
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
 
+    /// None only with `--version` (checked in `main`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Global options come before the command, as with the Mender client
@@ -50,9 +57,20 @@ pub struct GlobalArgs {
     /// Fallback configuration file (keys of the main file win).
     #[arg(short = 'b', long = "fallback-config")]
     pub fallback_config: Option<PathBuf>,
-    /// Data directory (state, artifact scripts, logs).
-    #[arg(short = 'd', long = "data")]
+    /// Data directory (state, artifact scripts, logs); MENDER_DATASTORE_DIR
+    /// when not given, else /var/lib/mender.
+    #[arg(short = 'd', long = "data", visible_alias = "datastore")]
     pub data: Option<PathBuf>,
+    /// A PEM certificate (or CA) to trust for the server, instead of
+    /// ServerCertificate.
+    #[arg(short = 'E', long = "trusted-certs", value_name = "FILE")]
+    pub trusted_certs: Option<PathBuf>,
+    /// Skip the verification of the server's TLS certificate (SkipVerify).
+    #[arg(long = "skipverify")]
+    pub skip_verify: bool,
+    /// Print the version and exit (alone, as Mender 4.x/5.x).
+    #[arg(short = 'v', long = "version", short_alias = 'V')]
+    pub version: bool,
     /// Log level: trace, debug, info, warning, error.
     #[arg(short = 'l', long = "log-level")]
     pub log_level: Option<String>,
@@ -73,11 +91,29 @@ pub enum Command {
         /// Exit with 4 when the device must reboot to finish the update.
         #[arg(long)]
         reboot_exit_code: bool,
+        #[command(flatten)]
+        stop: StopArgs,
     },
-    /// Commit the installed update.
-    Commit,
-    /// Roll back the installed, uncommitted update.
-    Rollback,
+    /// Go on with an update stopped by --stop-before (or interrupted);
+    /// commit an installed one.
+    Resume {
+        /// Exit with 4 when the device must reboot to finish the update.
+        #[arg(long)]
+        reboot_exit_code: bool,
+        #[command(flatten)]
+        stop: StopArgs,
+    },
+    /// Commit the installed update. Exits with 2 when none is in progress.
+    Commit {
+        #[command(flatten)]
+        stop: StopArgs,
+    },
+    /// Roll back the installed, uncommitted update. Exits with 2 when none
+    /// is in progress.
+    Rollback {
+        #[command(flatten)]
+        stop: StopArgs,
+    },
     /// Print the name of the installed artifact.
     ShowArtifact,
     /// Print what the device provides, as sorted key=value lines.
@@ -97,6 +133,21 @@ pub enum Command {
     /// before install, reboot or commit), as D-Bus's SetUpdateControlMap.
     #[command(subcommand)]
     Control(control::ControlCommand),
+}
+
+/// `--stop-before STATE` (Mender 5.x), repeatable.
+#[derive(clap::Args, Debug)]
+pub struct StopArgs {
+    /// Stop before entering STATE: ArtifactInstall_Enter,
+    /// ArtifactCommit_Enter, ArtifactCommit_Leave, ArtifactRollback_Enter,
+    /// ArtifactFailure_Enter or Cleanup; 'resume' goes on. A payload that
+    /// can roll back always stops after ArtifactInstall.
+    #[arg(long = "stop-before", value_name = "STATE", value_parser = parse_stop_point)]
+    pub stop_before: Vec<StopPoint>,
+}
+
+fn parse_stop_point(s: &str) -> Result<StopPoint, String> {
+    s.parse()
 }
 
 /// Parses the process arguments, runs the command and returns the exit code.
@@ -131,6 +182,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if cli.global.version || cli.command.is_none() {
+        return version_or_usage(name, &cli);
+    }
     match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
@@ -145,8 +199,25 @@ pub fn main() -> i32 {
     }
 }
 
+/// `--version`, which 4.x/5.x accept only alone; or no command at all.
+fn version_or_usage(name: &str, cli: &Cli) -> i32 {
+    if !cli.global.version {
+        eprintln!("{name}: a command is required (see '{name} --help')");
+        return EXIT_ERROR;
+    }
+    if std::env::args_os().count() != 2 {
+        eprintln!("{name}: --version can not be combined with other commands and arguments");
+        return EXIT_ERROR;
+    }
+    println!("{name} {}", env!("CARGO_PKG_VERSION"));
+    EXIT_OK
+}
+
 fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
     let global = cli.global;
+    let Some(command) = cli.command else {
+        anyhow::bail!("a command is required");
+    };
     let level_name = global.log_level.clone().unwrap_or_else(|| "warning".into());
     let level = crate::logging::parse_level(&level_name)
         .with_context(|| format!("unknown log level '{level_name}'"))?;
@@ -156,7 +227,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
     }
     #[cfg(feature = "mender-store")]
     if !matches!(
-        cli.command,
+        command,
         Command::Artifact(_) | Command::CheckUpdate | Command::SendInventory
     ) {
         // Every command on the device first takes it over from the Mender
@@ -164,21 +235,33 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         crate::mender_store::takeover::run(&load_config(&global)?)?;
     }
     if matches!(
-        cli.command,
+        command,
         Command::Install { .. } | Command::ShowArtifact | Command::ShowProvides | Command::Daemon
     ) {
         // As Mender 4.x: these commands first give a freshly flashed device
         // its name from `<data dir>/bootstrap.mender` (docs/standalone.md).
         crate::engine::bootstrap::maybe_install(&load_config(&global)?)?;
     }
-    match cli.command {
+    match command {
         Command::Artifact(args) => artifact::run(args, matches),
         Command::Install {
             artifact,
             reboot_exit_code,
-        } => standalone::install(&load_config(&global)?, &artifact, reboot_exit_code),
-        Command::Commit => standalone::commit(&load_config(&global)?),
-        Command::Rollback => standalone::rollback(&load_config(&global)?),
+            stop,
+        } => standalone::install(
+            &load_config(&global)?,
+            &artifact,
+            reboot_exit_code,
+            &stop.stop_before,
+        ),
+        Command::Resume {
+            reboot_exit_code,
+            stop,
+        } => standalone::resume(&load_config(&global)?, reboot_exit_code, &stop.stop_before),
+        Command::Commit { stop } => standalone::commit(&load_config(&global)?, &stop.stop_before),
+        Command::Rollback { stop } => {
+            standalone::rollback(&load_config(&global)?, &stop.stop_before)
+        }
         Command::ShowArtifact => standalone::show_artifact(&load_config(&global)?),
         Command::ShowProvides => standalone::show_provides(&load_config(&global)?),
         Command::Bootenv(command) => bootenv::run(&load_config(&global)?, command),
@@ -222,17 +305,24 @@ fn wake_daemon(global: &GlobalArgs, signal: libc::c_int, what: &str) -> Result<i
     let data_dir = global
         .data
         .clone()
-        .unwrap_or_else(|| ConfigPaths::default().data_dir);
+        .unwrap_or_else(|| environment::Directories::from_env().datastore);
     let pid = crate::daemon::signals::signal_daemon(&data_dir, signal)?;
     eprintln!("{what} requested from the daemon (pid {pid})");
     Ok(EXIT_OK)
 }
 
+/// The configuration the global options, the environment
+/// (`environment.rs`) and the files give. The proxy variables are checked
+/// here too, so that a bad one fails every command, as in 4.x.
 fn load_config(global: &GlobalArgs) -> Result<Config> {
-    let defaults = ConfigPaths::default();
-    let data_dir = global.data.clone().unwrap_or(defaults.data_dir);
+    crate::http_proxy::ProxySettings::from_env()?;
+    let dirs = environment::Directories::from_env();
+    let data_dir = global
+        .data
+        .clone()
+        .unwrap_or_else(|| dirs.datastore.clone());
     let paths = ConfigPaths {
-        main: global.config.clone().unwrap_or(defaults.main),
+        main: global.config.clone().unwrap_or_else(|| dirs.main_config()),
         main_explicit: global.config.is_some(),
         fallback: global
             .fallback_config
@@ -241,5 +331,13 @@ fn load_config(global: &GlobalArgs) -> Result<Config> {
         fallback_explicit: global.fallback_config.is_some(),
         data_dir,
     };
-    Ok(Config::load(&paths)?)
+    let mut config = Config::load(&paths)?;
+    dirs.apply(&mut config);
+    if let Some(certs) = &global.trusted_certs {
+        config.server_certificate = Some(certs.clone());
+    }
+    if global.skip_verify {
+        config.skip_verify = true;
+    }
+    Ok(config)
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::progress::ProgressReader;
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::config::Config;
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Outcome, StopPoint};
 use crate::store::Store;
 
 /// Exit code of `commit`/`rollback` with nothing in progress (Mender's).
@@ -17,74 +17,92 @@ pub const EXIT_NOTHING_TO_DO: i32 = 2;
 /// Exit code of `install --reboot-exit-code` when a reboot is needed.
 pub const EXIT_REBOOT_NEEDED: i32 = 4;
 
-pub fn install(config: &Config, source: &str, reboot_exit_code: bool) -> Result<i32> {
+pub fn install(
+    config: &Config,
+    source: &str,
+    reboot_exit_code: bool,
+    stop_before: &[StopPoint],
+) -> Result<i32> {
     let input = open_source(config, source)?;
     let mut engine = Engine::open(config)?;
+    engine.set_stop_before(stop_before);
     let outcome = engine.install(input)?;
+    Ok(report(&engine, outcome, reboot_exit_code, "install"))
+}
+
+/// `resume` (Mender 5.x): goes on with an update stopped by
+/// `--stop-before`, finishes an interrupted one, or commits an installed
+/// one.
+pub fn resume(config: &Config, reboot_exit_code: bool, stop_before: &[StopPoint]) -> Result<i32> {
+    let mut engine = Engine::open(config)?;
+    engine.set_stop_before(stop_before);
+    let outcome = engine.resume_update()?;
+    Ok(report(&engine, outcome, reboot_exit_code, "resume"))
+}
+
+pub fn commit(config: &Config, stop_before: &[StopPoint]) -> Result<i32> {
+    let mut engine = Engine::open(config)?;
+    engine.set_stop_before(stop_before);
+    let outcome = engine.commit()?;
+    Ok(report(&engine, outcome, false, "commit"))
+}
+
+pub fn rollback(config: &Config, stop_before: &[StopPoint]) -> Result<i32> {
+    let mut engine = Engine::open(config)?;
+    engine.set_stop_before(stop_before);
+    let outcome = engine.rollback()?;
+    Ok(report(&engine, outcome, false, "roll back"))
+}
+
+/// Says how a command ended; returns its exit code (Mender's: 0, 1, 2 for
+/// nothing in progress, 4 for a reboot with `--reboot-exit-code`).
+fn report(engine: &Engine, outcome: Outcome, reboot_exit_code: bool, verb: &str) -> i32 {
     let name = engine
         .provides()
         .get("artifact_name")
         .cloned()
         .unwrap_or_default();
+    let reboot_code = |reboot: bool| {
+        if reboot && reboot_exit_code {
+            EXIT_REBOOT_NEEDED
+        } else {
+            EXIT_OK
+        }
+    };
     match outcome {
         Outcome::Installed { reboot: true } => {
             eprintln!(
                 "Installed. Reboot the device, then run 'commit' to keep the update or 'rollback' to undo it."
             );
-            Ok(if reboot_exit_code {
-                EXIT_REBOOT_NEEDED
-            } else {
-                EXIT_OK
-            })
+            reboot_code(true)
         }
         Outcome::Installed { reboot: false } => {
             eprintln!("Installed. Run 'commit' to keep the update or 'rollback' to undo it.");
-            Ok(EXIT_OK)
+            EXIT_OK
         }
         Outcome::Committed { reboot } => {
-            eprintln!("Installed and committed: {name}");
+            if verb == "install" {
+                eprintln!("Installed and committed: {name}");
+            } else {
+                eprintln!("Committed: {name}");
+            }
             if reboot {
                 eprintln!("Reboot the device for the update to take effect.");
             }
-            Ok(if reboot && reboot_exit_code {
-                EXIT_REBOOT_NEEDED
-            } else {
-                EXIT_OK
-            })
+            reboot_code(reboot)
         }
-        Outcome::RolledBack | Outcome::NothingToDo => Ok(EXIT_ERROR),
-    }
-}
-
-pub fn commit(config: &Config) -> Result<i32> {
-    let mut engine = Engine::open(config)?;
-    match engine.commit()? {
-        Outcome::NothingToDo => {
-            eprintln!("Nothing to commit.");
-            Ok(EXIT_NOTHING_TO_DO)
+        Outcome::Stopped(point) => {
+            eprintln!("Stopped before {point}. Run 'resume' to go on.");
+            EXIT_OK
         }
-        _ => {
-            let name = engine
-                .provides()
-                .get("artifact_name")
-                .cloned()
-                .unwrap_or_default();
-            eprintln!("Committed: {name}");
-            Ok(EXIT_OK)
-        }
-    }
-}
-
-pub fn rollback(config: &Config) -> Result<i32> {
-    let mut engine = Engine::open(config)?;
-    match engine.rollback()? {
-        Outcome::NothingToDo => {
-            eprintln!("Nothing to roll back.");
-            Ok(EXIT_NOTHING_TO_DO)
-        }
-        _ => {
+        Outcome::RolledBack if verb == "install" => EXIT_ERROR,
+        Outcome::RolledBack => {
             eprintln!("Rolled back. Reboot the device if it runs the update.");
-            Ok(EXIT_OK)
+            EXIT_OK
+        }
+        Outcome::NothingToDo => {
+            eprintln!("Nothing to {verb}.");
+            EXIT_NOTHING_TO_DO
         }
     }
 }

@@ -168,6 +168,10 @@ impl Engine<'_> {
             if old.deployment_id.is_some() {
                 bail!("another deployment is still in progress");
             }
+            if let Some(point) = old.stopped_before {
+                // The user's, stopped by `--stop-before`: not ours to drop.
+                return Err(Self::refuse_stopped(&old, point));
+            }
             log::warn!(
                 "replacing the uncommitted standalone update '{}'",
                 old.artifact

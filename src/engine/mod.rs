@@ -13,8 +13,10 @@
 pub mod bootstrap;
 mod download;
 pub mod managed;
+mod stop;
 
 pub use managed::DeploymentHooks;
+pub use stop::{StopPoint, Stopped};
 
 use std::io::Read;
 
@@ -129,6 +131,10 @@ pub struct UpdateState {
     /// The server's deployment (managed mode); `None` for standalone.
     #[serde(default)]
     pub deployment_id: Option<String>,
+    /// Stopped by `--stop-before` before this point, the phase not started
+    /// (see [`stop`]); cleared by the next transition.
+    #[serde(default)]
+    pub stopped_before: Option<StopPoint>,
 }
 
 impl UpdateState {
@@ -144,6 +150,7 @@ impl UpdateState {
             manual_rollback: false,
             inconsistent: false,
             deployment_id,
+            stopped_before: None,
         }
     }
 
@@ -164,6 +171,8 @@ pub enum Outcome {
     RolledBack,
     /// `commit` or `rollback` with no update in progress.
     NothingToDo,
+    /// Stopped where `--stop-before` asked; `resume` goes on.
+    Stopped(StopPoint),
 }
 
 pub struct Engine<'c> {
@@ -171,6 +180,8 @@ pub struct Engine<'c> {
     store: Store,
     scripts: ScriptRunner,
     verify_keys: Vec<VerifyKey>,
+    /// `--stop-before` (standalone commands only).
+    stop_before: Vec<StopPoint>,
 }
 
 impl<'c> Engine<'c> {
@@ -196,6 +207,7 @@ impl<'c> Engine<'c> {
             store,
             scripts,
             verify_keys,
+            stop_before: Vec::new(),
         })
     }
 
@@ -219,6 +231,7 @@ impl<'c> Engine<'c> {
     fn persist(&mut self, state: &mut UpdateState, phase: Phase) -> Result<()> {
         state.phase = phase;
         state.steps += 1;
+        state.stopped_before = None;
         let value = serde_json::to_value(&*state)?;
         self.store.save(|d| d.update = Some(value))?;
         Ok(())
@@ -383,6 +396,9 @@ impl<'c> Engine<'c> {
         if state.phase == Phase::Installed {
             return Ok(None);
         }
+        if let Some(point) = state.stopped_before {
+            return Err(Self::refuse_stopped(&state, point));
+        }
         if let Some(id) = &state.deployment_id {
             bail!(
                 "deployment {id} from the server is in progress ({:?}); the daemon finishes it",
@@ -428,7 +444,9 @@ impl<'c> Engine<'c> {
                 state.failed = true;
                 self.cleanup(&mut state, installer.as_deref_mut())
             }
-            Phase::ArtifactInstall | Phase::ArtifactCommit => {
+            // Downloaded: `resume` after a stop before the install was
+            // interrupted; as 5.x, the error path (nothing was switched).
+            Phase::ArtifactInstall | Phase::ArtifactCommit | Phase::Downloaded => {
                 let inst = installer
                     .ok_or_else(|| anyhow!("no installer recorded for the interrupted update"))?;
                 self.error_path(&mut state, inst)
@@ -449,10 +467,7 @@ impl<'c> Engine<'c> {
             Phase::Cleanup => self.cleanup(&mut state, installer.as_deref_mut()),
             // Managed phases; a standalone resume never sees them (see
             // `resume_interrupted`), the daemon resumes them itself.
-            Phase::Downloaded
-            | Phase::ArtifactReboot
-            | Phase::ArtifactRollbackReboot
-            | Phase::StatusReport => {
+            Phase::ArtifactReboot | Phase::ArtifactRollbackReboot | Phase::StatusReport => {
                 bail!(
                     "the update was left in {:?}, which only the daemon resumes",
                     state.phase
@@ -464,6 +479,11 @@ impl<'c> Engine<'c> {
     /// `install`: download into the installer, install, and stop before the
     /// reboot (or commit at once when the payload cannot roll back).
     pub fn install(&mut self, input: Box<dyn Read + '_>) -> Result<Outcome> {
+        let result = self.install_steps(input);
+        Self::outcome_of(result, false)
+    }
+
+    fn install_steps(&mut self, input: Box<dyn Read + '_>) -> Result<Outcome> {
         self.resume_interrupted()?;
         if let Some(old) = self.update()? {
             log::warn!(
@@ -495,12 +515,11 @@ impl<'c> Engine<'c> {
                 return Err(e);
             }
         };
-
         // Mender 3.4 asks after Download_Leave; a failed answer ends the
         // update before any artifact script runs (`docs/update-modules.md`).
         let mut installer = installer;
-        let rollback = match installer.supports_rollback() {
-            Ok(r) => r,
+        match installer.supports_rollback() {
+            Ok(r) => state.supports_rollback = Some(r),
             Err(e) => {
                 state.failed = true;
                 if let Err(c) = self.cleanup(&mut state, Some(installer.as_mut())) {
@@ -508,15 +527,36 @@ impl<'c> Engine<'c> {
                 }
                 return Err(e.context("asking the payload whether it can roll back"));
             }
-        };
-        state.supports_rollback = Some(rollback);
+        }
+        if self.stop_requested(StopPoint::ArtifactInstallEnter) {
+            self.persist_or_stop(
+                &mut state,
+                Phase::Downloaded,
+                StopPoint::ArtifactInstallEnter,
+            )?;
+        }
+        self.finish_install(state, installer)
+    }
 
-        let (reboot, installer) = self
+    /// From the downloaded payload to installed (or committed, when the
+    /// payload cannot roll back).
+    fn finish_install(
+        &mut self,
+        mut state: UpdateState,
+        installer: Box<dyn Installer>,
+    ) -> Result<Outcome> {
+        let (reboot, mut installer) = self
             .install_state(&mut state, installer, &mut || Ok(()))
             .map_err(|e| e.context("the update was rolled back"))?;
         state.reboot = Some(reboot);
+        // Asked after the download (`install_steps`), also before a stop.
+        let rollback = match state.supports_rollback {
+            Some(r) => r,
+            None => installer.supports_rollback()?,
+        };
+        state.supports_rollback = Some(rollback);
         self.persist(&mut state, Phase::Installed)?;
-        if !rollback {
+        if !rollback && !self.stop_requested(StopPoint::ArtifactCommitEnter) {
             log::info!("the payload cannot be rolled back: committing at once");
             self.commit_installed(&mut state, installer, None)?;
             return Ok(Outcome::Committed {
@@ -657,6 +697,11 @@ impl<'c> Engine<'c> {
 
     /// `commit`: verify the reboot, commit, record the new provides.
     pub fn commit(&mut self) -> Result<Outcome> {
+        let result = self.commit_steps();
+        Self::outcome_of(result, false)
+    }
+
+    fn commit_steps(&mut self) -> Result<Outcome> {
         let Some((mut state, mut installer)) = self.pending_update("commit")? else {
             return Ok(Outcome::NothingToDo);
         };
@@ -687,6 +732,10 @@ impl<'c> Engine<'c> {
         mut installer: Box<dyn Installer>,
         hooks: Option<&mut dyn DeploymentHooks>,
     ) -> Result<()> {
+        if self.stop_requested(StopPoint::ArtifactCommitEnter) {
+            // Installed is where the update stands: no write needed.
+            return Err(self.stopped(state, StopPoint::ArtifactCommitEnter));
+        }
         self.persist(state, Phase::ArtifactCommit)?;
         let id = state.deployment_id.clone();
         let committed = (|| -> Result<()> {
@@ -711,11 +760,16 @@ impl<'c> Engine<'c> {
         let next = depends::provides_after_commit(self.store.provides(), &artifact.as_header());
         state.phase = Phase::ArtifactCommitLeave;
         state.steps += 1;
+        let stop = StopPoint::ArtifactCommitLeave;
+        state.stopped_before = self.stop_requested(stop).then_some(stop);
         let value = serde_json::to_value(&*state)?;
         self.store.save(|d| {
             d.provides = next;
             d.update = Some(value);
         })?;
+        if state.stopped_before.is_some() {
+            return Err(self.stopped(state, stop));
+        }
         self.commit_leave(state, installer.as_mut())
     }
 
@@ -738,6 +792,18 @@ impl<'c> Engine<'c> {
 
     /// `rollback` of an installed, uncommitted update.
     pub fn rollback(&mut self) -> Result<Outcome> {
+        let stopped = self
+            .update()?
+            .filter(|s| s.deployment_id.is_none())
+            .and_then(|s| s.stopped_before.map(|point| (s, point)));
+        let result = match stopped {
+            Some((state, point)) => self.rollback_stopped(state, point),
+            None => self.rollback_steps(),
+        };
+        Self::outcome_of(result, true)
+    }
+
+    fn rollback_steps(&mut self) -> Result<Outcome> {
         let Some((mut state, mut installer)) = self.pending_update("roll back")? else {
             return Ok(Outcome::NothingToDo);
         };
@@ -789,7 +855,11 @@ impl<'c> Engine<'c> {
         mut installer: Box<dyn Installer>,
     ) -> Result<()> {
         state.failed = true;
-        self.persist(state, Phase::ArtifactRollback)?;
+        self.persist_or_stop(
+            state,
+            Phase::ArtifactRollback,
+            StopPoint::ArtifactRollbackEnter,
+        )?;
         // A failing rollback script does not stop the rollback, but the
         // device can no longer be trusted to be in a known state (Mender
         // marks it inconsistent too).
@@ -849,7 +919,11 @@ impl<'c> Engine<'c> {
         installer: &mut (dyn Installer + 'static),
     ) -> Result<()> {
         state.failed = true;
-        self.persist(state, Phase::ArtifactFailure)?;
+        self.persist_or_stop(
+            state,
+            Phase::ArtifactFailure,
+            StopPoint::ArtifactFailureEnter,
+        )?;
         self.run_scripts_ignoring(ScriptState::ArtifactFailure, ScriptAction::Enter);
         let failed = installer.failure();
         if let Err(e) = &failed {
@@ -869,7 +943,7 @@ impl<'c> Engine<'c> {
         state: &mut UpdateState,
         installer: Option<&mut (dyn Installer + 'static)>,
     ) -> Result<()> {
-        self.persist(state, Phase::Cleanup)?;
+        self.persist_or_stop(state, Phase::Cleanup, StopPoint::Cleanup)?;
         let cleaned = match installer {
             Some(i) => i.cleanup(),
             None => Ok(()),

@@ -226,6 +226,7 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
         manual_rollback: false,
         inconsistent: false,
         deployment_id: None,
+        stopped_before: None,
     })))
 }
 

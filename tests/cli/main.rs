@@ -12,6 +12,9 @@
 //!   retries), side by side with the Mender client 3.4.
 //! * `crash_injection` (feature `crash-injection`): power loss at every
 //!   persisted step.
+//! * `mender_update`: the 4.x/5.x command line by the `mender-update` link
+//!   (`resume`, `--stop-before`, global options, environment).
+//! * `proxy`: `http_proxy`, `https_proxy`, `no_proxy` (4.x rules).
 //! * `control_map`: `mender-rs control set|show|clear`.
 //! * `takeover`: take-over from the Mender client and hand back, on
 //!   hand-made stores and with the Mender client 3.4.
@@ -28,8 +31,10 @@ mod bootstrap;
 mod conformance;
 mod control_map;
 mod crash_injection;
-mod orderings_34;
 mod mender_auth;
+mod mender_update;
+mod orderings_34;
+mod proxy;
 mod reference_client;
 mod standalone;
 #[cfg(feature = "mender-store")]

@@ -133,6 +133,10 @@ do_install:append:class-target() {
     install -m 0644 ${S}/support/mender-rs.service ${D}${systemd_system_unitdir}/mender-rs.service
     install -m 0644 ${UNPACKDIR}/mender-data-dir.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${UNPACKDIR}/mender-rs-data-dir.conf ${D}${systemd_system_unitdir}/mender-rs.service.d/data-dir.conf
+    # The Mender 4.x/5.x service names, as aliases of the one daemon, so that
+    # `systemctl restart mender-updated` works even with the unit disabled.
+    ln -sf mender-rs.service ${D}${systemd_system_unitdir}/mender-updated.service
+    ln -sf mender-rs.service ${D}${systemd_system_unitdir}/mender-authd.service
 
     # Identity and inventory scripts, the Update Modules we ship.
     install -d ${D}${datadir}/mender/identity ${D}${datadir}/mender/inventory ${D}${datadir}/mender/modules/v3
@@ -157,6 +161,8 @@ do_install:append:class-target() {
 }
 
 FILES:${PN} += "${systemd_system_unitdir}/mender-rs.service.d \
+    ${systemd_system_unitdir}/mender-updated.service \
+    ${systemd_system_unitdir}/mender-authd.service \
     ${datadir}/mender \
     ${datadir}/dbus-1/system.d \
     ${MENDER_RS_DATA_DIR} \
@@ -165,7 +171,9 @@ CONFFILES:${PN} = "${sysconfdir}/mender/mender.conf"
 # The inventory and identity scripts are shell scripts.
 RDEPENDS:${PN}:class-target = "${VIRTUAL-RUNTIME_base-utils} ${@bb.utils.contains('MENDER_FEATURES', 'mender-uboot', 'u-boot-mender-rs', '', d)}"
 
-# The links take the names of the Mender clients' binaries.
-RCONFLICTS:${PN} = "${@bb.utils.contains('PACKAGECONFIG', 'compat-links', 'mender-client mender-update', '', d)}"
+# The links take the names of the Mender clients' binaries; the unit
+# aliases take the names of the 4.x/5.x services (packages mender-auth and
+# mender-update of meta-mender).
+RCONFLICTS:${PN} = "mender-auth mender-update ${@bb.utils.contains('PACKAGECONFIG', 'compat-links', 'mender-client', '', d)}"
 
 BBCLASSEXTEND = "native"
