@@ -24,14 +24,16 @@ use crate::device_key::MAX_PASSPHRASE_LEN;
 #[command(
     name = "mender-auth",
     version,
+    disable_version_flag = true,
     about = "Authentication with the Mender server: device key and bootstrap (mender-rs)"
 )]
 struct AuthCli {
     #[command(flatten)]
     global: GlobalArgs,
 
+    /// None only with `--version` (checked in `main`).
     #[command(subcommand)]
-    command: AuthCommand,
+    command: Option<AuthCommand>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -45,7 +47,7 @@ enum AuthCommand {
 }
 
 #[derive(clap::Args, Debug)]
-struct KeyArgs {
+pub struct KeyArgs {
     /// Generate a new device key, replacing the one there is.
     #[arg(short = 'F', long = "forcebootstrap")]
     force_bootstrap: bool,
@@ -67,6 +69,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if cli.global.version || cli.command.is_none() {
+        return super::version_or_usage_of("mender-auth", cli.global.version);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -89,18 +94,11 @@ fn run(cli: AuthCli) -> Result<i32> {
         Some(path) => crate::logging::init_file(level, path)?,
         None => crate::logging::init_stderr(level),
     }
-    match cli.command {
-        AuthCommand::Bootstrap(args) => {
-            let config = super::load_config(&global)?;
-            let passphrase = read_passphrase(args.passphrase_file.as_deref())?;
-            let key = bootstrap_key(
-                &config,
-                args.force_bootstrap,
-                passphrase.as_ref().map(|p| p.as_slice()),
-            )?;
-            authenticate_once(&config, key)?;
-            Ok(EXIT_OK)
-        }
+    let Some(command) = cli.command else {
+        bail!("a command is required");
+    };
+    match command {
+        AuthCommand::Bootstrap(args) => bootstrap(&global, args),
         AuthCommand::Daemon(args) => {
             // Read before the daemon starts: standard input is the caller's.
             let passphrase = read_passphrase(args.passphrase_file.as_deref())?;
@@ -113,6 +111,20 @@ fn run(cli: AuthCli) -> Result<i32> {
             })
         }
     }
+}
+
+/// `bootstrap` (also Mender 3.x's `mender bootstrap [-F]`): the device key,
+/// then one authentication.
+pub(super) fn bootstrap(global: &GlobalArgs, args: KeyArgs) -> Result<i32> {
+    let config = super::load_config(global)?;
+    let passphrase = read_passphrase(args.passphrase_file.as_deref())?;
+    let key = bootstrap_key(
+        &config,
+        args.force_bootstrap,
+        passphrase.as_ref().map(|p| p.as_slice()),
+    )?;
+    authenticate_once(&config, key)?;
+    Ok(EXIT_OK)
 }
 
 /// The device key for `bootstrap` and `daemon`: loaded (decrypted with

@@ -125,6 +125,10 @@ pub enum Command {
     Bootenv(bootenv::BootenvCommand),
     /// Run as a daemon managed by a Mender server.
     Daemon,
+    /// Create the device key if there is none (a new one with
+    /// --forcebootstrap), then authenticate once (Mender 3.x's `mender
+    /// bootstrap`; `mender-auth bootstrap` in 4.x/5.x).
+    Bootstrap(auth::KeyArgs),
     /// Make the running daemon check for an update now.
     CheckUpdate,
     /// Make the running daemon send its inventory now.
@@ -201,7 +205,12 @@ pub fn main() -> i32 {
 
 /// `--version`, which 4.x/5.x accept only alone; or no command at all.
 fn version_or_usage(name: &str, cli: &Cli) -> i32 {
-    if !cli.global.version {
+    version_or_usage_of(name, cli.global.version)
+}
+
+/// [`version_or_usage`] for any of the program's names.
+fn version_or_usage_of(name: &str, version: bool) -> i32 {
+    if !version {
         eprintln!("{name}: a command is required (see '{name} --help')");
         return EXIT_ERROR;
     }
@@ -266,6 +275,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Command::ShowProvides => standalone::show_provides(&load_config(&global)?),
         Command::Bootenv(command) => bootenv::run(&load_config(&global)?, command),
         Command::Daemon => daemon(&global),
+        Command::Bootstrap(args) => auth::bootstrap(&global, args),
         Command::CheckUpdate => wake_daemon(&global, libc::SIGUSR1, "update check"),
         Command::SendInventory => wake_daemon(&global, libc::SIGUSR2, "inventory update"),
         Command::Control(command) => control::run(&load_config(&global)?, command),

@@ -161,7 +161,7 @@ keys! {
     SKIP_VERIFY = "SkipVerify", Bool, Bool(false),
         "no certificate checks (logged loudly at every start)";
     HTTPS_CERTIFICATE = "HttpsClient.Certificate", OptPath, Unset,
-        "client certificate for mutual TLS, with `HttpsClient.Key`; its key also signs auth requests unless `Security.AuthPrivateKey` is set";
+        "client certificate for mutual TLS, with `HttpsClient.Key`; its key also signs auth requests (as Mender 3.x) when neither `Security.AuthPrivateKey` nor `<data>/mender-agent.pem` is there";
     HTTPS_KEY = "HttpsClient.Key", OptPath, Unset, "the key of that certificate";
     AUTH_PRIVATE_KEY = "Security.AuthPrivateKey", OptPath, Unset,
         "the device key to use instead of `<data>/mender-agent.pem`";
@@ -192,6 +192,8 @@ keys! {
         "(ours) how the daemon reboots into (or back from) a rootfs update; white space alone is an error";
     REBOOT_TIMEOUT = "RebootTimeoutSeconds", Seconds, Number(300),
         "(ours) deadline of `RebootCommand`; a command that hangs or fails takes the failure path (rollback, `failure` reported)";
+    UPDATE_LOG_PATH = "UpdateLogPath", OptPath, Described("the data directory"),
+        "where the deployment logs `deployments.NNNN.<id>.log` are kept, as Mender 4.x/5.x";
     // Accepted and checked, not used
     HTTPS_SSL_ENGINE = "HttpsClient.SSLEngine", OptText, Unset, "accepted and checked, not used";
     SECURITY_SSL_ENGINE = "Security.SSLEngine", OptText, Unset, "accepted and checked, not used";
@@ -199,7 +201,6 @@ keys! {
         "accepted and checked, not used";
     IDLE_CONN_TIMEOUT = "Connectivity.IdleConnTimeoutSeconds", Seconds, Unset,
         "accepted and checked, not used";
-    UPDATE_LOG_PATH = "UpdateLogPath", OptPath, Unset, "accepted and checked, not used";
     UCM_POLL = "UpdateControlMapPollIntervalSeconds", Seconds, Unset,
         "accepted and checked, not used";
 }

@@ -146,8 +146,10 @@ pub struct Config {
     /// `DeviceTier` (Mender 5.1): `standard`, `system` or `micro`, sent as
     /// `tier` in the auth request; `None` when not set.
     pub device_tier: Option<String>,
+    /// `UpdateLogPath`: the directory of the deployment logs; the data
+    /// directory unless set.
+    pub update_log_path: PathBuf,
     // Accepted, type-checked and not used (no warning): Connectivity,
-    // UpdateLogPath,
     // UpdateControlMapPollIntervalSeconds, Security.SSLEngine.
 }
 
@@ -479,6 +481,9 @@ fn build(
             .and_then(|s| crate::device_key::DeviceKeyType::from_str(s).ok())
             .unwrap_or_default(),
         device_tier: layer.opt_string(&DEVICE_TIER),
+        update_log_path: layer
+            .opt_path(&UPDATE_LOG_PATH)
+            .unwrap_or_else(|| data_dir.to_path_buf()),
     })
 }
 

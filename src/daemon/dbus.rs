@@ -18,8 +18,9 @@
 //!   server_url)` (empty strings without a token), `FetchJwtToken() → (b
 //!   success)` (true once the request is queued; the daemon authenticates
 //!   when it is idle or paused) and the signal `JwtTokenStateChange(s
-//!   token, s server_url)`, sent after every authentication (empty strings
-//!   when it failed) and when the token is lost. As with Mender 3.x to 5.x,
+//!   token, s server_url)`, sent after every successful authentication,
+//!   when the token is lost, and once (empty strings) when an
+//!   authentication `FetchJwtToken` asked for fails. As with Mender 3.x to 5.x,
 //!   `server_url` is not the server's but the add-on forwarder's,
 //!   `http://127.0.0.1:<port>` ([`forwarder`](super::forwarder)), which
 //!   passes requests on to the server that issued the token with the

@@ -38,17 +38,26 @@ use signals::{PidFile, Signals};
 /// Longest run of an inventory script.
 const INVENTORY_SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The device key: `Security.AuthPrivateKey`, else the `HttpsClient` key
-/// (as Mender 3.x), else `mender-agent.pem` in the data directory; and
-/// whether it is that default one, the only one created or replaced.
+/// The device key: `Security.AuthPrivateKey`, else `mender-agent.pem` in
+/// the data directory when it exists, else the `HttpsClient` key (as Mender
+/// 3.x), else `mender-agent.pem` (created); and whether it is that default
+/// one, the only one created or replaced.
 pub fn key_path(config: &Config) -> (PathBuf, bool) {
     if let Some(p) = &config.auth_private_key {
         return (p.clone(), false);
     }
-    if let Some(h) = &config.https_client {
+    let default = config.data_dir.join("mender-agent.pem");
+    // Mender 4.x/5.x sign with `mender-agent.pem` even when `HttpsClient`
+    // has a key (TLS only); 3.x signed with `HttpsClient.Key` and then wrote
+    // no `mender-agent.pem`. So an existing `mender-agent.pem` is the key
+    // the server knows, whichever client the device comes from
+    // (docs/differences.md).
+    if let Some(h) = &config.https_client
+        && std::fs::symlink_metadata(&default).is_err()
+    {
         return (h.key.clone(), false);
     }
-    (config.data_dir.join("mender-agent.pem"), true)
+    (default, true)
 }
 
 /// Loads (or, for the default path, creates) the device key.

@@ -444,7 +444,7 @@ impl Engine<'_> {
         let records = if success {
             Vec::new()
         } else {
-            DeploymentLog::read_records(&self.config.data_dir, &id).unwrap_or_else(|e| {
+            DeploymentLog::read_records(&self.config.update_log_path, &id).unwrap_or_else(|e| {
                 log::warn!("reading the deployment log: {e}");
                 Vec::new()
             })

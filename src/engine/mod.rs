@@ -246,7 +246,7 @@ impl<'c> Engine<'c> {
     /// Sends the log records of this update to its deployment log (a new
     /// one for a new update).
     fn attach_deployment_log(&self, state: &UpdateState, new: bool) {
-        let dir = &self.config.data_dir;
+        let dir = &self.config.update_log_path;
         let id = state
             .deployment_id
             .as_deref()

@@ -530,3 +530,60 @@ fn mender_auth_daemon_runs_the_daemon_with_the_decrypted_key() {
     assert_eq!(server.device_ids(), [id]);
     server.assert_no_violations();
 }
+
+#[test]
+fn the_https_client_key_signs_only_when_there_is_no_mender_agent_pem() {
+    let server = MenderServer::start();
+    let d = AuthDevice::new(Some(&server));
+    let client_key = d.dev.path("etc/client.key");
+    let client_cert = d.dev.path("etc/client.crt");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        client_key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        client_key.to_str().unwrap(),
+        "-subj",
+        "/CN=device",
+        "-days",
+        "1",
+        "-out",
+        client_cert.to_str().unwrap(),
+    ]);
+    d.dev.set_config(
+        "HttpsClient",
+        serde_json::json!({
+            "Certificate": client_cert.to_str().unwrap(),
+            "Key": client_key.to_str().unwrap(),
+        }),
+    );
+    // As Mender 3.x: no mender-agent.pem, so the HttpsClient key signs (and
+    // none is created).
+    assert_exit(&d.run(&["bootstrap"]), 0, "bootstrap with HttpsClient");
+    device_of(&server, &client_key, None);
+    assert!(!d.key_path().exists());
+    // As Mender 4.x/5.x: mender-agent.pem is the device's key even with
+    // HttpsClient set. Through 3.x's own command, `mender bootstrap`.
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        d.key_path().to_str().unwrap(),
+    ]);
+    let mender = d.dev.path("mender");
+    std::os::unix::fs::symlink(BIN, &mender).unwrap();
+    let mut cmd = d.dev.command_as(&mender);
+    cmd.arg("bootstrap");
+    let out = run_bounded(&mut cmd, DEFAULT_TIMEOUT);
+    assert_exit(&out, 0, "mender bootstrap with mender-agent.pem");
+    device_of(&server, &d.key_path(), None);
+    assert_eq!(server.device_ids().len(), 2);
+    server.assert_no_violations();
+}

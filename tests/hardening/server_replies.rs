@@ -1,6 +1,6 @@
 //! Hardening: what a hostile or broken Mender server answers (issue #13
 //! findings 2 and 3 and their siblings). The daemon runs against the fake
-//! server of tests/support/mender_server.rs, whose `replace_next` /
+//! server of tests/support/mender_server/, whose `replace_next` /
 //! `replace_always` swap any answer for a hostile one. Each case checks
 //! that the daemon refuses with a log line saying why, installs nothing it
 //! should not, and keeps working once the server behaves again.

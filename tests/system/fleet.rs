@@ -1,4 +1,4 @@
-//! Fleets of daemons against one test server (tests/support/mender_server.rs):
+//! Fleets of daemons against one test server (tests/support/mender_server/):
 //! every device authenticates, sends its inventory, polls at its interval,
 //! and installs one module-image deployment (no reboot), and the server sees
 //! a bounded number of requests.

@@ -1,4 +1,4 @@
-//! The daemon against the test server (tests/support/mender_server.rs): the
+//! The daemon against the test server (tests/support/mender_server/): the
 //! canonical script orders and status reports of the Mender client (spec
 //! §3.9), authentication, inventory, the resumable download, and restarts
 //! at every persisted step of a deployment.

@@ -1,4 +1,4 @@
-//! Tests of the Mender device-API test server (`tests/support/mender_server.rs`)
+//! Tests of the Mender device-API test server (`tests/support/mender_server/`)
 //! with plain HTTP requests, so the daemon tests can trust it. Device keys
 //! are made and requests are signed with the `openssl` command.
 //!
