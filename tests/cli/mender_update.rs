@@ -694,3 +694,22 @@ fn the_daemon_leaves_a_stopped_update_alone() {
     let out = update(&dev, &["resume"]);
     expect(&out, 0, "Reboot the device");
 }
+
+#[test]
+fn update_log_path_places_the_deployment_logs() {
+    let dev = SimDevice::new();
+    let logs = dev.path("logs");
+    fs::create_dir_all(&logs).unwrap();
+    dev.set_config("UpdateLogPath", Value::String(logs.display().to_string()));
+    let artifact = dev.write_rootfs_artifact("release-2", 64 << 10, &[], &[]);
+    dev.ok(&["install", artifact.to_str().unwrap()]);
+    let names = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("deployments."))
+            .collect()
+    };
+    assert_eq!(names(&logs), ["deployments.0001.standalone.log"]);
+    assert!(names(&dev.data).is_empty(), "{:?}", names(&dev.data));
+}

@@ -465,6 +465,10 @@ fn provides_growing_past_their_cap_are_refused() {
         &dev,
         json!({"artifact_name": "r1", "other.blob": "x".repeat(900 << 10)}),
     );
+    // A first command hands the installed software back to Mender's store
+    // (docs/takeover.md), as any start of a named device does; the refusal
+    // below must change nothing after that.
+    dev.ok(&["show-artifact"]);
     // ... and an artifact adding 0.2 MiB more without clearing them.
     let bad = with_json_edit(&dev, "grow", "headers/0000/type-info", |v| {
         set_type_provide(v, "rootfs-image.blob", &"y".repeat(200 << 10));

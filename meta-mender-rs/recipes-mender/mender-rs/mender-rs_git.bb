@@ -42,12 +42,16 @@ export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 PACKAGECONFIG ??= "compat-links split-mender-config"
 PACKAGECONFIG:class-native = ""
-# `mender` and `mender-update` links to mender-rs, for scripts written for Mender.
+# `mender`, `mender-update` and `mender-auth` links to mender-rs, for scripts
+# and units written for Mender 3.x to 5.x.
 PACKAGECONFIG[compat-links] = ""
 # RootfsPartA/B in /data/mender/mender.conf, outside the updated rootfs.
 PACKAGECONFIG[split-mender-config] = ""
 # D-Bus API (cargo feature `dbus`, libdbus through pkg-config) and its policy files.
 PACKAGECONFIG[dbus] = "--features dbus,,dbus,dbus"
+# Device keys encrypted with a passphrase (`mender-auth --passphrase-file`;
+# about 70 KiB of decryption code).
+PACKAGECONFIG[encrypted-keys] = "--features encrypted-keys"
 
 # Configuration (spec 6.2, 6.4). Empty values are left out of mender.conf.
 MENDER_SERVER_URL ??= "https://docker.mender.io"
@@ -107,6 +111,7 @@ do_install:append:class-target() {
     if ${@bb.utils.contains('PACKAGECONFIG', 'compat-links', 'true', 'false', d)}; then
         ln -sf mender-rs ${D}${bindir}/mender
         ln -sf mender-rs ${D}${bindir}/mender-update
+        ln -sf mender-rs ${D}${bindir}/mender-auth
     fi
 
     # Configuration, device type, verification key.
