@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::OnceLock;
+
 use crate::artifact::header::Provides;
 use crate::persist::{Lock, PersistError, StateFile};
 use crate::{crash, fsutil};
@@ -61,6 +63,19 @@ impl StoreError {
             PersistError::Busy { .. } => StoreError::Busy(data_dir.display().to_string()),
         }
     }
+}
+
+/// Called after every write that changed the provides (with the data
+/// directory and the new provides): the hand back to Mender's store
+/// (`docs/takeover.md`), set by the command line when that feature is
+/// built. A hook, so that the store does not depend on the LMDB code
+/// that depends on it.
+static PROVIDES_CHANGED: OnceLock<fn(&Path, &Provides)> = OnceLock::new();
+
+/// Sets the [`PROVIDES_CHANGED`] hook (once per process; later calls are
+/// ignored).
+pub fn on_provides_changed(hook: fn(&Path, &Provides)) {
+    let _ = PROVIDES_CHANGED.set(hook);
 }
 
 /// Everything the store holds.
@@ -210,10 +225,11 @@ impl Store {
         self.file
             .write(&next)
             .map_err(|e| StoreError::from_persist(&self.data_dir, e))?;
-        #[cfg(feature = "mender-store")]
-        if next.provides != self.data.provides && !next.mender_store_rename_pending {
-            // Hand back (docs/takeover.md): Mender's store follows ours.
-            crate::mender_store::takeover::hand_back(&self.data_dir, &next.provides);
+        if next.provides != self.data.provides
+            && !next.mender_store_rename_pending
+            && let Some(hook) = PROVIDES_CHANGED.get()
+        {
+            hook(&self.data_dir, &next.provides);
         }
         self.data = next;
         self.existed = true;

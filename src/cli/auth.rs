@@ -100,6 +100,7 @@ fn run(cli: AuthCli) -> Result<i32> {
     match command {
         AuthCommand::Bootstrap(args) => bootstrap(&global, args),
         AuthCommand::Daemon(args) => {
+            super::start_on_device(&super::load_config(&global)?, true)?;
             // Read before the daemon starts: standard input is the caller's.
             let passphrase = read_passphrase(args.passphrase_file.as_deref())?;
             super::daemon_with_key(&global, |config| {

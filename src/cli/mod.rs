@@ -234,22 +234,20 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Some(path) => crate::logging::init_file(level, path)?,
         None => crate::logging::init_stderr(level),
     }
-    #[cfg(feature = "mender-store")]
     if !matches!(
         command,
         Command::Artifact(_) | Command::CheckUpdate | Command::SendInventory
     ) {
-        // Every command on the device first takes it over from the Mender
-        // client when its store is there and ours is not (docs/takeover.md).
-        crate::mender_store::takeover::run(&load_config(&global)?)?;
-    }
-    if matches!(
-        command,
-        Command::Install { .. } | Command::ShowArtifact | Command::ShowProvides | Command::Daemon
-    ) {
-        // As Mender 4.x: these commands first give a freshly flashed device
+        // As Mender 4.x, these commands first give a freshly flashed device
         // its name from `<data dir>/bootstrap.mender` (docs/standalone.md).
-        crate::engine::bootstrap::maybe_install(&load_config(&global)?)?;
+        let bootstrap = matches!(
+            command,
+            Command::Install { .. }
+                | Command::ShowArtifact
+                | Command::ShowProvides
+                | Command::Daemon
+        );
+        start_on_device(&load_config(&global)?, bootstrap)?;
     }
     match command {
         Command::Artifact(args) => artifact::run(args, matches),
@@ -280,6 +278,22 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<i32> {
         Command::SendInventory => wake_daemon(&global, libc::SIGUSR2, "inventory update"),
         Command::Control(command) => control::run(&load_config(&global)?, command),
     }
+}
+
+/// What every command on the device does first: take the device over from
+/// the Mender client when its store is there and ours is not, with the hand
+/// back of later changes (docs/takeover.md), then, if `bootstrap`, the
+/// bootstrap artifact.
+fn start_on_device(config: &Config, bootstrap: bool) -> Result<()> {
+    #[cfg(feature = "mender-store")]
+    {
+        crate::store::on_provides_changed(crate::mender_store::takeover::hand_back);
+        crate::mender_store::takeover::run(config)?;
+    }
+    if bootstrap {
+        crate::engine::bootstrap::maybe_install(config)?;
+    }
+    Ok(())
 }
 
 fn daemon(global: &GlobalArgs) -> Result<i32> {
