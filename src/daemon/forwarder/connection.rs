@@ -1,7 +1,8 @@
 //! One add-on connection through the forwarder, as a state machine the
 //! forwarder's poll loop drives (`docs/managed-mode.md`, "The add-on
-//! forwarder"): read the request head, connect to the server, then relay
-//! both ways until the server's side ends. Non-blocking throughout: no
+//! forwarder"): read the request head, connect to the server (or to the
+//! HTTP proxy for it, and open a tunnel: `super::tunnel`), then relay both
+//! ways until the server's side ends. Non-blocking throughout: no
 //! call here waits, so one thread serves every connection.
 //!
 //! Each direction has one buffer of [`BUFFER`] bytes; a side is read only
@@ -19,12 +20,15 @@ use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 
 use super::head::{self, Refusal, Target};
+use super::tunnel::{self, Handshake, Progress, ProxyRoute};
+use crate::http_proxy::ProxySettings;
 
 /// Bytes buffered per direction (and the largest request head).
 pub const BUFFER: usize = head::MAX_HEAD;
 /// Longest wait for a complete request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for the server's TCP and TLS handshakes.
+/// Longest wait for the server's TCP and TLS handshakes (and the proxy's
+/// tunnel on the way).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may go on after the add-on ended its side.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +44,8 @@ pub struct Context<'a> {
     pub target: &'a Result<Target, Refusal>,
     /// The TLS client settings, or why they cannot be used.
     pub tls: &'a Result<Arc<rustls::ClientConfig>, String>,
+    /// The proxy settings of the environment, or why they cannot be used.
+    pub proxies: &'a Result<ProxySettings, String>,
     pub now: Instant,
 }
 
@@ -52,11 +58,16 @@ enum Upstream {
 enum Phase {
     /// Reading the request head into `to_server`.
     Head,
-    /// The TCP connection to the server is under way.
+    /// The TCP connection to the server (or its proxy) is under way.
     Connecting {
         stream: TcpStream,
         /// Addresses not tried yet.
         untried: Vec<SocketAddr>,
+    },
+    /// Connected to the proxy: asking it for a tunnel to the server.
+    Tunnel {
+        stream: TcpStream,
+        handshake: Handshake,
     },
     Relay(Upstream),
     /// Sending the forwarder's own (error) answer, then draining the
@@ -79,6 +90,8 @@ pub struct Connection {
     to_client: Buffer,
     /// The server this connection goes to, once its head was read.
     target: Option<Target>,
+    /// The proxy it goes through, if any.
+    proxy: Option<ProxyRoute>,
     /// Method and path, for the log.
     summary: String,
     deadline: Option<Instant>,
@@ -102,6 +115,7 @@ impl Connection {
             to_server: Buffer::default(),
             to_client: Buffer::default(),
             target: None,
+            proxy: None,
             summary: String::new(),
             deadline: Some(now + HEAD_TIMEOUT),
             connecting: false,
@@ -144,6 +158,16 @@ impl Connection {
         match &self.phase {
             Phase::Head => client = libc::POLLIN,
             Phase::Connecting { stream, .. } => server = Some((stream, libc::POLLOUT)),
+            Phase::Tunnel { stream, handshake } => {
+                server = Some((
+                    stream,
+                    if handshake.wants_write() {
+                        libc::POLLOUT
+                    } else {
+                        libc::POLLIN
+                    },
+                ));
+            }
             Phase::Relay(up) => {
                 if !self.client_eof && self.to_server.room() > 0 {
                     client |= libc::POLLIN;
@@ -197,6 +221,7 @@ impl Connection {
         let result = match self.phase {
             Phase::Head => self.read_head(ctx),
             Phase::Connecting { .. } => self.finish_connect(ctx),
+            Phase::Tunnel { .. } => self.open_tunnel(ctx),
             Phase::Relay(_) => self.relay(ctx.now),
             Phase::Answering => self.linger(),
             Phase::Done => Ok(()),
@@ -231,10 +256,17 @@ impl Connection {
                 self.answer(408, &detail, Instant::now());
             }
             _ if self.connecting => {
-                let e = format!(
-                    "the server did not complete its handshake within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                );
+                let e = match (&self.phase, &self.proxy) {
+                    (Phase::Connecting { .. } | Phase::Tunnel { .. }, Some(proxy)) => format!(
+                        "the proxy {} did not open a tunnel to the server within {} s",
+                        proxy.name,
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    _ => format!(
+                        "the server did not complete its handshake within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                };
                 self.server_failed(&e, 504, Instant::now());
             }
             _ => self.phase = Phase::Done,
@@ -317,8 +349,16 @@ impl Connection {
             self.what(),
             if request.upgrade { " (upgrade)" } else { "" }
         );
+        self.proxy = tunnel::route(ctx.proxies, target).map_err(Failure::Server)?;
+        if let Some(proxy) = &self.proxy {
+            log::debug!(
+                "add-on forwarder: {}: through the proxy {}",
+                self.what(),
+                proxy.name
+            );
+        }
         let mut untried = None;
-        match connect_to_server(target, &mut untried) {
+        match connect_to_server(target, self.proxy.as_ref(), &mut untried) {
             Ok(stream) => {
                 self.phase = Phase::Connecting {
                     stream,
@@ -328,9 +368,10 @@ impl Connection {
                 self.deadline = Some(ctx.now + CONNECT_TIMEOUT);
                 Ok(())
             }
-            Err(e) => Err(Failure::Server(format!(
-                "cannot connect to {}:{}: {e}",
-                target.host, target.port
+            Err(e) => Err(Failure::Server(cannot_connect(
+                target,
+                self.proxy.as_ref(),
+                &e,
             ))),
         }
     }
@@ -358,15 +399,16 @@ impl Connection {
         };
         if let Some(e) = failed {
             let mut rest = Some(std::mem::take(untried));
-            return match connect_to_server(target, &mut rest) {
+            return match connect_to_server(target, self.proxy.as_ref(), &mut rest) {
                 Ok(next) => {
                     *stream = next;
                     *untried = rest.unwrap_or_default();
                     Ok(())
                 }
-                Err(_) => Err(Failure::Server(format!(
-                    "cannot connect to {}:{}: {e}",
-                    target.host, target.port
+                Err(_) => Err(Failure::Server(cannot_connect(
+                    target,
+                    self.proxy.as_ref(),
+                    &e,
                 ))),
             };
         }
@@ -375,6 +417,45 @@ impl Connection {
             return Ok(());
         };
         let _ = stream.set_nodelay(true);
+        if let Some(proxy) = &self.proxy {
+            let handshake = Handshake::new(proxy, target);
+            self.phase = Phase::Tunnel { stream, handshake };
+            return self.open_tunnel(ctx);
+        }
+        self.start_session(stream, &[], ctx)
+    }
+
+    /// [`Phase::Tunnel`]: the `CONNECT` exchange with the proxy; the
+    /// session with the server starts when the tunnel is open.
+    fn open_tunnel(&mut self, ctx: &Context) -> Result<(), Failure> {
+        let (Phase::Tunnel { stream, handshake }, Some(proxy)) = (&mut self.phase, &self.proxy)
+        else {
+            return Ok(());
+        };
+        match handshake.pump(stream, proxy).map_err(Failure::Server)? {
+            Progress::Pending => Ok(()),
+            Progress::Open(early) => {
+                let Phase::Tunnel { stream, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+                else {
+                    return Ok(());
+                };
+                self.start_session(stream, &early, ctx)
+            }
+        }
+    }
+
+    /// Starts the TLS (or plain) session with the server on `stream`,
+    /// direct or through a tunnel; `early` is what the server sent already
+    /// (after the proxy's answer).
+    fn start_session(
+        &mut self,
+        stream: TcpStream,
+        early: &[u8],
+        ctx: &Context,
+    ) -> Result<(), Failure> {
+        let Some(target) = &self.target else {
+            return Ok(());
+        };
         let upstream = if target.tls {
             let config = ctx
                 .tls
@@ -385,10 +466,20 @@ impl Connection {
             let mut tls = ClientConnection::new(config.clone(), name)
                 .map_err(|e| Failure::Server(format!("TLS: {e}")))?;
             tls.set_buffer_limit(Some(BUFFER));
+            if !early.is_empty() {
+                // At most the proxy's MAX_ANSWER bytes.
+                tls.read_tls(&mut &early[..])
+                    .and_then(|_| tls.process_new_packets().map_err(io::Error::other))
+                    .map_err(|e| Failure::Server(format!("TLS with the server: {e}")))?;
+            }
             Upstream::Tls(stream, Box::new(tls))
         } else {
             self.connecting = false;
             self.deadline = None;
+            if !early.is_empty() {
+                self.to_client.extend(early);
+                self.answered = true;
+            }
             Upstream::Plain(stream)
         };
         self.phase = Phase::Relay(upstream);
@@ -630,24 +721,27 @@ impl Upstream {
     }
 }
 
-/// Opens the TCP connection to the server: resolves `target` the first
-/// time (`untried` None), then starts a connection to the next address not
-/// tried. Every forwarded request reaches the server through here, so an
-/// HTTP proxy (`https_proxy`: connect to the proxy, then `CONNECT
-/// host:port`) goes here and nowhere else.
+/// Opens the TCP connection towards the server: to `proxy` when it goes
+/// through one (the tunnel follows), else to `target`. Resolves the name
+/// the first time (`untried` None), then starts a connection to the next
+/// address not tried. Every forwarded request reaches the server through
+/// here.
 ///
 /// Name resolution blocks (getaddrinfo): the forwarder's other connections
 /// wait meanwhile; the connection itself does not (see `crate::sys::tcp`).
 fn connect_to_server(
     target: &Target,
+    proxy: Option<&ProxyRoute>,
     untried: &mut Option<Vec<SocketAddr>>,
 ) -> io::Result<TcpStream> {
+    let (host, port) = match proxy {
+        Some(p) => (p.host.as_str(), p.port),
+        None => (target.host.as_str(), target.port),
+    };
     let addresses = match untried {
         Some(a) => a,
         None => {
-            let mut resolved: Vec<SocketAddr> = (target.host.as_str(), target.port)
-                .to_socket_addrs()?
-                .collect();
+            let mut resolved: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
             // Tried in the resolver's order: pop() takes from the end.
             resolved.reverse();
             untried.insert(resolved)
@@ -661,6 +755,16 @@ fn connect_to_server(
         }
     }
     Err(last)
+}
+
+fn cannot_connect(target: &Target, proxy: Option<&ProxyRoute>, e: &io::Error) -> String {
+    match proxy {
+        Some(p) => format!(
+            "cannot connect to the proxy {} (for {}:{}): {e}",
+            p.name, target.host, target.port
+        ),
+        None => format!("cannot connect to {}:{}: {e}", target.host, target.port),
+    }
 }
 
 /// A byte buffer of at most [`BUFFER`] bytes that [`Buffer::fill`] reads

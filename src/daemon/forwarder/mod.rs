@@ -19,11 +19,16 @@
 //! * The target follows the token: without a token a request is answered
 //!   503; when the token comes from another server, the connections to the
 //!   former one are closed.
+//! * Through the HTTP proxy of `https_proxy`/`http_proxy` for the server's
+//!   URL, unless `no_proxy` exempts it, as the daemon's other requests
+//!   (`crate::http_proxy`): a `CONNECT` tunnel (`tunnel`), then the same
+//!   session with the server as without a proxy.
 //! * Anyone on the device may connect (as with Mender): the forwarder adds
 //!   no credentials of its own; the add-on sends the token it got.
 
 mod connection;
 pub mod head;
+mod tunnel;
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
@@ -36,6 +41,7 @@ use connection::{Connection, Context};
 use head::{Refusal, Target};
 
 use crate::config::Config;
+use crate::http_proxy::ProxySettings;
 use crate::server::token::{TokenCell, TokenWatch};
 
 pub use connection::{BUFFER, CONNECT_TIMEOUT, HEAD_TIMEOUT};
@@ -73,6 +79,9 @@ impl TlsSettings {
 pub struct Forwarder {
     tokens: TokenCell,
     tls: TlsSettings,
+    /// The environment's proxies, read once (the daemon refused to start
+    /// if they were unusable).
+    proxies: Result<ProxySettings, String>,
     url: Option<String>,
     /// Bound, its thread not started yet.
     waiting: Option<TcpListener>,
@@ -90,9 +99,15 @@ impl Forwarder {
                     .as_ref()
                     .map(|h| (h.certificate.clone(), h.key.clone())),
             },
+            proxies: ProxySettings::from_env().map_err(|e| e.to_string()),
             url: None,
             waiting: None,
         }
+    }
+
+    /// Uses `proxies` instead of the environment's (before [`Forwarder::start`]).
+    pub fn set_proxies(&mut self, proxies: ProxySettings) {
+        self.proxies = Ok(proxies);
     }
 
     /// The URL add-ons get, `http://127.0.0.1:<port>`; the first call
@@ -130,9 +145,10 @@ impl Forwarder {
         };
         let tokens = self.tokens.clone();
         let tls = self.tls.clone();
+        let proxies = self.proxies.clone();
         let spawned = std::thread::Builder::new()
             .name("forwarder".into())
-            .spawn(move || serve(&listener, &tokens, &watch, &tls));
+            .spawn(move || serve(&listener, &tokens, &watch, &tls, &proxies));
         match spawned {
             Ok(_) => log::debug!("add-on forwarder started"),
             Err(e) => log::error!("add-on forwarder not started: {e}"),
@@ -156,8 +172,17 @@ fn current_target(tokens: &TokenCell) -> Result<Target, Refusal> {
 /// The forwarder's thread: one poll loop over the listener, the token's
 /// wake-up pipe and every connection's two sockets. Runs as long as the
 /// daemon.
-fn serve(listener: &TcpListener, tokens: &TokenCell, watch: &TokenWatch, tls: &TlsSettings) {
+fn serve(
+    listener: &TcpListener,
+    tokens: &TokenCell,
+    watch: &TokenWatch,
+    tls: &TlsSettings,
+    proxies: &Result<ProxySettings, String>,
+) {
     let tls = tls.client_config();
+    if let Err(e) = proxies {
+        log::error!("add-on forwarder: the proxy settings cannot be used: {e}");
+    }
     if let Err(e) = &tls {
         log::error!("add-on forwarder: the TLS settings cannot be used: {e}");
     }
@@ -216,6 +241,7 @@ fn serve(listener: &TcpListener, tokens: &TokenCell, watch: &TokenWatch, tls: &T
         let ctx = Context {
             target: &target,
             tls: &tls,
+            proxies,
             now: Instant::now(),
         };
         for (i, c) in connections.iter_mut().enumerate() {
