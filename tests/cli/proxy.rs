@@ -4,139 +4,22 @@
 //! the test, which counts what it tunnels; `no_proxy` bypasses it; a comma
 //! in `no_proxy` is a clear error.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use crate::support::connect_proxy::{ConnectProxy, read_head};
 use crate::support::device::{DEFAULT_TIMEOUT, SimDevice, describe};
 use crate::support::managed::{DaemonChild, DeviceSetup, daemon_bin, daemon_command};
 use crate::support::mender_server::MenderServer;
 
-/// Connections a test proxy or file server serves at most (a runaway
-/// client fails the test instead of spinning).
+/// Connections a test file server serves at most (a runaway client fails
+/// the test instead of spinning).
 const MAX_CONNECTIONS: usize = 200;
-
-/// The tunnels a proxy opened: target and `Proxy-Authorization` header.
-type Tunnels = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-/// A loopback HTTP proxy that understands CONNECT only, to 127.0.0.1
-/// targets only, and records each tunnel's target and
-/// `Proxy-Authorization` header.
-struct ConnectProxy {
-    port: u16,
-    tunnels: Tunnels,
-    refused: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl ConnectProxy {
-    fn start() -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let tunnels = Arc::new(Mutex::new(Vec::new()));
-        let refused = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (t, r, s) = (tunnels.clone(), refused.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming().take(MAX_CONNECTIONS) {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (t, r) = (t.clone(), r.clone());
-                thread::spawn(move || tunnel(conn, &t, &r));
-            }
-        });
-        ConnectProxy {
-            port,
-            tunnels,
-            refused,
-            stop,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn tunnels(&self) -> Vec<(String, Option<String>)> {
-        self.tunnels.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ConnectProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Reads a request head (bounded); returns its lines.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
-    let mut lines = Vec::new();
-    let mut total = 0;
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).ok()?;
-        total += n;
-        if n == 0 || total > 16 << 10 {
-            return None;
-        }
-        let line = line.trim_end().to_string();
-        if line.is_empty() {
-            return Some(lines);
-        }
-        lines.push(line);
-    }
-}
-
-fn tunnel(conn: TcpStream, tunnels: &Tunnels, refused: &Mutex<Vec<String>>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let Some(head) = read_head(&mut reader) else {
-        return;
-    };
-    let mut client = conn;
-    let mut words = head[0].split_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    if method != "CONNECT" || !target.starts_with("127.0.0.1:") {
-        refused.lock().unwrap().push(head[0].clone());
-        let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
-        return;
-    }
-    let auth = head
-        .iter()
-        .find_map(|l| l.strip_prefix("Proxy-Authorization: ").map(str::to_string));
-    tunnels.lock().unwrap().push((target.to_string(), auth));
-    let Ok(upstream) = TcpStream::connect(target) else {
-        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
-        return;
-    };
-    if client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .is_err()
-    {
-        return;
-    }
-    // Bytes the client sent after the head are in the reader's buffer.
-    let buffered = reader.buffer().to_vec();
-    let mut to_upstream = upstream.try_clone().unwrap();
-    let mut from_upstream = upstream;
-    let up = thread::spawn(move || {
-        let _ = to_upstream.write_all(&buffered);
-        let _ = std::io::copy(&mut reader, &mut to_upstream);
-        let _ = to_upstream.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut from_upstream, &mut client);
-    let _ = client.shutdown(Shutdown::Write);
-    let _ = up.join();
-}
 
 /// A loopback HTTP server answering every GET with `body`; counts requests.
 fn serve_file(body: Vec<u8>) -> (u16, Arc<Mutex<usize>>) {
@@ -177,7 +60,7 @@ fn an_artifact_url_is_downloaded_through_http_proxy_with_its_credentials() {
     let artifact = dev.write_rootfs_artifact("via-proxy", 64 << 10, &[], &[]);
     let (port, served) = serve_file(std::fs::read(&artifact).unwrap());
     let proxy = ConnectProxy::start();
-    let proxy_url = format!("http://dev%40site:p%3Ass@127.0.0.1:{}", proxy.port);
+    let proxy_url = format!("http://dev%40site:p%3Ass@127.0.0.1:{}", proxy.port());
     let url = format!("http://127.0.0.1:{port}/artifact.mender");
     let out = dev.run_with(
         &["install", &url],
@@ -304,7 +187,7 @@ fn the_daemon_reaches_the_server_through_the_proxy() {
         tunnels.iter().all(|(t, _)| *t == server_addr),
         "{tunnels:?}"
     );
-    assert!(proxy.refused.lock().unwrap().is_empty());
+    assert!(proxy.refused().is_empty());
     server.assert_no_violations();
 }
 

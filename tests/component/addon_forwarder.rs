@@ -3,6 +3,9 @@
 //! made by `openssl` (a private CA, one it does not know, a client
 //! certificate), and tungstenite for WebSockets. The token is published
 //! to the forwarder's `TokenCell` as the daemon's server client does.
+//! Proxy settings are handed to the forwarder (`Forwarder::set_proxies`),
+//! never set in the test process's environment; the CONNECT proxy is
+//! `tests/support/connect_proxy.rs`.
 //! Every socket has a read timeout; every wait is bounded.
 #![cfg(feature = "dbus")]
 
@@ -13,12 +16,15 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use mender_rs::config::Config;
 use mender_rs::daemon::forwarder::{self, Forwarder};
+use mender_rs::http_proxy::ProxySettings;
 use mender_rs::server::token::TokenCell;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::support::connect_proxy::ConnectProxy;
 use crate::support::device::{describe, run_bounded};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -344,11 +350,30 @@ impl Setup {
     /// A forwarder, started, with `mender.conf` settings `json` (an
     /// object's members) and the token `(jwt, url)`.
     fn forwarder(&self, json: &str, token: Option<(&str, &str)>) -> (TokenCell, String) {
+        self.forwarder_with_proxies(json, token, &[])
+    }
+
+    /// The same, with the proxy variables `proxies` (name, value) instead
+    /// of the environment's.
+    fn forwarder_with_proxies(
+        &self,
+        json: &str,
+        token: Option<(&str, &str)>,
+        proxies: &[(&str, &str)],
+    ) -> (TokenCell, String) {
         let text = format!("{{\"ServerURL\": \"https://unused.test\"{json}}}");
         let config = Config::from_str("test.conf", &text, false, &self.pki).unwrap();
         let tokens = TokenCell::new().unwrap();
         tokens.publish(token, true);
         let mut forwarder = Forwarder::new(&config, tokens.clone());
+        let proxies = ProxySettings::from_lookup(|name| {
+            proxies
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        forwarder.set_proxies(proxies);
         let url = forwarder.url().unwrap();
         forwarder.start();
         (tokens, url)
@@ -634,4 +659,171 @@ fn an_unreachable_or_unusable_server_is_a_clear_502() {
     let (status, body) = get(&url, "/x");
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("not http:// or https://"), "{body}");
+}
+
+/// A text message and one larger than the forwarder's buffers, echoed.
+fn websocket_round_trip(ws: &mut tungstenite::WebSocket<TcpStream>, text: &str) {
+    ws.send(tungstenite::Message::text(text)).unwrap();
+    assert_eq!(ws.read().unwrap().into_text().unwrap().as_str(), text);
+    let big: Vec<u8> = (0..(2 * forwarder::BUFFER + 7))
+        .map(|i| (i % 253) as u8)
+        .collect();
+    ws.send(tungstenite::Message::binary(big.clone())).unwrap();
+    assert_eq!(ws.read().unwrap().into_data().as_ref(), &big[..]);
+}
+
+#[test]
+fn websockets_and_requests_go_through_the_proxy_tunnel() {
+    let s = Setup::new();
+    let backend = Backend::start("tunnelled", Tls::Mutual, &s.pki);
+    let proxy = ConnectProxy::start();
+    let with_client = format!(
+        ", \"ServerCertificate\": \"{}\", \"HttpsClient\": {{\"Certificate\": \"{}\", \"Key\": \"{}\"}}",
+        s.path("ca.pem"),
+        s.path("client.pem"),
+        s.path("client.key")
+    );
+    let proxy_url = format!("http://dev%40site:p%3Ass@127.0.0.1:{}", proxy.port());
+    let (_tokens, url) = s.forwarder_with_proxies(
+        &with_client,
+        Some(("jwt", &backend.url)),
+        // http_proxy serves http:// servers only: not this one.
+        &[
+            ("https_proxy", &proxy_url),
+            ("http_proxy", "http://127.0.0.1:9"),
+        ],
+    );
+    let mut ws = websocket(&url);
+    websocket_round_trip(&mut ws, "shell through the proxy");
+    let (status, body) = get(&url, "/api/x");
+    assert_eq!((status, body.as_str()), (200, "tunnelled\n"));
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    // One tunnel per forwarded connection, to the server, with the proxy
+    // URL's credentials; TLS (with the client certificate) end to end.
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("dev@site:p:ss")
+    );
+    let tunnels = proxy.tunnels();
+    assert_eq!(tunnels.len(), 2, "{tunnels:?}");
+    for (target, auth) in &tunnels {
+        assert_eq!(target, &format!("127.0.0.1:{}", backend.port));
+        assert_eq!(auth.as_deref(), Some(want.as_str()));
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|s| s.client_certificate), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.websocket).count(), 1);
+
+    // A plain http:// server goes through http_proxy, the session plain
+    // inside the tunnel.
+    let plain = Backend::start("plain", Tls::Plain, &s.pki);
+    let (_tokens, url) = s.forwarder_with_proxies(
+        "",
+        Some(("jwt", &plain.url)),
+        &[("http_proxy", &proxy.url())],
+    );
+    let mut ws = websocket(&url);
+    websocket_round_trip(&mut ws, "plain");
+    assert_eq!(get(&url, "/p").1, "plain\n");
+    let tunnels = proxy.tunnels();
+    assert_eq!(tunnels.len(), 4, "{tunnels:?}");
+    assert_eq!(tunnels[3], (format!("127.0.0.1:{}", plain.port), None));
+    assert!(proxy.refused().is_empty());
+}
+
+#[test]
+fn no_proxy_sends_the_forwarder_past_the_proxy() {
+    let s = Setup::new();
+    let backend = Backend::start("direct", Tls::PrivateCa, &s.pki);
+    let proxy = ConnectProxy::start();
+    let trusted = format!(", \"ServerCertificate\": \"{}\"", s.path("ca.pem"));
+    for no_proxy in ["127.0.0.1", "other.test 127.0.0.1", "."] {
+        let (_tokens, url) = s.forwarder_with_proxies(
+            &trusted,
+            Some(("jwt", &backend.url)),
+            &[("https_proxy", &proxy.url()), ("no_proxy", no_proxy)],
+        );
+        let mut ws = websocket(&url);
+        websocket_round_trip(&mut ws, no_proxy);
+        assert_eq!(get(&url, "/d").1, "direct\n", "{no_proxy}");
+    }
+    assert_eq!(backend.seen().len(), 6);
+    // The proxy saw nothing at all.
+    assert!(proxy.tunnels().is_empty(), "{:?}", proxy.tunnels());
+    assert!(proxy.refused().is_empty(), "{:?}", proxy.refused());
+    // An entry for another host does not exempt this one.
+    let (_tokens, url) = s.forwarder_with_proxies(
+        &trusted,
+        Some(("jwt", &backend.url)),
+        &[
+            ("https_proxy", &proxy.url()),
+            ("no_proxy", ".127.0.0.1 127.0.0.2"),
+        ],
+    );
+    assert_eq!(get(&url, "/d").1, "direct\n");
+    assert_eq!(proxy.tunnels().len(), 1);
+}
+
+#[test]
+fn a_proxy_refusing_the_tunnel_is_a_502_naming_its_answer() {
+    let s = Setup::new();
+    let backend = Backend::start("unreached", Tls::PrivateCa, &s.pki);
+    let trusted = format!(", \"ServerCertificate\": \"{}\"", s.path("ca.pem"));
+    for answer in ["407 Proxy Authentication Required", "403 Forbidden"] {
+        let proxy = ConnectProxy::refusing(answer);
+        let (_tokens, url) = s.forwarder_with_proxies(
+            &trusted,
+            Some(("jwt", &backend.url)),
+            &[(
+                "https_proxy",
+                &format!("http://user:secret@127.0.0.1:{}", proxy.port()),
+            )],
+        );
+        let (status, body) = get(&url, "/api/x");
+        assert_eq!(status, 502, "{body}");
+        let said = format!(
+            "the proxy {} answered {answer} to CONNECT 127.0.0.1:{}",
+            proxy.url(),
+            backend.port
+        );
+        assert!(body.contains(&said), "{body}");
+        assert!(!body.contains("secret"), "{body}");
+        // A WebSocket upgrade gets the same answer.
+        match tungstenite::client(format!("ws://{}/ws", &url[7..]), connect(&url)) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(answer))) => {
+                assert_eq!(answer.status().as_u16(), 502);
+                let body =
+                    String::from_utf8_lossy(answer.body().as_deref().unwrap_or(&[])).into_owned();
+                assert!(body.contains(&said), "{body}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a WebSocket opened past a refusing proxy"),
+        }
+        let refused = proxy.refused();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused
+                .iter()
+                .all(|l| l == &format!("CONNECT 127.0.0.1:{} HTTP/1.1", backend.port)),
+            "{refused:?}"
+        );
+    }
+    // A proxy nobody listens on.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let (_tokens, url) = s.forwarder_with_proxies(
+        &trusted,
+        Some(("jwt", &backend.url)),
+        &[("https_proxy", &dead_url)],
+    );
+    let (status, body) = get(&url, "/x");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("cannot connect to the proxy {dead_url}")),
+        "{body}"
+    );
+    assert!(backend.seen().is_empty());
 }

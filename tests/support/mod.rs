@@ -6,6 +6,7 @@
 //! * `device`: a simulated A/B device and the binary under test.
 //! * `managed`: a daemon run for a simulated device, and its supervisor.
 //! * `mender_server`: a Mender-compatible device-API server with faults.
+//! * `connect_proxy`: a loopback CONNECT proxy that counts its tunnels.
 //! * `canonical_scripts`: the state-script inventory the update tests expect.
 //!
 //! Each tier uses only part of these, so the unused rest is allowed where a
@@ -21,6 +22,7 @@
 //! benchmark), not once per test file.
 
 pub mod canonical_scripts;
+pub mod connect_proxy;
 pub mod device;
 pub mod managed;
 pub mod mender_server;
