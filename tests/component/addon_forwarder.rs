@@ -827,3 +827,56 @@ fn a_proxy_refusing_the_tunnel_is_a_502_naming_its_answer() {
     );
     assert!(backend.seen().is_empty());
 }
+
+/// A proxy for one connection: reads the request head, then sends `answer`
+/// and ends its side. Its port.
+fn one_shot_proxy(answer: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+            if conn.read_exact(&mut byte).is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = conn.write_all(answer);
+        // The "server" is done; then wait until the forwarder hangs up.
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let _ = conn.read_to_end(&mut head);
+    });
+    port
+}
+
+#[test]
+fn bytes_after_the_proxy_s_answer_are_the_server_s() {
+    let s = Setup::new();
+    // Plain: they reach the add-on as the server's answer.
+    let port = one_shot_proxy(b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+    let (_tokens, url) = s.forwarder_with_proxies(
+        "",
+        Some(("jwt", "http://127.0.0.1:9")),
+        &[("http_proxy", &format!("http://127.0.0.1:{port}"))],
+    );
+    assert_eq!(get(&url, "/x"), (204, String::new()));
+    // TLS: they go to the TLS session (here a fatal handshake_failure
+    // alert, which fails it clearly).
+    let port = one_shot_proxy(b"HTTP/1.1 200 OK\r\n\r\n\x15\x03\x03\x00\x02\x02\x28");
+    let (_tokens, url) = s.forwarder_with_proxies(
+        "",
+        Some(("jwt", "https://127.0.0.1:9")),
+        &[("https_proxy", &format!("http://127.0.0.1:{port}"))],
+    );
+    let (status, body) = get(&url, "/x");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("TLS with the server") && body.contains("HandshakeFailure"),
+        "{body}"
+    );
+}

@@ -466,11 +466,20 @@ impl Connection {
             let mut tls = ClientConnection::new(config.clone(), name)
                 .map_err(|e| Failure::Server(format!("TLS: {e}")))?;
             tls.set_buffer_limit(Some(BUFFER));
-            if !early.is_empty() {
-                // At most the proxy's MAX_ANSWER bytes.
-                tls.read_tls(&mut &early[..])
-                    .and_then(|_| tls.process_new_packets().map_err(io::Error::other))
+            // At most the proxy's MAX_ANSWER bytes (a server does not
+            // speak first in TLS: rustls says what is wrong with them).
+            let mut early = early;
+            while !early.is_empty() {
+                let n = tls
+                    .read_tls(&mut early)
+                    .and_then(|n| {
+                        tls.process_new_packets().map_err(io::Error::other)?;
+                        Ok(n)
+                    })
                     .map_err(|e| Failure::Server(format!("TLS with the server: {e}")))?;
+                if n == 0 {
+                    break;
+                }
             }
             Upstream::Tls(stream, Box::new(tls))
         } else {
