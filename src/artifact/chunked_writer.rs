@@ -1,0 +1,134 @@
+//! The data member of a chunked rootfs-image artifact (docs/artifacts.md,
+//! "Chunked rootfs-image artifacts"): the inner tar written as independent
+//! compressed frames, one for the tar header, one per content-defined chunk
+//! of the image, one for the padding and end-of-archive blocks. Any gzip or
+//! zstd decoder reads the frames as one stream, so every client installs
+//! the artifact as a plain full update.
+//!
+//! The header (which the manifest and signature cover) carries the chunk
+//! index with the frame offsets, so the frames are written first, to a
+//! temporary file, and copied into the artifact after the header.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use super::ArtifactError;
+use super::chunk_index::{self, ChunkIndex, ChunkRecord};
+use super::chunking::{ChunkParams, Chunker};
+use super::compression::Compression;
+use super::manifest::Digest;
+
+/// Checks that `compression` can be framed. gzip members and zstd frames
+/// concatenate into one valid stream for every decoder; the other choices
+/// are refused rather than silently changed.
+pub fn check_compression(compression: Compression) -> Result<(), ArtifactError> {
+    match compression {
+        Compression::Gzip | Compression::Zstd => Ok(()),
+        Compression::Xz => Err(ArtifactError::format(
+            "chunked artifacts are written with gzip (any Mender client) or zstd (Mender 3.5 and later), not xz: xz blocks per chunk would cost more than they save",
+        )),
+        Compression::None => Err(ArtifactError::format(
+            "chunked artifacts are written with gzip (any Mender client) or zstd (Mender 3.5 and later), not uncompressed: a device would fetch its missing chunks uncompressed",
+        )),
+    }
+}
+
+/// What the frames hold: the payload file as the writer hashed it.
+pub struct FramedFile<'a> {
+    pub path: &'a Path,
+    /// The inner tar header for the file, as a non-chunked writer writes it.
+    pub tar_header: &'a [u8; 512],
+    pub size: u64,
+    pub sha256: &'a Digest,
+}
+
+/// Writes the frames of the data member to `out` (at its start) and returns
+/// the chunk index that describes them.
+pub fn write_frames(
+    compression: Compression,
+    params: ChunkParams,
+    file: &FramedFile<'_>,
+    out: &File,
+) -> Result<ChunkIndex, ArtifactError> {
+    check_compression(compression)?;
+    let path = file.path;
+    let out_err = |e: io::Error| ArtifactError::io("writing the chunk frames", e);
+    let mut sink = BufWriter::with_capacity(1 << 20, out);
+    let mut frame = Vec::new();
+    compress(compression, file.tar_header, &mut frame).map_err(out_err)?;
+    sink.write_all(&frame).map_err(out_err)?;
+    let header_frame_len = frame.len() as u32;
+
+    let mut offset = u64::from(header_frame_len);
+    let mut chunks = Vec::new();
+    let mut whole = Sha256::new();
+    let mut total: u64 = 0;
+    let input = File::open(path)
+        .map_err(|e| ArtifactError::io(format!("reading {}", path.display()), e))?;
+    Chunker::new(params)
+        .for_each_chunk(input, |chunk: &[u8]| -> io::Result<()> {
+            whole.update(chunk);
+            total += chunk.len() as u64;
+            compress(compression, chunk, &mut frame)?;
+            sink.write_all(&frame)?;
+            chunks.push(ChunkRecord {
+                frame_offset: offset,
+                frame_len: frame.len() as u32,
+                len: chunk.len() as u32,
+                sha256: Sha256::digest(chunk).into(),
+            });
+            offset += frame.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| ArtifactError::io(format!("chunking {} into frames", path.display()), e))?;
+    let digest: Digest = whole.finalize().into();
+    if total != file.size || digest != *file.sha256 {
+        return Err(ArtifactError::format(format!(
+            "{}: the file changed while the artifact was being written",
+            path.display()
+        )));
+    }
+
+    // The tar padding to a whole block, then the two end-of-archive blocks
+    // (as tar::Builder::finish writes them).
+    let tail = vec![0u8; padding(file.size) + 1024];
+    compress(compression, &tail, &mut frame).map_err(out_err)?;
+    sink.write_all(&frame).map_err(out_err)?;
+    sink.flush().map_err(out_err)?;
+
+    let index = ChunkIndex {
+        compression,
+        params,
+        payload_size: total,
+        header_frame_len,
+        trailer_frame_offset: offset,
+        trailer_frame_len: frame.len() as u32,
+        chunks,
+    };
+    if index.encoded_len() as u64 > chunk_index::MAX_INDEX_SIZE {
+        return Err(ArtifactError::format(format!(
+            "{}: {} chunks need a {} byte index, over the limit of {}: choose a larger --chunk-size",
+            path.display(),
+            index.chunks.len(),
+            index.encoded_len(),
+            chunk_index::MAX_INDEX_SIZE
+        )));
+    }
+    Ok(index)
+}
+
+/// One independent frame (a whole gzip member or zstd frame) into `out`.
+fn compress(compression: Compression, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    let mut encoder = compression.encoder(&mut *out)?;
+    encoder.write_all(data)?;
+    encoder.finish()?;
+    Ok(())
+}
+
+fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
