@@ -18,7 +18,8 @@ use super::compression::Compression;
 pub const ENTRY: &str = "headers/0000/signatures/chunk-index";
 pub const MAGIC: &[u8; 8] = b"MRCHUNKS";
 pub const FORMAT_VERSION: u16 = 1;
-/// FastCDC 2020, cut points rounded up to 4 KiB (src/artifact/chunking.rs).
+/// FastCDC 2020, cut points rounded up to the alignment
+/// (src/artifact/chunking.rs).
 pub const CHUNKER_FASTCDC2020_4K: u8 = 1;
 pub const HASH_SHA256: u8 = 1;
 pub const FIXED_SIZE: usize = 64;
@@ -80,7 +81,8 @@ impl ChunkIndex {
         out.extend_from_slice(&self.trailer_frame_offset.to_le_bytes());
         out.extend_from_slice(&self.trailer_frame_len.to_le_bytes());
         out.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
-        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&self.params.align.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
         debug_assert_eq!(out.len(), FIXED_SIZE);
         for c in &self.chunks {
             out.extend_from_slice(&c.frame_offset.to_le_bytes());
@@ -127,12 +129,7 @@ impl ChunkIndex {
         if r.take(3)? != [0u8; 3] {
             return Err(bad(13, "reserved bytes are not zero".into()));
         }
-        let params = ChunkParams {
-            min: r.u32()?,
-            avg: r.u32()?,
-            max: r.u32()?,
-        };
-        params.check().map_err(|e| bad(16, e))?;
+        let (min, avg, max) = (r.u32()?, r.u32()?, r.u32()?);
         let payload_size = r.u64()?;
         let header_frame_len = r.u32()?;
         if header_frame_len == 0 || header_frame_len > max_frame_len(512) {
@@ -144,9 +141,17 @@ impl ChunkIndex {
             return Err(bad(48, format!("trailer frame length {trailer_frame_len}")));
         }
         let count = r.u32()? as usize;
-        if r.take(8)? != [0u8; 8] {
-            return Err(bad(56, "reserved bytes are not zero".into()));
+        let align = r.u32()?;
+        if r.take(4)? != [0u8; 4] {
+            return Err(bad(60, "reserved bytes are not zero".into()));
         }
+        let params = ChunkParams {
+            min,
+            avg,
+            max,
+            align,
+        };
+        params.check().map_err(|e| bad(16, e))?;
         let expected = FIXED_SIZE as u64 + RECORD_SIZE as u64 * count as u64;
         if bytes.len() as u64 != expected {
             return Err(bad(

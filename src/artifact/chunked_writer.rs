@@ -36,6 +36,39 @@ pub fn check_compression(compression: Compression) -> Result<(), ArtifactError> 
     }
 }
 
+/// The block size of an ext2/3/4 image (its superblock at byte 1024:
+/// `s_log_block_size` at +24, magic 0xEF53 at +56); None for anything else.
+/// Read by hand: two fields, where a file system crate would be far larger.
+pub fn ext_block_size(path: &Path) -> io::Result<Option<u32>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let mut sb = [0u8; 64];
+    file.seek(SeekFrom::Start(1024))?;
+    if super::compression::read_up_to(&mut file, &mut sb)? < sb.len() {
+        return Ok(None);
+    }
+    if sb[56..58] != [0x53, 0xef] {
+        return Ok(None);
+    }
+    let log = u32::from_le_bytes([sb[24], sb[25], sb[26], sb[27]]);
+    Ok((log <= 6).then(|| 1024u32 << log))
+}
+
+/// The chunk alignment for an image: its file system's block size when
+/// that is smaller than 4 KiB (mke2fs makes 1 KiB blocks below 512 MiB,
+/// and files then move by 1 KiB), else 4 KiB (docs/measured.md, "Chunked
+/// artifacts").
+pub fn align_for(path: &Path, params: ChunkParams) -> Result<ChunkParams, ArtifactError> {
+    let block = ext_block_size(path)
+        .map_err(|e| ArtifactError::io(format!("reading {}", path.display()), e))?;
+    match block {
+        Some(b) if b < super::chunking::ALIGN => {
+            params.aligned_to(b).map_err(ArtifactError::format)
+        }
+        _ => Ok(params),
+    }
+}
+
 /// What the frames hold: the payload file as the writer hashed it.
 pub struct FramedFile<'a> {
     pub path: &'a Path,
@@ -131,4 +164,30 @@ fn compress(compression: Compression, data: &[u8], out: &mut Vec<u8>) -> io::Res
 
 fn padding(size: u64) -> usize {
     ((512 - size % 512) % 512) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_follows_small_ext4_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let params = ChunkParams::for_average(32 << 10).unwrap();
+        for (log, align) in [(0u32, 1024u32), (1, 2048), (2, 4096), (4, 4096)] {
+            let mut image = vec![0u8; 4096];
+            image[1024 + 24..1024 + 28].copy_from_slice(&log.to_le_bytes());
+            image[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
+            std::fs::write(&path, &image).unwrap();
+            assert_eq!(ext_block_size(&path).unwrap(), Some(1024 << log));
+            assert_eq!(align_for(&path, params).unwrap().align, align);
+        }
+        // Not a file system, or too short to hold a superblock.
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        assert_eq!(ext_block_size(&path).unwrap(), None);
+        assert_eq!(align_for(&path, params).unwrap().align, 4096);
+        std::fs::write(&path, b"tiny").unwrap();
+        assert_eq!(ext_block_size(&path).unwrap(), None);
+    }
 }

@@ -3,9 +3,10 @@
 //!
 //! Cut points come from FastCDC 2020 (the `fastcdc` crate, normalisation
 //! level 1, the crate's default gear table), then move up to the next
-//! multiple of 4 KiB from the start of the image: ext4 writes whole 4 KiB
-//! blocks, so a boundary inside a block would only split a block that
-//! changes as a whole. Boundaries depend on the content alone, so the
+//! multiple of the alignment from the start of the image: the block size
+//! of the image's file system (4 KiB, or 1 KiB for the ext4 images that
+//! mke2fs makes below 512 MiB), since file systems change whole blocks and
+//! move files by whole blocks. Boundaries depend on the content alone, so the
 //! device can chunk its own partition the same way and find the chunks it
 //! already holds. The parameters are recorded in the chunk index; changing
 //! this algorithm needs a new chunker id there.
@@ -14,21 +15,25 @@ use std::io::{self, Read};
 
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
-/// Chunk boundaries are multiples of this many bytes from the image start.
+/// Chunk boundaries are multiples of this many bytes from the image start
+/// unless the image's file system has smaller blocks.
 pub const ALIGN: u32 = 4096;
 /// Smallest and largest average chunk size the writer accepts.
 pub const MIN_AVERAGE: u32 = 8 << 10;
 pub const MAX_AVERAGE: u32 = 1 << 20;
 /// The average chunk size when none is asked for (docs/measured.md,
 /// "Chunked artifacts").
-pub const DEFAULT_AVERAGE: u32 = 32 << 10;
+pub const DEFAULT_AVERAGE: u32 = 16 << 10;
 
-/// The chunker's sizes, in bytes; all multiples of [`ALIGN`].
+/// The chunker's sizes, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkParams {
     pub min: u32,
     pub avg: u32,
     pub max: u32,
+    /// Cut points are rounded up to a multiple of this (a power of two,
+    /// 1 to [`ALIGN`]).
+    pub align: u32,
 }
 
 impl ChunkParams {
@@ -46,13 +51,24 @@ impl ChunkParams {
             min: avg / 4,
             avg,
             max: avg * 4,
+            align: ALIGN,
         })
+    }
+
+    /// The same sizes with cut points rounded to `align` bytes.
+    pub fn aligned_to(self, align: u32) -> Result<ChunkParams, String> {
+        if !align.is_power_of_two() || align > ALIGN {
+            return Err(format!(
+                "chunk alignment {align} must be a power of two up to {ALIGN}"
+            ));
+        }
+        Ok(ChunkParams { align, ..self })
     }
 
     /// Whether a chunk index's recorded sizes are ones this chunker can
     /// reproduce.
     pub fn check(&self) -> Result<(), String> {
-        let expected = ChunkParams::for_average(self.avg)?;
+        let expected = ChunkParams::for_average(self.avg)?.aligned_to(self.align)?;
         if *self != expected {
             return Err(format!(
                 "chunk sizes min {} avg {} max {} are not min = avg/4, max = avg*4",
@@ -99,9 +115,8 @@ impl Chunker {
             self.mask_s << 1,
             self.mask_l << 1,
         );
-        at.div_ceil(ALIGN as usize)
-            .saturating_mul(ALIGN as usize)
-            .min(window.len())
+        let align = self.params.align as usize;
+        at.div_ceil(align).saturating_mul(align).min(window.len())
     }
 
     /// Reads `input` to its end and hands each chunk to `each`, in order.
@@ -223,5 +238,8 @@ mod tests {
         assert_eq!((p.min, p.max), (16 << 10, 256 << 10));
         assert!(p.check().is_ok());
         assert!(ChunkParams { min: 4096, ..p }.check().is_err());
+        assert_eq!(p.aligned_to(1024).unwrap().align, 1024);
+        assert!(p.aligned_to(1024).unwrap().check().is_ok());
+        assert!(p.aligned_to(3000).is_err() && p.aligned_to(8192).is_err());
     }
 }

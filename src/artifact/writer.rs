@@ -168,6 +168,7 @@ fn write_frames(
         size: file.size,
         sha256: &file.sha256,
     };
+    let params = chunked_writer::align_for(&file.path, params)?;
     let index = chunked_writer::write_frames(compression, params, &framed, &frames)?;
     Ok((frames, index))
 }

@@ -193,6 +193,7 @@ fn chunking_json(index: &ChunkIndex) -> Value {
             "min": index.params.min,
             "avg": index.params.avg,
             "max": index.params.max,
+            "align": index.params.align,
         },
         "index_size": index.encoded_len(),
         "data_size": index.data_len(),
