@@ -167,6 +167,9 @@ pub fn write_frames(
 /// the cores: gzip at the default level runs at about 30 MB/s on one core.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// A compressed chunk and its index record (frame offset not yet known).
+type Framed = (Vec<u8>, ChunkRecord);
+
 #[derive(Default)]
 struct Batch {
     chunks: Vec<Vec<u8>>,
@@ -177,18 +180,14 @@ impl Batch {
     /// Compresses and hashes the chunks on up to `threads` threads; returns
     /// each frame with its record (frame offset left 0), in order, and
     /// empties the batch.
-    fn compress(
-        &mut self,
-        compression: Compression,
-        threads: usize,
-    ) -> io::Result<Vec<(Vec<u8>, ChunkRecord)>> {
+    fn compress(&mut self, compression: Compression, threads: usize) -> io::Result<Vec<Framed>> {
         let chunks = std::mem::take(&mut self.chunks);
         self.bytes = 0;
         if chunks.is_empty() {
             return Ok(Vec::new());
         }
         let per_thread = chunks.len().div_ceil(threads.max(1));
-        let groups: Vec<io::Result<Vec<(Vec<u8>, ChunkRecord)>>> = std::thread::scope(|s| {
+        let groups: Vec<io::Result<Vec<Framed>>> = std::thread::scope(|s| {
             let handles: Vec<_> = chunks
                 .chunks(per_thread)
                 .map(|group| {
