@@ -41,13 +41,19 @@ python mender_rs_scripts_version_file() {
 }
 
 # ---- the Artifact ------------------------------------------------------------
+# "1": a chunked Artifact (--chunked: independent frames per content-defined
+# chunk and a signed chunk index, for adaptive updates; still a plain full
+# update for every Mender client). Needs MENDER_ARTIFACT_COMPRESSION gzip or
+# zstd. docs/artifacts.md, "Chunked rootfs-image artifacts".
+MENDER_ARTIFACT_CHUNKED ??= "0"
 IMAGE_TYPEDEP:mender = "${ARTIFACTIMG_FSTYPE}"
 do_image_mender[depends] += "mender-rs-native:do_populate_sysroot"
 # the Artifact scripts deployed by mender-state-scripts recipes in the image
 do_image_mender[recrdeptask] += "do_deploy"
 do_image_mender[vardeps] += "MENDER_CALC_ROOTFS_SIZE MENDER_DEVICE_TYPES_COMPATIBLE MENDER_ARTIFACT_NAME \
     MENDER_ARTIFACT_SIGNING_KEY MENDER_ARTIFACT_COMPRESSION MENDER_ARTIFACT_PROVIDES MENDER_ARTIFACT_DEPENDS \
-    MENDER_ARTIFACT_PROVIDES_GROUP MENDER_ARTIFACT_DEPENDS_GROUPS MENDER_ARTIFACT_NAME_DEPENDS MENDER_ARTIFACT_EXTRA_ARGS"
+    MENDER_ARTIFACT_PROVIDES_GROUP MENDER_ARTIFACT_DEPENDS_GROUPS MENDER_ARTIFACT_NAME_DEPENDS MENDER_ARTIFACT_EXTRA_ARGS \
+    MENDER_ARTIFACT_CHUNKED"
 
 python mender_rs_check_rootfs_size() {
     import os
@@ -79,6 +85,11 @@ IMAGE_CMD:mender() {
     for p in ${MENDER_ARTIFACT_PROVIDES_GROUP}; do set -- "$@" --provides-group "$p"; done
     for p in ${MENDER_ARTIFACT_DEPENDS_GROUPS}; do set -- "$@" --depends-groups "$p"; done
     for p in ${MENDER_ARTIFACT_NAME_DEPENDS}; do set -- "$@" --artifact-name-depends "$p"; done
+    case "${MENDER_ARTIFACT_CHUNKED}" in
+        1) set -- "$@" --chunked ;;
+        0|"") ;;
+        *) bbfatal "MENDER_ARTIFACT_CHUNKED = ${MENDER_ARTIFACT_CHUNKED}: use 1 or 0" ;;
+    esac
     # Update Modules in the rootfs are advertised (spec 6.4).
     for m in ${IMAGE_ROOTFS}${datadir}/mender/modules/v3/*; do
         if [ -f "$m" ] && [ -x "$m" ]; then

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::chunk_index::ChunkIndex;
 use super::{ArtifactError, check_text};
 
 /// A depends value: a single string or a list of accepted strings.
@@ -44,6 +45,9 @@ pub struct PayloadHeader {
     pub meta_data: Option<Map<String, Value>>,
     /// File names announced by a v2 header (`headers/0000/files`).
     pub v2_files: Option<Vec<String>>,
+    /// The chunk index of a chunked rootfs-image artifact
+    /// (`headers/0000/signatures/chunk-index`, docs/artifacts.md).
+    pub chunk_index: Option<ChunkIndex>,
 }
 
 /// An artifact state script carried in the header.

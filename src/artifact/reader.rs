@@ -11,6 +11,7 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
+use super::chunk_index;
 use super::compression::Compression;
 use super::hashing::BackgroundHasher;
 use super::header::{self, ArtifactHeader, PayloadHeader, Script};
@@ -372,6 +373,13 @@ impl<'o> Reader<'o> {
             }
         })?;
         let header = self.header.take().unwrap_or_default();
+        if let Some(index) = header.payload().and_then(|p| p.chunk_index.as_ref()) {
+            let checked = check_chunked_member(name, compression, self.member_size, index);
+            if let Err(e) = checked {
+                self.header = Some(header);
+                return Err(e);
+            }
+        }
         let result = self.payload_files(name, compression, entry, header.payload(), handler);
         self.header = Some(header);
         result?;
@@ -428,6 +436,15 @@ impl<'o> Reader<'o> {
                     ArtifactError::Checksum(format!("{path}: not listed in the manifest"))
                 })?;
             let size = file.size();
+            if let Some(index) = payload.and_then(|p| p.chunk_index.as_ref())
+                && index.payload_size != size
+            {
+                return Err(ArtifactError::format(format!(
+                    "{path}: {size} bytes, but {} says {}",
+                    chunk_index::ENTRY,
+                    index.payload_size
+                )));
+            }
 
             handler
                 .begin_file(&name, size)
@@ -612,6 +629,7 @@ fn parse_header_tar(
         let at = format!("{member}: {path}");
         let cap = match path.as_str() {
             "header-info" | "headers/0000/type-info" | "headers/0000/files" => MAX_HEADER_JSON_SIZE,
+            chunk_index::ENTRY => chunk_index::MAX_INDEX_SIZE,
             _ => MAX_HEADER_SIZE,
         };
         let size = entry.size();
@@ -664,6 +682,16 @@ fn parse_header_tar(
                 payload_mut(&mut header, member)?.v2_files = Some(files);
                 have_files = true;
             }
+            chunk_index::ENTRY if v3 => {
+                let payload = payload_mut(&mut header, member)?;
+                duplicate(payload.chunk_index.is_some())?;
+                if payload.payload_type.as_deref() != Some("rootfs-image") {
+                    return Err(ArtifactError::format(format!(
+                        "{member}: {path}: only rootfs-image payloads are chunked"
+                    )));
+                }
+                payload.chunk_index = Some(chunk_index::ChunkIndex::parse(&bytes)?);
+            }
             p if p.starts_with("scripts/") => {
                 let script = &p["scripts/".len()..];
                 if !is_plain_file_name(script)
@@ -711,6 +739,32 @@ fn parse_header_tar(
     }
     header::check_conflicts(&header)?;
     Ok(header)
+}
+
+/// A chunked artifact's data member must be framed as its index says: the
+/// same compression, and exactly as long as the frames.
+fn check_chunked_member(
+    member: &str,
+    compression: Compression,
+    size: u64,
+    index: &chunk_index::ChunkIndex,
+) -> Result<(), ArtifactError> {
+    if compression != index.compression {
+        return Err(ArtifactError::format(format!(
+            "{member}: {} compression, but {} says {}",
+            compression.name(),
+            chunk_index::ENTRY,
+            index.compression.name()
+        )));
+    }
+    if size != index.data_len() {
+        return Err(ArtifactError::format(format!(
+            "{member}: {size} bytes, but the frames of {} end at byte {}",
+            chunk_index::ENTRY,
+            index.data_len()
+        )));
+    }
+    Ok(())
 }
 
 fn payload_mut<'h>(

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::chunk_index::{self, ChunkIndex};
+use super::chunked_writer::{self, FramedFile};
+use super::chunking::ChunkParams;
 use super::compression::Compression;
 use super::header::{DependValue, Depends, Provides};
 use super::manifest::{self, Digest};
@@ -44,6 +47,9 @@ pub struct ArtifactSpec {
     pub meta_data: Option<Map<String, Value>>,
     pub scripts: Vec<PathBuf>,
     pub compression: Option<Compression>,
+    /// Write the data member in frames with a chunk index in the header
+    /// (rootfs-image only; src/artifact/chunked_writer.rs).
+    pub chunking: Option<ChunkParams>,
     /// Modification time written into tar headers (reproducible builds set
     /// it from SOURCE_DATE_EPOCH).
     pub mtime: u64,
@@ -65,8 +71,15 @@ pub fn write_artifact(
 ) -> Result<(), ArtifactError> {
     let compression = spec.compression.unwrap_or(Compression::Gzip);
     validate_spec(spec)?;
+    if spec.chunking.is_some() {
+        chunked_writer::check_compression(compression)?;
+    }
     let files = hash_files(&spec.files)?;
-    let header = build_header(spec, compression)?;
+    let frames = match spec.chunking {
+        Some(params) => Some(write_frames(spec, compression, params, &files, output)?),
+        None => None,
+    };
+    let header = build_header(spec, compression, frames.as_ref().map(|(_, index)| index))?;
     let header_name = format!("header.tar{}", compression.suffix());
     let header_digest: Digest = Sha256::digest(&header).into();
     let version_digest: Digest = Sha256::digest(VERSION_V3).into();
@@ -103,12 +116,61 @@ pub fn write_artifact(
                 .map_err(out_err)?;
         }
         out.append_bytes(&header_name, &header).map_err(out_err)?;
-        if spec.payload_type.is_some() {
-            write_data_member(&mut out, compression, &files, spec.mtime)?;
+        match frames {
+            Some((mut frames, index)) => {
+                let name = format!("data/0000.tar{}", compression.suffix());
+                frames.seek(SeekFrom::Start(0)).map_err(out_err)?;
+                out.append_reader(&name, index.data_len(), &mut frames)
+                    .map_err(out_err)?;
+            }
+            None if spec.payload_type.is_some() => {
+                write_data_member(&mut out, compression, &files, spec.mtime)?;
+            }
+            None => {}
         }
         out.finish().map_err(out_err)?;
     }
     fsutil::persist(tmp, output).map_err(out_err)
+}
+
+/// Compresses the one payload file of a chunked artifact into frames in a
+/// temporary file beside `output`; returns the file and the chunk index.
+fn write_frames(
+    spec: &ArtifactSpec,
+    compression: Compression,
+    params: ChunkParams,
+    files: &[PayloadFile],
+    output: &Path,
+) -> Result<(File, ChunkIndex), ArtifactError> {
+    let [file] = files else {
+        return Err(ArtifactError::format(
+            "a chunked artifact has exactly one payload file",
+        ));
+    };
+    if spec.payload_type.as_deref() != Some("rootfs-image") {
+        return Err(ArtifactError::format(
+            "only rootfs-image artifacts can be chunked",
+        ));
+    }
+    chunked_writer::check_compression(compression)?;
+    let err = |e: io::Error| ArtifactError::io(format!("writing {}", output.display()), e);
+    let tar_header = tar_header(&file.name, file.size, 0o644, spec.mtime).map_err(err)?;
+    let mut block = [0u8; 512];
+    block.copy_from_slice(tar_header.as_bytes());
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let frames = tempfile::tempfile_in(dir).map_err(err)?;
+    let framed = FramedFile {
+        path: &file.path,
+        tar_header: &block,
+        size: file.size,
+        sha256: &file.sha256,
+    };
+    let params = chunked_writer::align_for(&file.path, params)?;
+    let index = chunked_writer::write_frames(compression, params, &framed, &frames)?;
+    Ok((frames, index))
 }
 
 fn validate_spec(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
@@ -267,7 +329,11 @@ fn hash_files(paths: &[PathBuf]) -> Result<Vec<PayloadFile>, ArtifactError> {
 }
 
 /// Builds and compresses `header.tar*`.
-fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>, ArtifactError> {
+fn build_header(
+    spec: &ArtifactSpec,
+    compression: Compression,
+    chunks: Option<&ChunkIndex>,
+) -> Result<Vec<u8>, ArtifactError> {
     let mut provides = Map::new();
     provides.insert("artifact_name".into(), json!(spec.name));
     if let Some(g) = &spec.provides_group {
@@ -342,6 +408,9 @@ fn build_header(spec: &ArtifactSpec, compression: Compression) -> Result<Vec<u8>
             .map(|m| Value::Object(m.clone()).to_string())
             .unwrap_or_default();
         add("headers/0000/meta-data", 0o644, meta.as_bytes()).map_err(err)?;
+    }
+    if let Some(index) = chunks {
+        add(chunk_index::ENTRY, 0o644, &index.encode()).map_err(err)?;
     }
     let encoder = tar.into_inner().map_err(err)?;
     let compressed = encoder.finish().map_err(err)?;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::artifact::chunk_index::ChunkIndex;
 #[cfg(feature = "writer")]
 use crate::artifact::compression::Compression;
 use crate::artifact::header::{ArtifactHeader, DependValue, Depends};
@@ -164,6 +165,7 @@ pub fn report_json(r: &ReadReport) -> Value {
                 "files": r.files.iter().map(|f| json!({
                     "name": f.name, "size": f.size, "sha256": to_hex(&f.sha256),
                 })).collect::<Vec<_>>(),
+                "chunking": p.chunk_index.as_ref().map(chunking_json),
             })
         })
         .collect();
@@ -177,6 +179,24 @@ pub fn report_json(r: &ReadReport) -> Value {
         "signature": r.signature.as_str(),
         "scripts": h.scripts.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         "payloads": payloads,
+    })
+}
+
+/// What `read --json` says about a chunked artifact's index.
+fn chunking_json(index: &ChunkIndex) -> Value {
+    let count = index.chunks.len() as u64;
+    json!({
+        "compression": index.compression.name(),
+        "chunk_count": count,
+        "average_chunk_size": index.payload_size.checked_div(count).unwrap_or(0),
+        "chunker": {
+            "min": index.params.min,
+            "avg": index.params.avg,
+            "max": index.params.max,
+            "align": index.params.align,
+        },
+        "index_size": index.encoded_len(),
+        "data_size": index.data_len(),
     })
 }
 
@@ -282,6 +302,15 @@ fn report_text(r: &ReadReport) -> String {
             let _ = writeln!(s, "      name:     {}", f.name);
             let _ = writeln!(s, "      size:     {}", f.size);
             let _ = writeln!(s, "      checksum: {}", to_hex(&f.sha256));
+        }
+        if let Some(index) = &p.chunk_index {
+            let count = index.chunks.len() as u64;
+            let _ = writeln!(
+                s,
+                "    Chunked: {count} chunks of {} bytes on average, {} byte index",
+                index.payload_size.checked_div(count).unwrap_or(0),
+                index.encoded_len()
+            );
         }
     }
     s

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+use crate::artifact::chunking::{ChunkParams, DEFAULT_AVERAGE};
 use crate::artifact::compression::Compression;
 use crate::artifact::header::{DependValue, Depends, Provides};
 use crate::artifact::manifest::to_hex;
@@ -105,6 +106,16 @@ pub struct RootfsArgs {
     /// Name the checksum provide rootfs_image_checksum (old clients).
     #[arg(long)]
     legacy_rootfs_image_checksum: bool,
+    /// Write the image in independently compressed content-defined chunks,
+    /// with a signed chunk index, for adaptive (delta) installs; gzip or
+    /// zstd only. Every Mender client still installs it in full
+    /// (docs/artifacts.md).
+    #[arg(long)]
+    chunked: bool,
+    /// Average chunk size with --chunked: a power of two from 8K to 1M
+    /// (default 16K; docs/measured.md).
+    #[arg(long, value_parser = parse_chunk_size, requires = "chunked")]
+    chunk_size: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +218,24 @@ pub fn write(
 pub fn parse_compression(s: &str) -> Result<Compression, String> {
     Compression::from_cli_name(s)
         .ok_or_else(|| format!("unknown compression '{s}' (none, gzip, lzma, xz, zstd)"))
+}
+
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 1u32 << 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    let n: u32 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (bytes, or with K or M)"))?;
+    let size = n
+        .checked_mul(unit)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    ChunkParams::for_average(size)?;
+    Ok(size)
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -355,6 +384,10 @@ fn load_signing_key(path: &Option<PathBuf>) -> Result<Option<SigningKey>> {
 fn write_rootfs(a: RootfsArgs, compression: Option<Compression>) -> Result<i32> {
     let mut spec = common_spec(&a.common, "rootfs-image", true, compression)?;
     spec.files = vec![a.file.clone()];
+    if a.chunked {
+        let average = a.chunk_size.unwrap_or(DEFAULT_AVERAGE);
+        spec.chunking = Some(ChunkParams::for_average(average).map_err(anyhow::Error::msg)?);
+    }
     add_user_provides(&mut spec, &a.common);
     // The checksum provide is always the payload's real one.
     if !a.no_checksum_provide {

@@ -28,6 +28,8 @@
 mod support;
 
 mod bootstrap;
+#[cfg(feature = "writer")]
+mod chunked;
 mod conformance;
 mod control_map;
 mod crash_injection;

@@ -128,6 +128,7 @@ fn header(payload_type: &str) -> ArtifactHeader {
             clears_provides: Some(vec!["rootfs-image.x.*".into()]),
             meta_data: Some(json!({"key": "value", "n": 3}).as_object().unwrap().clone()),
             v2_files: None,
+            chunk_index: None,
         }],
     }
 }

@@ -80,6 +80,8 @@ use std::time::{Duration, Instant};
 
 // Helpers the cases share.
 mod child;
+#[cfg(feature = "writer")]
+mod chunked;
 mod loop_devices;
 mod rig;
 mod scenarios;
