@@ -151,8 +151,10 @@ impl StandaloneState {
     }
 }
 
-/// The parts of `state` / `state-uncommitted` (a managed deployment in
-/// flight) that decide what a take-over does with it.
+/// `state` / `state-uncommitted`: a managed deployment in flight, as 3.x
+/// (`json.Marshal(StateData)`) and 4.x (`GenerateStateDataJson`) write it
+/// (`docs/takeover.md`, "A deployment from the server"). Fields 3.x leaves
+/// out (`omitempty`) or that only one of them writes default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ManagedState {
     #[serde(rename = "Version", default)]
@@ -167,15 +169,96 @@ pub struct ManagedState {
 pub struct ManagedUpdateInfo {
     #[serde(rename = "ID", default)]
     pub id: String,
+    #[serde(rename = "Artifact", default)]
+    pub artifact: Option<ManagedArtifact>,
+    #[serde(rename = "SupportsRollback", default)]
+    pub supports_rollback: Option<String>,
+    #[serde(rename = "StateDataStoreCount", default)]
+    pub store_count: u32,
+    #[serde(rename = "HasDBSchemaUpdate", default)]
+    pub has_db_schema_update: bool,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ManagedArtifact {
+    #[serde(rename = "PayloadTypes", default)]
+    pub payload_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub artifact_name: String,
+    #[serde(default)]
+    pub artifact_group: String,
+    #[serde(default)]
+    pub artifact_provides: Option<Provides>,
+    #[serde(default)]
+    pub clears_artifact_provides: Option<Vec<String>>,
+}
+
+/// `SupportsRollback` when the payload can roll back.
+pub const ROLLBACK_SUPPORTED: &str = "rollback-supported";
 
 impl ManagedState {
     pub fn parse(bytes: &[u8]) -> Result<ManagedState, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not a deployment state: {e}"))
+        let state: ManagedState =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a deployment state: {e}"))?;
+        // Version 1 (before Mender 2.0) is read as 4.x migrates it: a
+        // rootfs-image that supports rollback.
+        if state.version > 2 {
+            return Err(format!(
+                "version {} (versions 1 and 2 are known)",
+                state.version
+            ));
+        }
+        if let Some(a) = state.update_info.as_ref().and_then(|u| u.artifact.as_ref()) {
+            if let Some(why) = crate::artifact::text_problem(&a.artifact_name, false) {
+                return Err(format!("artifact_name {why}"));
+            }
+            for (k, v) in a.artifact_provides.iter().flatten() {
+                if let Some(why) = crate::artifact::text_problem(k, true)
+                    .or_else(|| crate::artifact::text_problem(v, false))
+                {
+                    return Err(format!("artifact_provides '{}' {why}", k.escape_debug()));
+                }
+            }
+        }
+        Ok(state)
     }
 
     pub fn deployment_id(&self) -> &str {
         self.update_info.as_ref().map_or("", |u| u.id.as_str())
+    }
+
+    /// The artifact of the deployment (empty when the record has none).
+    pub fn artifact(&self) -> ManagedArtifact {
+        self.update_info
+            .as_ref()
+            .and_then(|u| u.artifact.clone())
+            .unwrap_or_default()
+    }
+
+    /// The one payload type: version 1 records are rootfs images.
+    pub fn payload_type(&self) -> Option<String> {
+        if self.version < 2 {
+            return Some("rootfs-image".into());
+        }
+        match self.artifact().payload_types.as_deref() {
+            Some([one]) => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// Version 1 records always could roll back.
+    pub fn supports_rollback(&self) -> bool {
+        self.version < 2
+            || self
+                .update_info
+                .as_ref()
+                .and_then(|u| u.supports_rollback.as_deref())
+                == Some(ROLLBACK_SUPPORTED)
+    }
+
+    /// `StateDataStoreCount`: how often the client saved the record.
+    pub fn store_count(&self) -> u32 {
+        self.update_info.as_ref().map_or(0, |u| u.store_count)
     }
 }
 

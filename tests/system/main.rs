@@ -21,3 +21,4 @@ mod daemon;
 mod dbus;
 mod fleet;
 mod mender_server_selftest;
+mod takeover_managed;
