@@ -314,3 +314,57 @@ pub fn clear_handed_back(data_dir: &Path) {
         log::warn!("the handed-back deployment was not removed from the Mender store: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_handed_back_reads_as_mender_writes_it() {
+        let state = UpdateState {
+            phase: Phase::ArtifactReboot,
+            artifact: Some(ArtifactInfo {
+                name: "release-2".into(),
+                group: None,
+                payload_type: Some(ROOTFS.into()),
+                payload_provides: [("rootfs-image.version".to_string(), "release-2".to_string())]
+                    .into(),
+                clears_provides: Some(vec!["rootfs-image.*".into()]),
+            }),
+            installer: None,
+            reboot: Some(Reboot::Automatic),
+            supports_rollback: Some(true),
+            steps: 9,
+            failed: false,
+            manual_rollback: false,
+            inconsistent: false,
+            deployment_id: Some("d-9".into()),
+            stopped_before: None,
+        };
+        let record = reboot_record(&state, "rpi4").unwrap();
+        let text = serde_json::to_vec(&record).unwrap();
+        let back = ManagedState::parse(&text).unwrap();
+        assert_eq!((back.version, back.name.as_str()), (2, "reboot"));
+        assert_eq!(back.deployment_id(), "d-9");
+        assert_eq!(back.payload_type().as_deref(), Some(ROOTFS));
+        assert!(back.supports_rollback());
+        assert_eq!(back.store_count(), 1);
+        let a = back.artifact();
+        assert_eq!(a.artifact_name, "release-2");
+        assert_eq!(
+            a.artifact_provides.unwrap()["rootfs-image.version"],
+            "release-2"
+        );
+        // The fields 4.x requires, and a time 3.x can parse.
+        let info = &record["UpdateInfo"];
+        for field in ["RebootRequested", "SupportsRollback", "HasDBSchemaUpdate"] {
+            assert!(!info[field].is_null(), "{field}");
+        }
+        assert_eq!(info["Artifact"]["Source"]["Expire"], NO_EXPIRY);
+        assert_eq!(info["Artifact"]["device_types_compatible"][0], "rpi4");
+        assert_eq!(info["Artifact"]["artifact_group"], "");
+        let mut standalone = state.clone();
+        standalone.deployment_id = None;
+        assert!(reboot_record(&standalone, "rpi4").is_err());
+    }
+}

@@ -322,6 +322,42 @@ mod tests {
     }
 
     #[test]
+    fn managed_states_of_3x_and_4x() {
+        // 4.x (shared spec 2.3), with `reboot-type-automatic`.
+        let v2 = ManagedState::parse(
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"Source":{"URI":"https://x","Expire":"2026-01-01T00:00:00Z"},"device_types_compatible":["rpi4"],"PayloadTypes":["rootfs-image"],"artifact_name":"release-2","artifact_group":"","artifact_provides":{"rootfs-image.version":"release-2"},"clears_artifact_provides":["rootfs-image.*"]},"ID":"d-2","RebootRequested":["reboot-type-automatic"],"SupportsRollback":"rollback-supported","StateDataStoreCount":7,"HasDBSchemaUpdate":false,"AllRollbacksSuccessful":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(v2.payload_type().as_deref(), Some("rootfs-image"));
+        assert!(v2.supports_rollback());
+        assert_eq!(v2.store_count(), 7);
+        let a = v2.artifact();
+        assert_eq!(a.artifact_name, "release-2");
+        assert_eq!(a.clears_artifact_provides.unwrap(), ["rootfs-image.*"]);
+        // 3.x leaves empty provides and clears out; no rollback support.
+        let v2 = ManagedState::parse(
+            br#"{"Version":2,"Name":"update-install","UpdateInfo":{"Artifact":{"PayloadTypes":["single-file"],"artifact_name":"m"},"ID":"d-3","SupportsRollback":"rollback-not-supported","StateDataStoreCount":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(v2.payload_type().as_deref(), Some("single-file"));
+        assert!(!v2.supports_rollback());
+        assert_eq!(v2.artifact().artifact_provides, None);
+        // Version 1: a rootfs image that can roll back.
+        let v1 = ManagedState::parse(br#"{"Version":1,"Name":"reboot","UpdateInfo":{"ID":"d-1"}}"#)
+            .unwrap();
+        assert_eq!(v1.payload_type().as_deref(), Some("rootfs-image"));
+        assert!(v1.supports_rollback());
+        for bad in [
+            &br#"{"Version":3,"Name":"reboot"}"#[..],
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"artifact_name":"a\nb"}}}"#,
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"artifact_provides":{"k":"v\n"}}}}"#,
+            br#"{"Version":2}"#,
+        ] {
+            assert!(ManagedState::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn managed_state_names_its_deployment() {
         let s = ManagedState::parse(
             br#"{"Version":2,"Name":"reboot","UpdateInfo":{"ID":"d-1","Artifact":{}}}"#,
