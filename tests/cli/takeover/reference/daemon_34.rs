@@ -95,9 +95,14 @@ fn spawn_daemon(dev: &Device, identity: &Path, bin: &Path, program: &str, log: &
     cmd.spawn().expect("spawn the daemon")
 }
 
-/// The `Name` of the deployment record in the Mender store, if any.
+/// The `Name` of the deployment record in the Mender store, if any (none
+/// without a store: nothing was handed back while the device had no
+/// artifact name of its own, only `artifact_info`'s).
 fn mender_state(data: &Path) -> Option<String> {
     use mender_rs::mender_store::{MenderStore, store_path};
+    if !store_path(data).exists() {
+        return None;
+    }
     let contents = MenderStore::open_read_only(&store_path(data))
         .expect("open the Mender store")
         .read()
@@ -203,5 +208,194 @@ fn mender_3_4_daemon_reboots_into_the_update_and_our_daemon_finishes_it() {
     assert!(dev.data.join("mender-store.taken-over").exists());
     // Hand back: 3.4 reads the new software and finds nothing in flight.
     assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
+    server.assert_no_violations();
+}
+
+/// A copy of the rig's artifact whose `ArtifactCommit_Enter` fails (it
+/// logs its name first, as the other scripts do).
+fn artifact_with_failing_commit(rig: &Rig) -> PathBuf {
+    let dir = rig.root.path().join("build-failing");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let log = rig.root.path().join("scripts.log");
+    let image = dir.join("rootfs.img");
+    fs::write(&image, &rig.payload).expect("write");
+    let out = dir.join("release-2.mender");
+    let mut args: Vec<String> = [
+        "write",
+        "rootfs-image",
+        "-t",
+        DEVICE_TYPE,
+        "-n",
+        "release-2",
+        "-f",
+        s(&image),
+        "-o",
+        s(&out),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    for name in COMMIT_SCRIPTS {
+        let path = dir.join(name);
+        let fail = if name == "ArtifactCommit_Enter_01" {
+            "exit 1\n"
+        } else {
+            ""
+        };
+        write_executable(
+            &path,
+            &format!("#!/bin/sh\necho {name} >> '{}'\n{fail}", s(&log)),
+        );
+        args.push("-s".into());
+        args.push(s(&path).into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("mender-artifact", &refs);
+    out
+}
+
+/// The same with an `ArtifactCommit_Enter` that fails: our daemon rolls
+/// back, reports `failure` and only then reboots into the old partition,
+/// whose Mender 3.4 daemon finds the old software, nothing in flight, and
+/// is not sent the deployment again.
+#[test]
+fn mender_3_4_daemon_reboots_and_a_failing_commit_ends_in_failure_without_a_redeploy() {
+    let rig = rig();
+    let server = MenderServer::start();
+    let dev = Device::new(rig.root.path(), "daemon-fail", &rig.part_a, &rig.part_b);
+    let (identity, bin, marker) = daemon_setup(&dev, &server);
+    let artifact = artifact_with_failing_commit(&rig);
+    let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
+
+    let log34 = dev.dir.join("mender-3.4.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log34);
+    wait_for("3.4's reboot", &log34, 180, || marker.exists());
+    stop(&mut child);
+    fs::remove_file(&marker).expect("rm");
+    let device = server
+        .device_with_identity("mac", MAC)
+        .expect("3.4 authenticated");
+    let reported = server.statuses(&device, &dep).len();
+    dev.reboot_into_update();
+
+    let ours = dev.dir.join("mender-rs.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, BIN, &ours);
+    wait_for("our reboot back", &ours, 120, || marker.exists());
+    stop(&mut child);
+    fs::remove_file(&marker).expect("rm");
+    assert_eq!(
+        server.statuses(&device, &dep)[reported..],
+        ["failure"],
+        "{}",
+        fs::read_to_string(&ours).unwrap_or_default()
+    );
+    assert!(!server.logs(&device, &dep).is_empty(), "no deployment log");
+    assert_eq!(
+        dev.scripts(),
+        vec![
+            "ArtifactCommit_Enter_01",
+            "ArtifactRollback_Enter_01",
+            "ArtifactRollback_Leave_01"
+        ]
+    );
+    let env = dev.env();
+    assert_eq!(env["upgrade_available"], "0");
+    assert_eq!(env["mender_boot_part"], number_of(&rig.part_a));
+    assert_eq!(mender_state(&dev.data), None);
+
+    // The old partition runs Mender 3.4 again: it asks for deployments and
+    // is sent nothing.
+    let downloads = server.downloads().len();
+    let nexts = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.endpoint,
+                    Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+                ) && r.status != 404
+            })
+            .count()
+    };
+    let asked = nexts();
+    let log_back = dev.dir.join("mender-3.4-back.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log_back);
+    wait_for("3.4 asking twice", &log_back, 60, || nexts() >= asked + 2);
+    stop(&mut child);
+    assert_eq!(
+        server.downloads().len(),
+        downloads,
+        "the deployment was sent again"
+    );
+    assert_eq!(
+        server.statuses(&device, &dep)[reported..],
+        ["failure"],
+        "{}",
+        fs::read_to_string(&log_back).unwrap_or_default()
+    );
+    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-1");
+    server.assert_no_violations();
+}
+
+/// Hand back: our daemon installs up to its reboot, and the Mender 3.4
+/// daemon of the new image finishes the deployment from the record our
+/// daemon wrote.
+#[test]
+fn our_daemon_reboots_into_the_update_and_the_mender_3_4_daemon_finishes_it() {
+    let rig = rig();
+    let server = MenderServer::start();
+    let dev = Device::new(rig.root.path(), "daemon-back", &rig.part_a, &rig.part_b);
+    let (identity, bin, marker) = daemon_setup(&dev, &server);
+    let dep = server.add_deployment(&rig.artifact, "release-2", &[DEVICE_TYPE]);
+
+    let ours = dev.dir.join("mender-rs.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, BIN, &ours);
+    wait_for("our reboot", &ours, 120, || marker.exists());
+    stop(&mut child);
+    fs::remove_file(&marker).expect("rm");
+    let device = server
+        .device_with_identity("mac", MAC)
+        .expect("we authenticated");
+    assert_eq!(
+        server.statuses(&device, &dep),
+        ["downloading", "installing", "rebooting"]
+    );
+    assert!(dev.image_on_b(&rig.payload));
+    assert_eq!(mender_state(&dev.data).as_deref(), Some("reboot"));
+    dev.reboot_into_update();
+    let before = server.requests().len();
+
+    let log34 = dev.dir.join("mender-3.4.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log34);
+    wait_for("3.4's final status", &log34, 120, || {
+        server.deployment_status(&device, &dep).as_deref() == Some("success")
+    });
+    stop(&mut child);
+    let statuses = server.statuses(&device, &dep);
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("success"),
+        "{statuses:?}"
+    );
+    assert!(
+        !server.requests().iter().skip(before).any(|r| {
+            matches!(
+                r.endpoint,
+                Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+            ) && r.status == 200
+        }),
+        "the deployment was sent again"
+    );
+    assert_eq!(server.device_ids().len(), 1, "the same device");
+    assert_eq!(
+        dev.scripts(),
+        vec!["ArtifactCommit_Enter_01", "ArtifactCommit_Leave_01"]
+    );
+    let env = dev.env();
+    assert_eq!(env["upgrade_available"], "0");
+    assert_eq!(env["mender_boot_part"], number_of(&rig.part_b));
+    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
+    assert_eq!(mender_state(&dev.data), None);
     server.assert_no_violations();
 }
