@@ -8,6 +8,7 @@
 //! [`reference`].
 
 mod reference;
+mod states;
 
 use std::collections::BTreeMap;
 use std::fs;
