@@ -82,22 +82,15 @@ fn as_mender_left_it(dev: &SimDevice, dep: &str, name: &str, store_count: u32) {
 }
 
 /// The requests the server had from `start` on, up to and including the
-/// first final status report for `dep`.
+/// last status report for `dep` (the final one: nothing is reported
+/// after it).
 fn requests_until_final(server: &MenderServer, start: usize, dep: &str) -> Vec<Endpoint> {
-    let mut seen = Vec::new();
-    for r in server.requests().into_iter().skip(start) {
-        seen.push(r.endpoint);
-        if r.endpoint == Endpoint::Status && r.path.contains(dep) {
-            let id = r.device.clone().unwrap_or_default();
-            let final_seen = server
-                .deployment_status(&id, dep)
-                .is_some_and(|s| s == "success" || s == "failure");
-            if final_seen && seen.iter().filter(|e| **e == Endpoint::Status).count() >= 2 {
-                break;
-            }
-        }
-    }
-    seen
+    let requests: Vec<_> = server.requests().into_iter().skip(start).collect();
+    let last = requests
+        .iter()
+        .rposition(|r| r.endpoint == Endpoint::Status && r.path.contains(dep))
+        .expect("a status report after the reboot");
+    requests[..=last].iter().map(|r| r.endpoint).collect()
 }
 
 fn mender_state(data: &Path) -> Option<String> {
