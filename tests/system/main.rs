@@ -11,6 +11,8 @@
 //!   run by `scripts/bench-daemon fleet`).
 //! * `mender_server_selftest`: the test server itself, so the other
 //!   modules can trust it.
+//! * `takeover_managed`: a deployment the Mender client left in flight,
+//!   finished by our daemon; ours handed back before its reboot.
 
 #[path = "../support/mod.rs"]
 #[allow(dead_code)] // each tier uses part of the shared helpers
