@@ -295,8 +295,9 @@ fn a_take_over_crashed_at_each_step_resumes_to_one_final_status() {
             )),
             "step {step}: deployments/next before the final status: {after:?}"
         );
+        let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
         assert!(
-            m.starts >= 3,
+            stderr.contains(&format!("crash injection: aborting at step {step}")),
             "step {step}: the crash did not happen:\n{}",
             m.log_tail()
         );
@@ -331,4 +332,52 @@ fn a_take_over_crashed_at_each_step_resumes_to_one_final_status() {
             "success", "success", "success", "failure", "success", "success", "success"
         ]
     );
+}
+
+/// The failure path of a taken-over deployment, crashed at each persisted
+/// step: one `failure` for the id, the old partition, the Mender store with
+/// nothing in flight, no `next` before the report.
+#[test]
+fn a_failing_take_over_crashed_at_each_step_reports_one_failure() {
+    for step in 1..=9 {
+        let server = MenderServer::start();
+        let mut m = managed(&server);
+        let artifact = m.dev.write_rootfs_artifact(
+            "release-2",
+            1 << 20,
+            &[("ArtifactCommit_Enter_01", 1)],
+            &[],
+        );
+        let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
+        run_to_reboot(&mut m, &server, &dep);
+        m.dev.reboot();
+        as_mender_left_it(&m.dev, &dep, "release-2", 2);
+        m.crash_at(m.starts + 1, &format!("step:{step}"));
+        let before = server.requests().len();
+        let id = m.run_to_status(&server, &dep, 120, "failure");
+        let statuses = server.statuses(&id, &dep);
+        assert_eq!(
+            statuses.iter().filter(|s| *s == "failure").count(),
+            1,
+            "step {step}: {statuses:?}"
+        );
+        let after = requests_until_final(&server, before, &dep);
+        assert!(
+            !after.iter().any(|e| matches!(
+                e,
+                Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+            )),
+            "step {step}: deployments/next before the final status: {after:?}"
+        );
+        let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
+        assert!(
+            stderr.contains(&format!("crash injection: aborting at step {step}")),
+            "step {step}: the crash did not happen:\n{}",
+            m.log_tail()
+        );
+        assert_eq!(m.dev.env()["mender_boot_part"], "2", "step {step}");
+        assert_eq!(m.dev.env()["upgrade_available"], "0", "step {step}");
+        assert_eq!(mender_state(&m.dev.data), None, "step {step}");
+        server.assert_no_violations();
+    }
 }
