@@ -359,6 +359,23 @@ impl Engine<'_> {
         let _ = state;
     }
 
+    /// Should power be lost before the failure report, the Mender client
+    /// of the old partition reports it (`docs/takeover.md`).
+    fn hand_back_after_rollback(&self, state: &UpdateState) {
+        #[cfg(feature = "mender-store")]
+        match self.device_type() {
+            Ok(device_type) => crate::mender_store::inflight::hand_back_after_rollback(
+                self.config,
+                state,
+                &self.provides(),
+                &device_type,
+            ),
+            Err(e) => log::warn!("the rolled-back deployment was not handed back: {e:#}"),
+        }
+        #[cfg(not(feature = "mender-store"))]
+        let _ = state;
+    }
+
     /// A deployment taken over from the Mender client: the previous
     /// partition runs Mender, which knows nothing of it.
     fn taken_over(&self, state: &UpdateState) -> bool {
@@ -381,6 +398,7 @@ impl Engine<'_> {
             log::info!(
                 "the previous partition runs the Mender client: rebooting into it once the failure is reported"
             );
+            self.hand_back_after_rollback(state);
             self.store.save(|d| d.rollback_reboot_after_report = true)?;
             return Ok(());
         }

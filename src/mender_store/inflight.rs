@@ -201,9 +201,15 @@ const NO_EXPIRY: &str = "0001-01-01T00:00:00Z";
 /// to, under `ModulesWorkPath`.
 const ORIG_PART: &str = "payloads/0000/tree/tmp/orig-part";
 
-/// The `state` record a Mender client finishes `state`'s deployment from
-/// after the reboot (`docs/takeover.md`, "Hand back before the reboot").
-pub fn reboot_record(state: &UpdateState, device_type: &str) -> Result<Value> {
+/// Mender's state name before the reboot into the update.
+pub const REBOOT: &str = "reboot";
+/// Mender's state name after the reboot back from a rollback.
+pub const AFTER_ROLLBACK_REBOOT: &str = "after-rollback-reboot";
+
+/// The `state` record (`Name` = `name`) a Mender client finishes
+/// `state`'s deployment from after a reboot (`docs/takeover.md`, "Hand
+/// back before the reboot").
+pub fn state_record(state: &UpdateState, device_type: &str, name: &str) -> Result<Value> {
     let id = state
         .deployment_id
         .as_deref()
@@ -233,7 +239,7 @@ pub fn reboot_record(state: &UpdateState, device_type: &str) -> Result<Value> {
     };
     Ok(json!({
         "Version": 2,
-        "Name": "reboot",
+        "Name": name,
         "UpdateInfo": {
             "Artifact": artifact,
             "ID": id,
@@ -260,11 +266,35 @@ pub fn hand_back_before_reboot(
     installed: &Provides,
     device_type: &str,
 ) {
+    hand_back(config, state, installed, device_type, REBOOT);
+}
+
+/// A taken-over deployment was rolled back; until its failure is
+/// reported, a power loss would boot the partition that runs Mender: the
+/// record `after-rollback-reboot` lets that client report the failure
+/// itself (`docs/takeover.md`, "The failure path"). Removed with our
+/// report ([`clear_handed_back`]).
+pub fn hand_back_after_rollback(
+    config: &Config,
+    state: &UpdateState,
+    installed: &Provides,
+    device_type: &str,
+) {
+    hand_back(config, state, installed, device_type, AFTER_ROLLBACK_REBOOT);
+}
+
+fn hand_back(
+    config: &Config,
+    state: &UpdateState,
+    installed: &Provides,
+    device_type: &str,
+    name: &str,
+) {
     let Some(InstallerState::RootfsImage { previous, .. }) = &state.installer else {
         return;
     };
     let result = (|| -> Result<()> {
-        let record = serde_json::to_vec(&reboot_record(state, device_type)?)?;
+        let record = serde_json::to_vec(&state_record(state, device_type, name)?)?;
         let n = partition_number(Path::new(previous))?;
         let orig = config.modules_work_path.join(ORIG_PART);
         let dir = orig.parent().ok_or_else(|| anyhow!("no parent"))?;
@@ -289,7 +319,7 @@ pub fn hand_back_before_reboot(
     })();
     match result {
         Ok(()) => log::info!(
-            "deployment handed back for a Mender client in the new image ({})",
+            "deployment handed back for a Mender client ({name}, {})",
             store_path(&config.data_dir).display()
         ),
         Err(e) => log::warn!("the deployment was not handed back for the Mender client: {e:#}"),
@@ -341,7 +371,7 @@ mod tests {
             deployment_id: Some("d-9".into()),
             stopped_before: None,
         };
-        let record = reboot_record(&state, "rpi4").unwrap();
+        let record = state_record(&state, "rpi4", REBOOT).unwrap();
         let text = serde_json::to_vec(&record).unwrap();
         let back = ManagedState::parse(&text).unwrap();
         assert_eq!((back.version, back.name.as_str()), (2, "reboot"));
@@ -365,6 +395,6 @@ mod tests {
         assert_eq!(info["Artifact"]["artifact_group"], "");
         let mut standalone = state.clone();
         standalone.deployment_id = None;
-        assert!(reboot_record(&standalone, "rpi4").is_err());
+        assert!(state_record(&standalone, "rpi4", REBOOT).is_err());
     }
 }

@@ -61,6 +61,18 @@ fn daemon_setup(dev: &Device, server: &MenderServer) -> (PathBuf, PathBuf, PathB
 
 /// `program` as a daemon in the sandbox, its output in `log`.
 fn spawn_daemon(dev: &Device, identity: &Path, bin: &Path, program: &str, log: &Path) -> Child {
+    spawn_daemon_with(dev, identity, bin, program, log, &[])
+}
+
+/// [`spawn_daemon`] with more environment variables.
+fn spawn_daemon_with(
+    dev: &Device,
+    identity: &Path,
+    bin: &Path,
+    program: &str,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Child {
     let out = fs::File::create(log).expect("log");
     let mut cmd = Command::new("unshare");
     cmd.args([
@@ -88,6 +100,7 @@ fn spawn_daemon(dev: &Device, identity: &Path, bin: &Path, program: &str, log: &
             "PATH",
             format!("{}:{}", s(bin), std::env::var("PATH").unwrap_or_default()),
         )
+        .envs(env.iter().copied())
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
         .current_dir(&dev.dir)
@@ -118,7 +131,7 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_for(what: &str, log: &Path, seconds: u64, done: impl Fn() -> bool) {
+fn wait_for(what: &str, log: &Path, seconds: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !done() {
         assert!(
@@ -397,5 +410,84 @@ fn our_daemon_reboots_into_the_update_and_the_mender_3_4_daemon_finishes_it() {
     assert_eq!(env["mender_boot_part"], number_of(&rig.part_b));
     assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     assert_eq!(mender_state(&dev.data), None);
+    server.assert_no_violations();
+}
+
+/// Power lost after our rollback of a taken-over deployment, before its
+/// failure was reported: the bootloader boots the old partition, whose
+/// Mender 3.4 daemon finds the `after-rollback-reboot` record our daemon
+/// handed back and reports the failure itself; the deployment is not sent
+/// again.
+#[test]
+fn power_lost_after_our_rollback_mender_3_4_reports_the_failure() {
+    let rig = rig();
+    let server = MenderServer::start();
+    let dev = Device::new(rig.root.path(), "daemon-cut", &rig.part_a, &rig.part_b);
+    let (identity, bin, marker) = daemon_setup(&dev, &server);
+    let artifact = artifact_with_failing_commit(&rig);
+    let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
+
+    let log34 = dev.dir.join("mender-3.4.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log34);
+    wait_for("3.4's reboot", &log34, 180, || marker.exists());
+    stop(&mut child);
+    fs::remove_file(&marker).expect("rm");
+    let device = server
+        .device_with_identity("mac", MAC)
+        .expect("3.4 authenticated");
+    let reported = server.statuses(&device, &dep).len();
+    let downloads = server.downloads().len();
+    dev.reboot_into_update();
+
+    // Steps 1-3 take over, 4 enters ArtifactCommit, 5 ArtifactRollback,
+    // 6 records the reboot that waits for the report: the power goes.
+    let ours = dev.dir.join("mender-rs.log");
+    let mut child = spawn_daemon_with(
+        &dev,
+        &identity,
+        &bin,
+        BIN,
+        &ours,
+        &[("MENDER_RS_CRASH_AT", "step:6")],
+    );
+    wait_for("our crash", &ours, 120, || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    stop(&mut child);
+    assert!(
+        fs::read_to_string(&ours)
+            .unwrap_or_default()
+            .contains("crash injection: aborting at step 6"),
+        "{}",
+        fs::read_to_string(&ours).unwrap_or_default()
+    );
+    assert_eq!(server.statuses(&device, &dep)[reported..], [] as [&str; 0]);
+    let env = dev.env();
+    assert_eq!(env["mender_boot_part"], number_of(&rig.part_a));
+    assert_eq!(env["upgrade_available"], "0");
+    assert_eq!(
+        mender_state(&dev.data).as_deref(),
+        Some("after-rollback-reboot")
+    );
+
+    let back = dev.dir.join("mender-3.4-back.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &back);
+    wait_for("3.4's failure report", &back, 120, || {
+        server.deployment_status(&device, &dep).as_deref() == Some("failure")
+    });
+    stop(&mut child);
+    assert_eq!(
+        server.statuses(&device, &dep)[reported..],
+        ["failure"],
+        "{}",
+        fs::read_to_string(&back).unwrap_or_default()
+    );
+    assert_eq!(
+        server.downloads().len(),
+        downloads,
+        "the deployment was sent again"
+    );
+    assert_eq!(mender_state(&dev.data), None, "3.4 finished it");
+    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-1");
     server.assert_no_violations();
 }
