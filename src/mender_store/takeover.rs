@@ -1,7 +1,8 @@
 //! Take-over (`docs/takeover.md`): on start of every command, when the
 //! data directory holds a Mender store and no store of our own, the
 //! device's installed software (and a standalone update waiting for its
-//! commit) moves into our store, and Mender's file is renamed to
+//! commit, or a deployment from the server in flight: [`inflight`]) moves
+//! into our store, and Mender's file is renamed to
 //! `mender-store.taken-over` so that a person sees what was taken over.
 //!
 //! Order, for power loss at any point:
