@@ -506,9 +506,11 @@ impl Engine<'_> {
         if let Err(e) = hooks.final_status(&id, success, &records) {
             log::error!("deployment {id}: the final status could not be sent: {e:#}");
         }
-        self.clear_update()?;
+        // The record handed back goes before our update does: a restart in
+        // between sends the final status again and comes here again.
         #[cfg(feature = "mender-store")]
         crate::mender_store::inflight::clear_handed_back(&self.config.data_dir);
+        self.clear_update()?;
         let reboot_back = self.store.data().rollback_reboot_after_report;
         if self.store.data().taken_over_deployment.is_some() || reboot_back {
             self.store.save(|d| {

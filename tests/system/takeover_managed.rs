@@ -93,6 +93,19 @@ fn requests_until_final(server: &MenderServer, start: usize, dep: &str) -> Vec<E
     requests[..=last].iter().map(|r| r.endpoint).collect()
 }
 
+/// Our store has no update and no take-over marks left.
+fn our_update_is_over(data: &Path) -> bool {
+    let Ok(bytes) = fs::read(data.join(OUR_STORE)) else {
+        return false;
+    };
+    let Ok(ours) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    ours["update"].is_null()
+        && ours.get("taken_over_deployment").is_none()
+        && ours.get("rollback_reboot_after_report").is_none()
+}
+
 fn mender_state(data: &Path) -> Option<String> {
     let contents = MenderStore::open_read_only(&store_path(data))
         .unwrap()
@@ -373,6 +386,16 @@ fn a_failing_take_over_crashed_at_each_step_reports_one_failure() {
         assert!(
             stderr.contains(&format!("crash injection: aborting at step {step}")),
             "step {step}: the crash did not happen:\n{}",
+            m.log_tail()
+        );
+        // The daemon was stopped as soon as the server had the report: run
+        // it until it forgot the deployment (a restart reports again).
+        let data = m.dev.data.clone();
+        assert!(
+            m.run_until(&server, Duration::from_secs(60), move |_| {
+                our_update_is_over(&data)
+            }),
+            "step {step}: the deployment stayed in our store:\n{}",
             m.log_tail()
         );
         assert_eq!(m.dev.env()["mender_boot_part"], "2", "step {step}");
