@@ -92,6 +92,15 @@ pub struct StoreData {
     /// renamed Mender's (`crate::mender_store::takeover`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mender_store_rename_pending: bool,
+    /// The deployment in flight was the Mender client's, taken over: its
+    /// rollback reboots into a partition that runs Mender, so its failure
+    /// is reported before that reboot (`docs/takeover.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_deployment: Option<String>,
+    /// That deployment was rolled back and the reboot into the previous
+    /// partition waits for its failure report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_reboot_after_report: bool,
 }
 
 impl Default for StoreData {
@@ -101,6 +110,8 @@ impl Default for StoreData {
             provides: Provides::new(),
             update: None,
             mender_store_rename_pending: false,
+            taken_over_deployment: None,
+            rollback_reboot_after_report: false,
         }
     }
 }

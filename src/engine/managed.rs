@@ -275,6 +275,7 @@ impl Engine<'_> {
             return Err(e);
         }
         self.persist(state, Phase::ArtifactReboot)?;
+        self.hand_back_before_reboot(state);
         let rebooted = (|| -> Result<()> {
             if hooks.status(&id, Progress::Rebooting).is_err() {
                 bail!("the deployment was aborted on the server");
@@ -341,6 +342,47 @@ impl Engine<'_> {
         self.commit_installed(state, installer, Some(hooks))
     }
 
+    /// Whichever client the new image runs finishes the deployment: the
+    /// Mender client from the record handed back (`docs/takeover.md`).
+    fn hand_back_before_reboot(&self, state: &UpdateState) {
+        #[cfg(feature = "mender-store")]
+        match self.device_type() {
+            Ok(device_type) => crate::mender_store::inflight::hand_back_before_reboot(
+                self.config,
+                state,
+                &self.provides(),
+                &device_type,
+            ),
+            Err(e) => log::warn!("the deployment was not handed back: {e:#}"),
+        }
+        #[cfg(not(feature = "mender-store"))]
+        let _ = state;
+    }
+
+    /// Should power be lost before the failure report, the Mender client
+    /// of the old partition reports it (`docs/takeover.md`).
+    fn hand_back_after_rollback(&self, state: &UpdateState) {
+        #[cfg(feature = "mender-store")]
+        match self.device_type() {
+            Ok(device_type) => crate::mender_store::inflight::hand_back_after_rollback(
+                self.config,
+                state,
+                &self.provides(),
+                &device_type,
+            ),
+            Err(e) => log::warn!("the rolled-back deployment was not handed back: {e:#}"),
+        }
+        #[cfg(not(feature = "mender-store"))]
+        let _ = state;
+    }
+
+    /// A deployment taken over from the Mender client: the previous
+    /// partition runs Mender, which knows nothing of it.
+    fn taken_over(&self, state: &UpdateState) -> bool {
+        state.deployment_id.is_some()
+            && self.store.data().taken_over_deployment == state.deployment_id
+    }
+
     /// Reboots back into the previous software after a rollback (managed
     /// mode, payloads that needed a reboot).
     pub(super) fn rollback_reboot(
@@ -348,6 +390,18 @@ impl Engine<'_> {
         state: &mut UpdateState,
         installer: &mut (dyn Installer + 'static),
     ) -> Result<()> {
+        if self.taken_over(state) {
+            // The Mender client there would find no deployment in flight
+            // and be sent the same one again: the failure is reported
+            // first, then the device reboots (`docs/takeover.md`, "The
+            // failure path").
+            log::info!(
+                "the previous partition runs the Mender client: rebooting into it once the failure is reported"
+            );
+            self.hand_back_after_rollback(state);
+            self.store.save(|d| d.rollback_reboot_after_report = true)?;
+            return Ok(());
+        }
         self.persist(state, Phase::ArtifactRollbackReboot)?;
         self.run_all_scripts(ScriptState::ArtifactRollbackReboot, ScriptAction::Enter);
         let rebooted = match state.reboot {
@@ -452,6 +506,24 @@ impl Engine<'_> {
         if let Err(e) = hooks.final_status(&id, success, &records) {
             log::error!("deployment {id}: the final status could not be sent: {e:#}");
         }
-        self.clear_update()
+        // The record handed back goes before our update does: a restart in
+        // between sends the final status again and comes here again.
+        #[cfg(feature = "mender-store")]
+        crate::mender_store::inflight::clear_handed_back(&self.config.data_dir);
+        self.clear_update()?;
+        let reboot_back = self.store.data().rollback_reboot_after_report;
+        if self.store.data().taken_over_deployment.is_some() || reboot_back {
+            self.store.save(|d| {
+                d.taken_over_deployment = None;
+                d.rollback_reboot_after_report = false;
+            })?;
+        }
+        if reboot_back {
+            self.run_all_scripts(ScriptState::ArtifactRollbackReboot, ScriptAction::Enter);
+            if let Err(e) = self.system_reboot() {
+                log::error!("rebooting into the previous partition: {e:#}");
+            }
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! (`docs/takeover.md`). The values are parsed in [`model`], the take-over
 //! itself is [`takeover`].
 
+pub mod inflight;
 pub mod model;
 pub mod takeover;
 
@@ -155,7 +156,26 @@ impl MenderStore {
     /// one write transaction. `artifact-group` is removed when there is
     /// none (as 3.x and 4.x do); the provides are written as a JSON object
     /// (`{}` when empty, which both read).
+    /// A deployment in flight handed back before its reboot
+    /// ([`inflight::hand_back_before_reboot`]) is over once the installed
+    /// software changes (the commit): its `state` goes in the same write.
     pub fn write_installed(&self, provides: &Provides) -> Result<(), MenderStoreError> {
+        self.write_installed_with(
+            provides,
+            &[
+                Change::Delete(KEY_STATE.as_bytes()),
+                Change::Delete(KEY_STATE_UNCOMMITTED.as_bytes()),
+            ],
+        )
+    }
+
+    /// [`MenderStore::write_installed`] with `more` changes in the same
+    /// transaction (after the installed software's).
+    pub fn write_installed_with(
+        &self,
+        provides: &Provides,
+        more: &[Change<'_>],
+    ) -> Result<(), MenderStoreError> {
         let installed = Installed::from_provides(provides);
         let name = installed.name.unwrap_or_default();
         let json =
@@ -168,6 +188,10 @@ impl MenderStore {
             Some(group) => changes.push(Change::Put(KEY_GROUP.as_bytes(), group.as_bytes())),
             None => changes.push(Change::Delete(KEY_GROUP.as_bytes())),
         }
+        changes.extend(more.iter().map(|c| match c {
+            Change::Put(k, v) => Change::Put(k, v),
+            Change::Delete(k) => Change::Delete(k),
+        }));
         self.file.write(&changes).map_err(|e| error(&self.path, e))
     }
 

@@ -151,8 +151,10 @@ impl StandaloneState {
     }
 }
 
-/// The parts of `state` / `state-uncommitted` (a managed deployment in
-/// flight) that decide what a take-over does with it.
+/// `state` / `state-uncommitted`: a managed deployment in flight, as 3.x
+/// (`json.Marshal(StateData)`) and 4.x (`GenerateStateDataJson`) write it
+/// (`docs/takeover.md`, "A deployment from the server"). Fields 3.x leaves
+/// out (`omitempty`) or that only one of them writes default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ManagedState {
     #[serde(rename = "Version", default)]
@@ -167,15 +169,96 @@ pub struct ManagedState {
 pub struct ManagedUpdateInfo {
     #[serde(rename = "ID", default)]
     pub id: String,
+    #[serde(rename = "Artifact", default)]
+    pub artifact: Option<ManagedArtifact>,
+    #[serde(rename = "SupportsRollback", default)]
+    pub supports_rollback: Option<String>,
+    #[serde(rename = "StateDataStoreCount", default)]
+    pub store_count: u32,
+    #[serde(rename = "HasDBSchemaUpdate", default)]
+    pub has_db_schema_update: bool,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ManagedArtifact {
+    #[serde(rename = "PayloadTypes", default)]
+    pub payload_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub artifact_name: String,
+    #[serde(default)]
+    pub artifact_group: String,
+    #[serde(default)]
+    pub artifact_provides: Option<Provides>,
+    #[serde(default)]
+    pub clears_artifact_provides: Option<Vec<String>>,
+}
+
+/// `SupportsRollback` when the payload can roll back.
+pub const ROLLBACK_SUPPORTED: &str = "rollback-supported";
 
 impl ManagedState {
     pub fn parse(bytes: &[u8]) -> Result<ManagedState, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not a deployment state: {e}"))
+        let state: ManagedState =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a deployment state: {e}"))?;
+        // Version 1 (before Mender 2.0) is read as 4.x migrates it: a
+        // rootfs-image that supports rollback.
+        if state.version > 2 {
+            return Err(format!(
+                "version {} (versions 1 and 2 are known)",
+                state.version
+            ));
+        }
+        if let Some(a) = state.update_info.as_ref().and_then(|u| u.artifact.as_ref()) {
+            if let Some(why) = crate::artifact::text_problem(&a.artifact_name, false) {
+                return Err(format!("artifact_name {why}"));
+            }
+            for (k, v) in a.artifact_provides.iter().flatten() {
+                if let Some(why) = crate::artifact::text_problem(k, true)
+                    .or_else(|| crate::artifact::text_problem(v, false))
+                {
+                    return Err(format!("artifact_provides '{}' {why}", k.escape_debug()));
+                }
+            }
+        }
+        Ok(state)
     }
 
     pub fn deployment_id(&self) -> &str {
         self.update_info.as_ref().map_or("", |u| u.id.as_str())
+    }
+
+    /// The artifact of the deployment (empty when the record has none).
+    pub fn artifact(&self) -> ManagedArtifact {
+        self.update_info
+            .as_ref()
+            .and_then(|u| u.artifact.clone())
+            .unwrap_or_default()
+    }
+
+    /// The one payload type: version 1 records are rootfs images.
+    pub fn payload_type(&self) -> Option<String> {
+        if self.version < 2 {
+            return Some("rootfs-image".into());
+        }
+        match self.artifact().payload_types.as_deref() {
+            Some([one]) => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// Version 1 records always could roll back.
+    pub fn supports_rollback(&self) -> bool {
+        self.version < 2
+            || self
+                .update_info
+                .as_ref()
+                .and_then(|u| u.supports_rollback.as_deref())
+                == Some(ROLLBACK_SUPPORTED)
+    }
+
+    /// `StateDataStoreCount`: how often the client saved the record.
+    pub fn store_count(&self) -> u32 {
+        self.update_info.as_ref().map_or(0, |u| u.store_count)
     }
 }
 
@@ -236,6 +319,42 @@ mod tests {
         assert!(!other.awaits_commit());
         let e = StandaloneState::parse(br#"{"Version":3,"ArtifactName":"r2"}"#).unwrap_err();
         assert!(e.contains("version 3"), "{e}");
+    }
+
+    #[test]
+    fn managed_states_of_3x_and_4x() {
+        // 4.x (shared spec 2.3), with `reboot-type-automatic`.
+        let v2 = ManagedState::parse(
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"Source":{"URI":"https://x","Expire":"2026-01-01T00:00:00Z"},"device_types_compatible":["rpi4"],"PayloadTypes":["rootfs-image"],"artifact_name":"release-2","artifact_group":"","artifact_provides":{"rootfs-image.version":"release-2"},"clears_artifact_provides":["rootfs-image.*"]},"ID":"d-2","RebootRequested":["reboot-type-automatic"],"SupportsRollback":"rollback-supported","StateDataStoreCount":7,"HasDBSchemaUpdate":false,"AllRollbacksSuccessful":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(v2.payload_type().as_deref(), Some("rootfs-image"));
+        assert!(v2.supports_rollback());
+        assert_eq!(v2.store_count(), 7);
+        let a = v2.artifact();
+        assert_eq!(a.artifact_name, "release-2");
+        assert_eq!(a.clears_artifact_provides.unwrap(), ["rootfs-image.*"]);
+        // 3.x leaves empty provides and clears out; no rollback support.
+        let v2 = ManagedState::parse(
+            br#"{"Version":2,"Name":"update-install","UpdateInfo":{"Artifact":{"PayloadTypes":["single-file"],"artifact_name":"m"},"ID":"d-3","SupportsRollback":"rollback-not-supported","StateDataStoreCount":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(v2.payload_type().as_deref(), Some("single-file"));
+        assert!(!v2.supports_rollback());
+        assert_eq!(v2.artifact().artifact_provides, None);
+        // Version 1: a rootfs image that can roll back.
+        let v1 = ManagedState::parse(br#"{"Version":1,"Name":"reboot","UpdateInfo":{"ID":"d-1"}}"#)
+            .unwrap();
+        assert_eq!(v1.payload_type().as_deref(), Some("rootfs-image"));
+        assert!(v1.supports_rollback());
+        for bad in [
+            &br#"{"Version":3,"Name":"reboot"}"#[..],
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"artifact_name":"a\nb"}}}"#,
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"artifact_provides":{"k":"v\n"}}}}"#,
+            br#"{"Version":2}"#,
+        ] {
+            assert!(ManagedState::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

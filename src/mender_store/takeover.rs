@@ -1,7 +1,8 @@
 //! Take-over (`docs/takeover.md`): on start of every command, when the
 //! data directory holds a Mender store and no store of our own, the
 //! device's installed software (and a standalone update waiting for its
-//! commit) moves into our store, and Mender's file is renamed to
+//! commit, or a deployment from the server in flight: [`inflight`]) moves
+//! into our store, and Mender's file is renamed to
 //! `mender-store.taken-over` so that a person sees what was taken over.
 //!
 //! Order, for power loss at any point:
@@ -25,15 +26,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
+use super::inflight::{self, Import};
 use super::model::StandaloneState;
 use super::{Contents, MenderStore, lock_path, store_path};
 use crate::artifact::header::Provides;
-use crate::bootenv::{MENDER_BOOT_PART, UPGRADE_AVAILABLE};
+use crate::bootenv::UPGRADE_AVAILABLE;
 use crate::config::Config;
 use crate::engine::{ArtifactInfo, Phase, UpdateState};
-use crate::installer::rootfs::partition_number;
 use crate::installer::{InstallerState, Reboot};
 use crate::store::{STORE_FILE, Store, StoreError};
 use crate::{crash, fsutil};
@@ -90,32 +91,45 @@ pub fn run(config: &Config) -> Result<bool> {
 
 fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
     let contents = MenderStore::open_read_only(mender)?.read()?;
-    if let Some(managed) = &contents.managed {
-        // Not finished here yet (docs/takeover.md, "Not yet"): leaving
-        // Mender's store in place lets the Mender client of the other
-        // partition finish it after the bootloader's rollback.
-        log::error!(
-            "{}: the Mender client has deployment '{}' in flight (state '{}'); mender-rs does not take over a deployment in flight yet: the Mender store is left as it is",
-            mender.display(),
-            managed.deployment_id(),
-            managed.name
-        );
-        return Ok(false);
-    }
-    let update = match &contents.standalone {
-        Some(standalone) => match pending_update(config, mender, standalone)? {
-            Pending::Carry(update) => Some(*update),
-            Pending::Drop => None,
-            Pending::Leave => return Ok(false),
-        },
-        None => None,
+    let mut provides = contents.installed.provides();
+    let mut taken_over_deployment = None;
+    let update = if let Some(managed) = &contents.managed {
+        if contents.standalone.is_some() {
+            log::warn!(
+                "{}: a standalone update is recorded beside deployment '{}'; the deployment is taken over",
+                mender.display(),
+                managed.deployment_id()
+            );
+        }
+        match inflight::import(config, mender, managed, &provides)? {
+            Import::Carry {
+                update,
+                provides: committed,
+            } => {
+                if let Some(committed) = committed {
+                    provides = committed;
+                }
+                taken_over_deployment = update.deployment_id.clone();
+                Some(*update)
+            }
+            Import::Leave => return Ok(false),
+        }
+    } else {
+        match &contents.standalone {
+            Some(standalone) => match pending_update(config, mender, standalone)? {
+                Pending::Carry(update) => Some(*update),
+                Pending::Drop => None,
+                Pending::Leave => return Ok(false),
+            },
+            None => None,
+        }
     };
-    let provides = contents.installed.provides();
     log_what(mender, &contents, &provides);
     let update = update.map(|u| serde_json::to_value(&u)).transpose()?;
     store.save(|d| {
         d.provides = provides;
         d.update = update;
+        d.taken_over_deployment = taken_over_deployment;
         d.mender_store_rename_pending = true;
     })?;
     finish(store, &config.data_dir)?;
@@ -172,13 +186,6 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
         );
         return Ok(Pending::Leave);
     }
-    let (a, b) = match (&config.rootfs_part_a, &config.rootfs_part_b) {
-        (Some(a), Some(b)) => (a.clone(), b.clone()),
-        _ => bail!(
-            "{}: the Mender client installed '{name}' and it waits for its commit, but RootfsPartA/RootfsPartB are not configured",
-            mender.display()
-        ),
-    };
     let env = crate::engine::open_boot_env(config)?
         .read()
         .context("reading the boot environment to take over Mender's update")?;
@@ -190,21 +197,8 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
         );
         return Ok(Pending::Drop);
     }
-    let boot_part = env
-        .get(MENDER_BOOT_PART)
-        .ok_or_else(|| anyhow!("{MENDER_BOOT_PART} is not set in the boot environment"))?;
-    let n: u32 = boot_part
-        .trim()
-        .parse()
-        .map_err(|_| anyhow!("{MENDER_BOOT_PART} '{boot_part}' is not a partition number"))?;
     // Mender's install pointed the bootloader at the new partition.
-    let (target, previous) = if partition_number(&a)? == n {
-        (a, b)
-    } else if partition_number(&b)? == n {
-        (b, a)
-    } else {
-        bail!("{MENDER_BOOT_PART}={n} names neither RootfsPartA nor RootfsPartB");
-    };
+    let (target, previous) = inflight::boot_partitions(config, &env, mender)?;
     let group = Some(standalone.artifact_group.clone()).filter(|g| !g.is_empty());
     Ok(Pending::Carry(Box::new(UpdateState {
         phase: Phase::Installed,

@@ -8,6 +8,7 @@
 //! [`reference`].
 
 mod reference;
+mod states;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -162,12 +163,16 @@ fn a_damaged_store_is_an_error_naming_the_file_and_nothing_changes() {
 /// values as in the shared spec, 2.3).
 const STATE_4X: &str = r#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"Source":{"URI":"https://s3.example/artifact?sig=1","Expire":"2026-12-08T10:00:00Z"},"device_types_compatible":["sim-device"],"PayloadTypes":["rootfs-image"],"artifact_name":"release-2","artifact_group":"","artifact_provides":{"rootfs-image.version":"release-2","rootfs-image.checksum":"c2"},"clears_artifact_provides":["artifact_group","rootfs_image_checksum","rootfs-image.*"]},"ID":"dep-7","RebootRequested":["reboot-type-automatic"],"SupportsRollback":"rollback-supported","StateDataStoreCount":7,"HasDBSchemaUpdate":false,"AllRollbacksSuccessful":false}}"#;
 
+/// A rootfs-image deployment Mender rebooted into becomes ours, for the
+/// daemon to finish (tests/system/takeover_managed.rs); an Update
+/// Module's is left to the Mender client.
 #[test]
-fn a_managed_deployment_in_flight_is_left_to_the_mender_client() {
+fn a_rootfs_deployment_in_flight_is_taken_over_an_update_modules_is_left() {
     // 3.x keeps the record under `state-uncommitted` while a client
     // upgrade is in flight; either key means a deployment in flight.
     for key in ["state", "state-uncommitted"] {
         let dev = SimDevice::new();
+        dev.set_env(&BOOTED_UPDATE);
         mender_store(
             &dev.data,
             &[("artifact-name", "release-1"), (key, STATE_4X)],
@@ -179,16 +184,33 @@ fn a_managed_deployment_in_flight_is_left_to_the_mender_client() {
             stderr.contains("dep-7") && stderr.contains("'reboot'"),
             "{stderr}"
         );
-        assert!(store_path(&dev.data).exists());
-        assert!(!dev.data.join(TAKEN_OVER).exists());
-        assert!(!dev.data.join(OUR_STORE).exists());
-        // Mender's store is as it was: its record still reads back.
-        let contents = MenderStore::open_read_only(&store_path(&dev.data))
-            .unwrap()
-            .read()
-            .unwrap();
-        assert_eq!(contents.managed.unwrap().deployment_id(), "dep-7");
+        assert_taken_over(&dev);
+        let ours: serde_json::Value =
+            serde_json::from_slice(&fs::read(dev.data.join(OUR_STORE)).unwrap()).unwrap();
+        let update = &ours["update"];
+        assert_eq!(update["phase"], "artifact-reboot", "{ours}");
+        assert_eq!(update["deployment_id"], "dep-7");
+        assert_eq!(update["steps"], 7, "Mender's loop guard carries over");
+        assert_eq!(update["artifact"]["name"], "release-2");
+        assert_eq!(ours["taken_over_deployment"], "dep-7");
     }
+    let dev = SimDevice::new();
+    dev.set_env(&BOOTED_UPDATE);
+    let module = STATE_4X.replace("\"rootfs-image\"]", "\"single-file\"]");
+    mender_store(
+        &dev.data,
+        &[("artifact-name", "release-1"), ("state", &module)],
+    );
+    let out = dev.run(&["show-artifact"]);
+    assert_eq!(exit_code(&out), 0, "{}", describe(&out));
+    assert!(store_path(&dev.data).exists());
+    assert!(!dev.data.join(TAKEN_OVER).exists());
+    assert!(!dev.data.join(OUR_STORE).exists());
+    let contents = MenderStore::open_read_only(&store_path(&dev.data))
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(contents.managed.unwrap().deployment_id(), "dep-7");
 }
 
 /// The boot environment after Mender installed a rootfs image on

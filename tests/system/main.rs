@@ -11,6 +11,8 @@
 //!   run by `scripts/bench-daemon fleet`).
 //! * `mender_server_selftest`: the test server itself, so the other
 //!   modules can trust it.
+//! * `takeover_managed`: a deployment the Mender client left in flight,
+//!   finished by our daemon; ours handed back before its reboot.
 
 #[path = "../support/mod.rs"]
 #[allow(dead_code)] // each tier uses part of the shared helpers
@@ -21,3 +23,4 @@ mod daemon;
 mod dbus;
 mod fleet;
 mod mender_server_selftest;
+mod takeover_managed;

@@ -18,6 +18,8 @@
 //! scripts must run the same way, and the boot environment must end the
 //! same. The test needs root and fails (does not skip) without it.
 
+mod daemon_34;
+
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
