@@ -288,6 +288,11 @@ fn start_on_device(config: &Config, bootstrap: bool) -> Result<()> {
     #[cfg(feature = "mender-store")]
     {
         crate::store::on_provides_changed(crate::mender_store::takeover::hand_back);
+        crate::engine::managed::set_hand_back(crate::engine::managed::HandBack {
+            before_reboot: crate::mender_store::inflight::hand_back_before_reboot,
+            after_rollback: crate::mender_store::inflight::hand_back_after_rollback,
+            clear: crate::mender_store::inflight::clear_handed_back,
+        });
         crate::mender_store::takeover::run(config)?;
     }
     if bootstrap {

@@ -13,12 +13,35 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use super::{Engine, MAX_STEPS, Phase, UpdateState};
+use crate::artifact::header::Provides;
+use crate::config::Config;
 use crate::control_map::StateKey;
 use crate::deployment_log::DeploymentLog;
 use crate::installer::{Installer, Reboot};
 use crate::process::{Exit, Spec};
 use crate::scripts::{ScriptAction, ScriptState};
 use crate::server::DeploymentInstruction;
+
+/// A deployment's hand back to the Mender client (`docs/takeover.md`):
+/// before the reboot into the new image, after a rollback of one taken
+/// over, and its removal when the deployment ends. Given by the command
+/// line when that feature is built: hooks, so that the engine does not
+/// depend on the LMDB code that depends on it.
+pub struct HandBack {
+    /// The config, the update, the installed provides and the device type.
+    pub before_reboot: fn(&Config, &UpdateState, &Provides, &str),
+    /// As `before_reboot`, for a rolled-back deployment.
+    pub after_rollback: fn(&Config, &UpdateState, &Provides, &str),
+    /// Removes what was handed back (the data directory).
+    pub clear: fn(&std::path::Path),
+}
+
+static HAND_BACK: std::sync::OnceLock<HandBack> = std::sync::OnceLock::new();
+
+/// Sets the [`HandBack`] hooks (once per process; later calls are ignored).
+pub fn set_hand_back(hooks: HandBack) {
+    let _ = HAND_BACK.set(hooks);
+}
 
 /// How long the daemon waits to be killed by the reboot it asked for
 /// before it calls the reboot failed.
@@ -345,35 +368,25 @@ impl Engine<'_> {
     /// Whichever client the new image runs finishes the deployment: the
     /// Mender client from the record handed back (`docs/takeover.md`).
     fn hand_back_before_reboot(&self, state: &UpdateState) {
-        #[cfg(feature = "mender-store")]
+        let Some(hooks) = HAND_BACK.get() else { return };
         match self.device_type() {
-            Ok(device_type) => crate::mender_store::inflight::hand_back_before_reboot(
-                self.config,
-                state,
-                &self.provides(),
-                &device_type,
-            ),
+            Ok(device_type) => {
+                (hooks.before_reboot)(self.config, state, &self.provides(), &device_type)
+            }
             Err(e) => log::warn!("the deployment was not handed back: {e:#}"),
         }
-        #[cfg(not(feature = "mender-store"))]
-        let _ = state;
     }
 
     /// Should power be lost before the failure report, the Mender client
     /// of the old partition reports it (`docs/takeover.md`).
     fn hand_back_after_rollback(&self, state: &UpdateState) {
-        #[cfg(feature = "mender-store")]
+        let Some(hooks) = HAND_BACK.get() else { return };
         match self.device_type() {
-            Ok(device_type) => crate::mender_store::inflight::hand_back_after_rollback(
-                self.config,
-                state,
-                &self.provides(),
-                &device_type,
-            ),
+            Ok(device_type) => {
+                (hooks.after_rollback)(self.config, state, &self.provides(), &device_type)
+            }
             Err(e) => log::warn!("the rolled-back deployment was not handed back: {e:#}"),
         }
-        #[cfg(not(feature = "mender-store"))]
-        let _ = state;
     }
 
     /// A deployment taken over from the Mender client: the previous
@@ -508,8 +521,9 @@ impl Engine<'_> {
         }
         // The record handed back goes before our update does: a restart in
         // between sends the final status again and comes here again.
-        #[cfg(feature = "mender-store")]
-        crate::mender_store::inflight::clear_handed_back(&self.config.data_dir);
+        if let Some(hooks) = HAND_BACK.get() {
+            (hooks.clear)(&self.config.data_dir);
+        }
         self.clear_update()?;
         let reboot_back = self.store.data().rollback_reboot_after_report;
         if self.store.data().taken_over_deployment.is_some() || reboot_back {
