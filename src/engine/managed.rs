@@ -99,6 +99,9 @@ impl Engine<'_> {
     /// including its final report. Ok(false): there was none.
     pub fn resume_deployment(&mut self, hooks: &mut dyn DeploymentHooks) -> Result<bool> {
         let Some(mut state) = self.update()? else {
+            // Power lost after the final report of a taken-over deployment
+            // and before its reboot back into the Mender client.
+            self.finish_taken_over()?;
             return Ok(false);
         };
         let Some(id) = state.deployment_id.clone() else {
@@ -525,6 +528,14 @@ impl Engine<'_> {
             (hooks.clear)(&self.config.data_dir);
         }
         self.clear_update()?;
+        self.finish_taken_over()
+    }
+
+    /// After the final report of a deployment taken over from the Mender
+    /// client: forget that it was, and after a failure reboot back into the
+    /// partition that runs Mender (`docs/takeover.md`). Also run at start,
+    /// for a process that died between the report and this.
+    fn finish_taken_over(&mut self) -> Result<()> {
         let reboot_back = self.store.data().rollback_reboot_after_report;
         if self.store.data().taken_over_deployment.is_some() || reboot_back {
             self.store.save(|d| {
