@@ -34,40 +34,11 @@ pub enum WriteCommand {
 /// The options `write rootfs-image` and `write module-image` share.
 #[derive(Args, Debug)]
 struct CommonWriteArgs {
-    /// Device type the artifact is compatible with (repeatable).
-    #[arg(short = 't', long = "device-type", required = true)]
-    device_types: Vec<String>,
-    /// Name of the artifact.
-    #[arg(short = 'n', long = "artifact-name")]
-    artifact_name: String,
-    /// Output file.
-    #[arg(short = 'o', long = "output-path", default_value = "artifact.mender")]
-    output: PathBuf,
-    /// Private key (RSA or EC P-256, PEM) to sign the artifact with.
-    #[arg(short = 'k', long = "key")]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    id: IdentityArgs,
     /// Artifact state script (repeatable).
     #[arg(short = 's', long = "script")]
     scripts: Vec<PathBuf>,
-    /// KEY:VALUE added to the payload's provides (repeatable).
-    #[arg(short = 'p', long = "provides", value_parser = parse_key_value)]
-    provides: Vec<(String, String)>,
-    /// KEY:VALUE added to the payload's depends (repeatable; a repeated KEY
-    /// accepts any of its values).
-    #[arg(short = 'd', long = "depends", value_parser = parse_key_value)]
-    depends: Vec<(String, String)>,
-    /// Group the artifact provides.
-    #[arg(short = 'g', long = "provides-group")]
-    provides_group: Option<String>,
-    /// Group(s) the device must be in (repeatable).
-    #[arg(short = 'G', long = "depends-groups")]
-    depends_groups: Vec<String>,
-    /// Artifact name(s) the device must have installed (repeatable).
-    #[arg(short = 'N', long = "artifact-name-depends")]
-    artifact_name_depends: Vec<String>,
-    /// Wildcard of provides the installation clears (repeatable).
-    #[arg(long = "clears-provides")]
-    clears_provides: Vec<String>,
     /// Do not add the default clears_artifact_provides.
     #[arg(long)]
     no_default_clears_provides: bool,
@@ -83,12 +54,6 @@ struct CommonWriteArgs {
     /// Prefix of the software version key (default: rootfs-image).
     #[arg(long)]
     software_filesystem: Option<String>,
-    /// Artifact format version; only 3 is written.
-    #[arg(short = 'v', long = "version", default_value_t = 3)]
-    format_version: u32,
-    /// Accepted for compatibility; no progress bar is drawn.
-    #[arg(long, hide = true)]
-    no_progress: bool,
     #[arg(skip)]
     order: OptionOrder,
 }
@@ -133,27 +98,27 @@ pub struct ModuleArgs {
     meta_data: Option<PathBuf>,
 }
 
-/// mender-artifact's `write bootstrap-artifact` options: no payload file,
-/// no scripts and no default software version or clears.
+/// The options every `write` command takes: what the artifact is, what it
+/// needs and provides, where it goes and its key.
 #[derive(Args, Debug)]
-pub struct BootstrapArgs {
+struct IdentityArgs {
     /// Device type the artifact is compatible with (repeatable).
     #[arg(short = 't', long = "device-type", required = true)]
     device_types: Vec<String>,
-    /// Name of the artifact (the name the device will report).
+    /// Name of the artifact.
     #[arg(short = 'n', long = "artifact-name")]
     artifact_name: String,
     /// Output file.
     #[arg(short = 'o', long = "output-path", default_value = "artifact.mender")]
     output: PathBuf,
-    /// Private key (RSA or EC P-256, PEM) to sign the artifact with (the
-    /// device does not check a bootstrap artifact's signature).
+    /// Private key (RSA or EC P-256, PEM) to sign the artifact with.
     #[arg(short = 'k', long = "key")]
     key: Option<PathBuf>,
     /// KEY:VALUE added to the payload's provides (repeatable).
     #[arg(short = 'p', long = "provides", value_parser = parse_key_value)]
     provides: Vec<(String, String)>,
-    /// KEY:VALUE added to the payload's depends (repeatable).
+    /// KEY:VALUE added to the payload's depends (repeatable; a repeated KEY
+    /// accepts any of its values).
     #[arg(short = 'd', long = "depends", value_parser = parse_key_value)]
     depends: Vec<(String, String)>,
     /// Group the artifact provides.
@@ -174,6 +139,15 @@ pub struct BootstrapArgs {
     /// Accepted for compatibility; no progress bar is drawn.
     #[arg(long, hide = true)]
     no_progress: bool,
+}
+
+/// mender-artifact's `write bootstrap-artifact` options: no payload file,
+/// no scripts and no default software version or clears (the device does
+/// not check a bootstrap artifact's signature).
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    id: IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -253,13 +227,7 @@ fn common_spec(
     rootfs: bool,
     compression: Option<Compression>,
 ) -> Result<ArtifactSpec> {
-    if c.format_version != 3 {
-        bail!(
-            "only artifact format version 3 can be written (asked for {})",
-            c.format_version
-        );
-    }
-    let type_depends = merge_depends(&c.depends);
+    let base = base_spec(&c.id, compression)?;
     let filesystem = c
         .software_filesystem
         .clone()
@@ -278,7 +246,7 @@ fn common_spec(
         let version = c
             .software_version
             .clone()
-            .unwrap_or_else(|| c.artifact_name.clone());
+            .unwrap_or_else(|| c.id.artifact_name.clone());
         type_provides.insert(format!("{prefix}.version"), version);
     } else if let Some(version) = &c.software_version {
         // mender-artifact leaves the payload type out of the key here.
@@ -289,7 +257,7 @@ fn common_spec(
         type_provides.insert(key, version.clone());
     }
     // The user's patterns as given, then each default one not already there.
-    let mut clears = c.clears_provides.clone();
+    let mut clears = base.clears_provides.clone().unwrap_or_default();
     if !c.no_default_clears_provides && !c.no_default_software_version {
         let defaults = if rootfs && c.software_name.is_none() && filesystem == "rootfs-image" {
             ["artifact_group", "rootfs_image_checksum", "rootfs-image.*"]
@@ -305,20 +273,38 @@ fn common_spec(
         }
     }
     Ok(ArtifactSpec {
-        name: c.artifact_name.clone(),
-        device_types: c.device_types.clone(),
-        provides_group: c.provides_group.clone(),
-        depends_artifact_names: c.artifact_name_depends.clone(),
-        depends_groups: c.depends_groups.clone(),
         payload_type: Some(payload_type.to_string()),
         type_provides,
-        type_depends,
         clears_provides: if clears.is_empty() {
             None
         } else {
             Some(clears)
         },
         scripts: c.scripts.clone(),
+        ..base
+    })
+}
+
+/// The part of the spec every `write` command takes from [`IdentityArgs`].
+fn base_spec(id: &IdentityArgs, compression: Option<Compression>) -> Result<ArtifactSpec> {
+    if id.format_version != 3 {
+        bail!(
+            "only artifact format version 3 can be written (asked for {})",
+            id.format_version
+        );
+    }
+    Ok(ArtifactSpec {
+        name: id.artifact_name.clone(),
+        device_types: id.device_types.clone(),
+        provides_group: id.provides_group.clone(),
+        depends_artifact_names: id.artifact_name_depends.clone(),
+        depends_groups: id.depends_groups.clone(),
+        type_depends: merge_depends(&id.depends),
+        clears_provides: if id.clears_provides.is_empty() {
+            None
+        } else {
+            Some(id.clears_provides.clone())
+        },
         compression,
         mtime: source_date_epoch(),
         ..Default::default()
@@ -328,7 +314,7 @@ fn common_spec(
 /// User -p values win over the default software version, but not over an
 /// explicit --software-version (mender-artifact applies that later).
 fn add_user_provides(spec: &mut ArtifactSpec, c: &CommonWriteArgs) {
-    for (i, (k, v)) in c.provides.iter().enumerate() {
+    for (i, (k, v)) in c.id.provides.iter().enumerate() {
         let version_wins = c.software_version.is_some()
             && k.ends_with(".version")
             && spec.type_provides.contains_key(k)
@@ -399,8 +385,8 @@ fn write_rootfs(a: RootfsArgs, compression: Option<Compression>) -> Result<i32> 
         };
         spec.type_provides.insert(key.into(), to_hex(&digest));
     }
-    let key = load_signing_key(&a.common.key)?;
-    writer::write_artifact(&spec, key.as_ref(), &a.common.output)?;
+    let key = load_signing_key(&a.common.id.key)?;
+    writer::write_artifact(&spec, key.as_ref(), &a.common.id.output)?;
     Ok(EXIT_OK)
 }
 
@@ -417,8 +403,8 @@ fn write_module(a: ModuleArgs, compression: Option<Compression>) -> Result<i32> 
         spec.meta_data = parsed;
     }
     add_user_provides(&mut spec, &a.common);
-    let key = load_signing_key(&a.common.key)?;
-    writer::write_artifact(&spec, key.as_ref(), &a.common.output)?;
+    let key = load_signing_key(&a.common.id.key)?;
+    writer::write_artifact(&spec, key.as_ref(), &a.common.id.output)?;
     Ok(EXIT_OK)
 }
 
@@ -441,32 +427,13 @@ fn merge_depends(depends: &[(String, String)]) -> Depends {
 }
 
 fn write_bootstrap(a: BootstrapArgs, compression: Option<Compression>) -> Result<i32> {
-    if a.format_version != 3 {
-        bail!(
-            "only artifact format version 3 can be written (asked for {})",
-            a.format_version
-        );
-    }
     let spec = ArtifactSpec {
-        name: a.artifact_name.clone(),
-        device_types: a.device_types.clone(),
-        provides_group: a.provides_group.clone(),
-        depends_artifact_names: a.artifact_name_depends.clone(),
-        depends_groups: a.depends_groups.clone(),
         payload_type: None,
-        type_provides: a.provides.iter().cloned().collect(),
-        type_depends: merge_depends(&a.depends),
-        clears_provides: if a.clears_provides.is_empty() {
-            None
-        } else {
-            Some(a.clears_provides.clone())
-        },
-        compression,
-        mtime: source_date_epoch(),
-        ..Default::default()
+        type_provides: a.id.provides.iter().cloned().collect(),
+        ..base_spec(&a.id, compression)?
     };
-    let key = load_signing_key(&a.key)?;
-    writer::write_artifact(&spec, key.as_ref(), &a.output)?;
+    let key = load_signing_key(&a.id.key)?;
+    writer::write_artifact(&spec, key.as_ref(), &a.id.output)?;
     Ok(EXIT_OK)
 }
 
