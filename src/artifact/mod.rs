@@ -5,6 +5,7 @@
 //! artifacts that mender-artifact 3.9 validates. Both share the metadata
 //! types of [`header`] and the manifest of [`manifest`].
 
+pub mod adaptive;
 pub mod chunk_index;
 #[cfg(feature = "writer")]
 pub mod chunked_writer;

@@ -11,6 +11,7 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
+use super::adaptive::{AdaptivePayload, LocalSource, SharedRanges};
 use super::chunk_index;
 use super::compression::Compression;
 use super::hashing::BackgroundHasher;
@@ -60,6 +61,11 @@ pub trait ArtifactHandler {
     }
     /// The read failed; whatever the handler began must be undone.
     fn abort(&mut self, _error: &ArtifactError) {}
+    /// Where earlier images lie on the device, for an adaptive install of a
+    /// chunked artifact (asked after `header`). None: always a full install.
+    fn local_sources(&mut self) -> Vec<LocalSource> {
+        Vec::new()
+    }
 }
 
 /// A handler that only validates.
@@ -101,6 +107,9 @@ impl SignatureState {
 pub struct ReadOptions<'a> {
     pub verify_keys: &'a [VerifyKey],
     pub policy: SignaturePolicy,
+    /// The same artifact by byte ranges (an HTTP download whose server
+    /// answers `Range`): chunked artifacts then install adaptively.
+    pub ranges: Option<SharedRanges>,
 }
 
 impl Default for ReadOptions<'_> {
@@ -108,6 +117,7 @@ impl Default for ReadOptions<'_> {
         ReadOptions {
             verify_keys: &[],
             policy: SignaturePolicy::Enforce,
+            ranges: None,
         }
     }
 }
@@ -157,6 +167,10 @@ struct Reader<'o> {
     stage: Stage,
     /// Size of the current outer member, from its tar header.
     member_size: u64,
+    /// Offset of the current outer member's content in the artifact.
+    member_position: u64,
+    /// The payload came by ranges: the rest of the stream is not read.
+    adaptive_done: bool,
     format_version: u32,
     version_digest: Option<Digest>,
     manifest: Option<Manifest>,
@@ -174,6 +188,8 @@ impl<'o> Reader<'o> {
             options,
             stage: Stage::Version,
             member_size: 0,
+            member_position: 0,
+            adaptive_done: false,
             format_version: 0,
             version_digest: None,
             manifest: None,
@@ -208,7 +224,13 @@ impl<'o> Reader<'o> {
             // Entry::size honours PAX size records (Go's archive/tar writes
             // them for members of 8 GiB and more).
             let size = entry.size();
+            self.member_position = entry.raw_file_position();
             self.member(&name, size, &mut entry, handler)?;
+            if self.adaptive_done {
+                // Nothing may follow data/0000 but the end of the archive,
+                // which is not fetched: every manifest entry was seen.
+                break;
+            }
         }
         self.finish()
     }
@@ -241,6 +263,14 @@ impl<'o> Reader<'o> {
                 if Compression::from_member_name(name, "header").is_some() =>
             {
                 self.check_signature_presence()?;
+                if let Some(ranges) = &self.options.ranges {
+                    // The data member's content follows the header and the
+                    // data member's own 512-byte tar header: a download
+                    // reads that far and no further until the reader knows
+                    // whether the payload can come adaptively.
+                    let end = self.member_position + size.div_ceil(512) * 512 + 512;
+                    ranges.borrow_mut().stream_until(end);
+                }
                 self.header(name, entry, handler)
             }
             (Stage::Data, _) if name.starts_with("data/") => self.data(name, entry, handler),
@@ -353,6 +383,11 @@ impl<'o> Reader<'o> {
 
         let mut header = parse_header_tar(name, compression, &stored, self.format_version)?;
         header.format_version = self.format_version;
+        if let Some(ranges) = &self.options.ranges
+            && header.payload().is_none_or(|p| p.chunk_index.is_none())
+        {
+            ranges.borrow_mut().stream_rest();
+        }
         handler.header(&header).map_err(ArtifactError::Consumer)?;
         self.header = Some(header);
         self.stage = Stage::Data;
@@ -380,23 +415,58 @@ impl<'o> Reader<'o> {
                 return Err(e);
             }
         }
-        let result = self.payload_files(name, compression, entry, header.payload(), handler);
+        let adaptive = match (
+            header.payload().and_then(|p| p.chunk_index.as_ref()),
+            self.options.ranges.clone(),
+        ) {
+            (Some(index), Some(ranges)) if ranges.borrow().ranges_supported() => {
+                let sources = handler.local_sources();
+                if sources.is_empty() {
+                    ranges.borrow_mut().stream_rest();
+                    None
+                } else {
+                    Some(AdaptivePayload::new(
+                        name,
+                        compression,
+                        index,
+                        self.member_position,
+                        ranges,
+                        &sources,
+                    ))
+                }
+            }
+            (_, Some(ranges)) => {
+                ranges.borrow_mut().stream_rest();
+                None
+            }
+            _ => None,
+        };
+        let result = match adaptive {
+            Some(mut payload) => {
+                let result = self.payload_files(name, &mut payload, header.payload(), handler);
+                self.adaptive_done = true;
+                result
+            }
+            None => compression.decoder(name, entry).and_then(|mut decoded| {
+                self.payload_files(name, &mut decoded, header.payload(), handler)
+            }),
+        };
         self.header = Some(header);
         result?;
         self.stage = Stage::Done;
         Ok(())
     }
 
+    /// Reads the payload files from the decoded inner tar of the data
+    /// member (decompressed, or assembled by the adaptive path).
     fn payload_files(
         &mut self,
         member: &str,
-        compression: Compression,
-        entry: &mut impl Read,
+        decoded: &mut dyn Read,
         payload: Option<&PayloadHeader>,
         handler: &mut dyn ArtifactHandler,
     ) -> Result<(), ArtifactError> {
-        let decoder = compression.decoder(member, entry)?;
-        let mut inner = tar::Archive::new(TarGuard::new(decoder));
+        let mut inner = tar::Archive::new(TarGuard::new(decoded));
         let mut names = BTreeSet::new();
         let files = inner
             .entries()

@@ -101,6 +101,7 @@ fn read(a: ReadArgs) -> Result<i32> {
     let options = ReadOptions {
         verify_keys: &keys,
         policy: SignaturePolicy::Report,
+        ranges: None,
     };
     let report = reader::read_artifact(open_input(&a.file)?, &options, &mut Discard)
         .map_err(|e| anyhow::Error::from(e).context(a.file.display().to_string()))?;
@@ -129,6 +130,7 @@ fn validate(a: ValidateArgs) -> Result<i32> {
     let options = ReadOptions {
         verify_keys: &keys,
         policy: SignaturePolicy::Enforce,
+        ranges: None,
     };
     let report = reader::read_artifact(open_input(&a.file)?, &options, &mut Discard)
         .map_err(|e| anyhow::Error::from(e).context(a.file.display().to_string()))?;

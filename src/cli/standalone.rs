@@ -2,14 +2,16 @@
 //! `show-provides`, as the Mender client has them.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 
 use anyhow::{Context, Result};
 
 use super::progress::ProgressReader;
 use super::{EXIT_ERROR, EXIT_OK};
+use crate::artifact::adaptive::{ArtifactSource, RangeSource as _};
 use crate::config::Config;
 use crate::engine::{Engine, Outcome, StopPoint};
+use crate::server::{DownloadOptions, ResumableDownload};
 use crate::store::Store;
 
 /// Exit code of `commit`/`rollback` with nothing in progress (Mender's).
@@ -148,28 +150,36 @@ fn check_printable(key: &str, text: &str, is_key: bool) -> Result<()> {
     }
 }
 
-/// A local file, or an http(s) URL streamed straight into the installer.
-fn open_source(config: &Config, source: &str) -> Result<Box<dyn Read>> {
+/// A local file, or an http(s) URL streamed straight into the installer,
+/// resumed when the connection breaks, and installed adaptively when the
+/// artifact is chunked and the server answers ranges.
+fn open_source(config: &Config, source: &str) -> Result<ArtifactSource> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let agent = crate::http::agent(config.server_certificate.as_deref(), config.skip_verify)?;
-        let response = crate::http::get(&agent, source)?;
-        let total = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let body = response.into_body().into_reader();
-        return Ok(Box::new(ProgressReader::new(
-            BufReader::with_capacity(256 << 10, body),
+        let download = ResumableDownload::start_once(
+            agent,
+            source,
+            DownloadOptions {
+                max_attempts: config.retry_download_count,
+                max_interval: config.retry_poll_interval,
+                min_progress: crate::server::download::MIN_PROGRESS,
+                progress_window: crate::server::download::PROGRESS_WINDOW,
+            },
+        )?;
+        let total = Some(download.total()).filter(|t| *t != u64::MAX);
+        let mut source = ArtifactSource::ranged(download);
+        source.stream = Box::new(ProgressReader::new(
+            BufReader::with_capacity(256 << 10, source.stream),
             total,
-        )));
+        ));
+        return Ok(source);
     }
     let file = File::open(source).with_context(|| format!("opening {source}"))?;
     let total = file.metadata().ok().map(|m| m.len());
     // No bigger than the reader's payload chunks: those then come straight
     // from the file, not through this buffer (one copy less per byte).
-    Ok(Box::new(ProgressReader::new(
+    Ok(ArtifactSource::stream(Box::new(ProgressReader::new(
         BufReader::with_capacity(64 << 10, file),
         total,
-    )))
+    ))))
 }

@@ -15,12 +15,12 @@ pub mod forwarder;
 pub mod memory;
 pub mod signals;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::artifact::adaptive::ArtifactSource;
 use crate::config::Config;
 use crate::control_map::{Action, BootTime, ControlMap, ControlMapSet, StateKey};
 use crate::device_key::DeviceKey;
@@ -30,8 +30,8 @@ use crate::identity::{self, AttributeValue, Attributes};
 use crate::scripts::{ScriptAction, ScriptConfig, ScriptRunner, ScriptState};
 use crate::server::backoff::{backoff, status_report_tries};
 use crate::server::client::NextDeployment;
-use crate::server::token;
 use crate::server::{ApiError, DownloadOptions, ResumableDownload, ServerClient, Status};
+use crate::server::{link_refresh, token};
 use crate::store::Store;
 use signals::{PidFile, Signals};
 
@@ -735,10 +735,15 @@ impl DeploymentHooks for ServerHooks<'_> {
         }
     }
 
-    fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>> {
-        let download = ResumableDownload::start(
+    fn open_artifact(
+        &mut self,
+        deployment: &crate::server::DeploymentInstruction,
+        provides: &crate::artifact::header::Provides,
+        device_type: &str,
+    ) -> Result<ArtifactSource> {
+        let mut download = ResumableDownload::start(
             self.client.agent().clone(),
-            uri,
+            &deployment.uri,
             DownloadOptions {
                 max_attempts: self.config.retry_download_count,
                 max_interval: self.config.retry_poll_interval,
@@ -746,7 +751,12 @@ impl DeploymentHooks for ServerHooks<'_> {
                 progress_window: crate::server::download::PROGRESS_WINDOW,
             },
         )?;
-        Ok(Box::new(download))
+        if let Some(refresh) =
+            link_refresh::refresher(self.client, &deployment.id, provides, device_type)
+        {
+            download.set_refresh(refresh);
+        }
+        Ok(ArtifactSource::ranged(download))
     }
 
     fn final_status(&mut self, id: &str, success: bool, log: &[serde_json::Value]) -> Result<()> {

@@ -115,6 +115,7 @@ fn read(config: &Config, path: &Path) -> Result<ArtifactHeader> {
     let options = ReadOptions {
         verify_keys: &[],
         policy: SignaturePolicy::Enforce,
+        ranges: None,
     };
     reader::read_artifact(
         std::io::BufReader::new(file.take(MAX_BOOTSTRAP_SIZE)),

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{ArtifactInfo, Engine, Phase, UpdateState};
 use crate::artifact::ArtifactError;
+use crate::artifact::adaptive::LocalSource;
 use crate::artifact::depends;
 use crate::artifact::header::{ArtifactHeader, Provides};
 use crate::artifact::reader::ArtifactHandler;
@@ -124,6 +125,13 @@ impl ArtifactHandler for DownloadHandler<'_, '_, '_> {
 
     fn end_file(&mut self) -> Result<()> {
         self.installer()?.end_file()
+    }
+
+    fn local_sources(&mut self) -> Vec<LocalSource> {
+        self.installer
+            .as_ref()
+            .map(|i| i.local_sources())
+            .unwrap_or_default()
     }
 
     fn abort(&mut self, error: &ArtifactError) {

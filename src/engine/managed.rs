@@ -7,12 +7,12 @@
 //! persisted as a phase of its own and cleared only once the server has it,
 //! so each deployment gets exactly one final report.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
 use super::{Engine, MAX_STEPS, Phase, UpdateState};
+use crate::artifact::adaptive::ArtifactSource;
 use crate::artifact::header::Provides;
 use crate::config::Config;
 use crate::control_map::StateKey;
@@ -67,7 +67,15 @@ pub trait DeploymentHooks {
     /// failure here fails the commit.
     fn pre_commit(&mut self, deployment_id: &str) -> Result<()>;
     /// Opens the artifact stream.
-    fn open_artifact(&mut self, uri: &str) -> Result<Box<dyn Read>>;
+    /// Opens the deployment's artifact. `provides` and `device_type` are
+    /// what the device asked `next` with: a link that expires meanwhile is
+    /// renewed by asking again.
+    fn open_artifact(
+        &mut self,
+        deployment: &DeploymentInstruction,
+        provides: &Provides,
+        device_type: &str,
+    ) -> Result<ArtifactSource>;
     /// An update control checkpoint (`ArtifactInstall_Enter`,
     /// `ArtifactReboot_Enter`, `ArtifactCommit_Enter`): returns when the
     /// maps let the deployment go on (after a pause if they say so); an
@@ -231,8 +239,9 @@ impl Engine<'_> {
             self.cleanup(state, None)?;
             bail!("deployment {id} was aborted on the server");
         }
-        let uri = deployment.uri.clone();
-        let mut open = || hooks.open_artifact(&uri);
+        let provides = self.provides();
+        let device_type = self.device_type().unwrap_or_default();
+        let mut open = || hooks.open_artifact(deployment, &provides, &device_type);
         let installer = match self.download(state, &mut open, Some(deployment)) {
             Ok(installer) => installer,
             Err((e, mut installer)) => {

@@ -18,11 +18,10 @@ mod stop;
 pub use managed::DeploymentHooks;
 pub use stop::{StopPoint, Stopped};
 
-use std::io::Read;
-
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::adaptive::ArtifactSource;
 use crate::artifact::depends;
 use crate::artifact::header::{ArtifactHeader, PayloadHeader, Provides};
 use crate::artifact::reader::{self, ReadOptions, SignaturePolicy};
@@ -478,12 +477,12 @@ impl<'c> Engine<'c> {
 
     /// `install`: download into the installer, install, and stop before the
     /// reboot (or commit at once when the payload cannot roll back).
-    pub fn install(&mut self, input: Box<dyn Read + '_>) -> Result<Outcome> {
+    pub fn install(&mut self, input: ArtifactSource) -> Result<Outcome> {
         let result = self.install_steps(input);
         Self::outcome_of(result, false)
     }
 
-    fn install_steps(&mut self, input: Box<dyn Read + '_>) -> Result<Outcome> {
+    fn install_steps(&mut self, input: ArtifactSource) -> Result<Outcome> {
         self.resume_interrupted()?;
         if let Some(old) = self.update()? {
             log::warn!(
@@ -617,10 +616,10 @@ impl<'c> Engine<'c> {
     /// Download with its scripts; on error returns the installer (if one was
     /// made) so the caller can clean it up.
     #[allow(clippy::type_complexity)]
-    fn download<'r>(
+    fn download(
         &mut self,
         state: &mut UpdateState,
-        open: &mut dyn FnMut() -> Result<Box<dyn Read + 'r>>,
+        open: &mut dyn FnMut() -> Result<ArtifactSource>,
         announced: Option<&DeploymentInstruction>,
     ) -> std::result::Result<Box<dyn Installer>, (anyhow::Error, Option<Box<dyn Installer>>)> {
         if let Err(e) = self.run_scripts(ScriptState::Download, ScriptAction::Enter) {
@@ -646,8 +645,9 @@ impl<'c> Engine<'c> {
         let options = ReadOptions {
             verify_keys: &handler.engine.verify_keys.clone(),
             policy: SignaturePolicy::Enforce,
+            ranges: input.ranges,
         };
-        let result = reader::read_artifact(input, &options, &mut handler);
+        let result = reader::read_artifact(input.stream, &options, &mut handler);
         let installer = handler.installer.take();
         let mut installer = match (result, installer) {
             (Ok(_), Some(i)) => i,

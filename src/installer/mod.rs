@@ -9,6 +9,7 @@ pub mod rootfs;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::adaptive::LocalSource;
 use crate::artifact::header::{ArtifactHeader, Provides};
 
 /// How a payload wants the device rebooted after install.
@@ -75,4 +76,9 @@ pub trait Installer {
     }
     /// What to persist to rebuild this installer after a restart.
     fn state(&self) -> Option<InstallerState>;
+    /// Earlier images on the device an adaptive install may take chunks
+    /// from (after `prepare`); empty for payloads that are not images.
+    fn local_sources(&self) -> Vec<LocalSource> {
+        Vec::new()
+    }
 }

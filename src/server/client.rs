@@ -16,7 +16,7 @@ use crate::identity::{AttributeValue, Attributes};
 
 const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
 const INVENTORY_PATH: &str = "/api/devices/v1/inventory/device/attributes";
-const NEXT_V1_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
+pub(super) const NEXT_V1_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
 const NEXT_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments/next";
 const DEPLOYMENTS_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments";
 const DEPLOYMENTS_PATH: &str = "/api/devices/v1/deployments/device/deployments";
@@ -134,7 +134,7 @@ impl DeploymentInstruction {
     /// Parses and checks a 200 answer of `next` (the fields Mender 3.x
     /// requires). An instruction with an id but a missing field is
     /// returned as `Err((Some(id), ..))` so the deployment can be failed.
-    fn parse(body: &[u8]) -> Result<DeploymentInstruction, (Option<String>, String)> {
+    pub(super) fn parse(body: &[u8]) -> Result<DeploymentInstruction, (Option<String>, String)> {
         let raw: RawInstruction = serde_json::from_slice(body).map_err(|e| {
             (
                 None,

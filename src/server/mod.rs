@@ -1,10 +1,11 @@
 //! The device side of the Mender server API (`docs/managed-mode.md`): authentication,
 //! inventory, deployments, status and log reports, and the artifact
-//! download with resume.
+//! download with resume, and renewing its link.
 
 pub mod backoff;
 pub mod client;
 pub mod download;
+pub mod link_refresh;
 pub mod token;
 
 pub use client::{ApiError, DeploymentInstruction, ServerClient, Status};

@@ -5,6 +5,7 @@
 //!
 //! * `standalone`: `install`, `commit`, `rollback`, `show-artifact`,
 //!   `show-provides`.
+//! * `adaptive`: adaptive installs of chunked artifacts by range, with faults.
 //! * `bootstrap`: the bootstrap artifact of a freshly flashed device.
 //! * `conformance`: `mender-rs artifact` against `mender-artifact`.
 //! * `reference_client`: the same scenarios with the Mender client 3.4.
@@ -27,6 +28,8 @@
 #[allow(dead_code)] // each tier uses part of the shared helpers
 mod support;
 
+#[cfg(feature = "writer")]
+mod adaptive;
 mod bootstrap;
 #[cfg(feature = "writer")]
 mod chunked;

@@ -7,6 +7,7 @@
 //! * `managed`: a daemon run for a simulated device, and its supervisor.
 //! * `mender_server`: a Mender-compatible device-API server with faults.
 //! * `connect_proxy`: a loopback CONNECT proxy that counts its tunnels.
+//! * `range_server`: a loopback file server with ranges, counts and faults.
 //! * `canonical_scripts`: the state-script inventory the update tests expect.
 //!
 //! Each tier uses only part of these, so the unused rest is allowed where a
@@ -26,3 +27,4 @@ pub mod connect_proxy;
 pub mod device;
 pub mod managed;
 pub mod mender_server;
+pub mod range_server;

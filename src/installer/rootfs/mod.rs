@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::{DeviceContext, Installer, InstallerState, Reboot};
+use crate::artifact::adaptive::{LocalLayout, LocalSource};
 use crate::artifact::header::ArtifactHeader;
 use crate::bootenv::{
     self, BOOTCOUNT, BootEnv, EnvVars, MENDER_BOOT_PART, MENDER_BOOT_PART_HEX, UPGRADE_AVAILABLE,
@@ -407,5 +408,25 @@ impl Installer for RootfsInstaller {
             target: self.target.as_ref()?.display().to_string(),
             previous: self.previous.as_ref()?.display().to_string(),
         })
+    }
+
+    /// The running image (chunked to find equal chunks anywhere), then the
+    /// target, which after an interrupted attempt holds chunks of the new
+    /// image at their own places (docs/artifacts.md, "Adaptive installs").
+    fn local_sources(&self) -> Vec<LocalSource> {
+        let mut sources = Vec::new();
+        if let Some(previous) = &self.previous {
+            sources.push(LocalSource {
+                path: previous.clone(),
+                layout: LocalLayout::Scan,
+            });
+        }
+        if let Some(target) = &self.target {
+            sources.push(LocalSource {
+                path: target.clone(),
+                layout: LocalLayout::InPlace,
+            });
+        }
+        sources
     }
 }

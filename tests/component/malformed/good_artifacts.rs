@@ -123,6 +123,7 @@ fn handler_refusals_abort_once() {
             let options = ReadOptions {
                 verify_keys: &keys,
                 policy: SignaturePolicy::Enforce,
+                ranges: None,
             };
             let result = read_artifact(&g.bytes[..], &options, &mut handler);
             let e = result

@@ -91,6 +91,7 @@ pub(super) fn run(bytes: &[u8], keys: &[VerifyKey]) -> Result<Outcome, String> {
         let options = ReadOptions {
             verify_keys: keys,
             policy: SignaturePolicy::Enforce,
+            ranges: None,
         };
         let mut recorder = Recorder::default();
         let result = read_artifact(bytes, &options, &mut recorder);

@@ -217,8 +217,11 @@ pub(super) fn instruction(shared: &Shared, dep: &Deployment, device: &str) -> Va
     let expire = rfc3339(SystemTime::now() + Duration::from_secs(24 * 3600));
     let path = format!("/download/{}/{device}", dep.artifact_id);
     let sig = link_signature(&shared.secret, &path, &expire);
+    // Every link is numbered (unsigned, for the test's link-expiry fault).
+    static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = LINKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let uri = format!(
-        "{}{path}?x-men-expire={}&x-men-signature={sig}",
+        "{}{path}?x-men-expire={}&x-men-signature={sig}&x-men-link={n}",
         shared.url,
         percent_encode(&expire)
     );

@@ -34,6 +34,14 @@ pub(super) fn handle_download(ctx: &mut Ctx, artifact_id: &str, device: &str) ->
     if link_signature(&ctx.shared.secret, &ctx.req.path, expire) != sig {
         return ctx.refuse(&mut st, 403, "download link signature does not match");
     }
+    if let Some(uses) = st.faults.link_uses {
+        let link = get("x-men-link").unwrap_or("").to_string();
+        let used = st.faults.link_requests.entry(link).or_insert(0);
+        *used += 1;
+        if *used > uses {
+            return error_response(ctx.shared, 403, "the download link expired");
+        }
+    }
     let Some(dep) = st.deployments.iter().find(|d| d.artifact_id == artifact_id) else {
         return ctx.refuse(&mut st, 404, format!("no artifact {artifact_id}"));
     };

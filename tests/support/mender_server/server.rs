@@ -310,6 +310,12 @@ impl MenderServer {
         st.faults.cuts.extend(offsets.iter().map(|&o| Cut::At(o)));
     }
 
+    /// Each download link (each `next` answer gives a new one) serves
+    /// `uses` requests, then answers 403 as an expired link (None: never).
+    pub fn expire_links_after(&self, uses: Option<u32>) {
+        self.lock().faults.link_uses = uses;
+    }
+
     /// Answer 200 with the whole artifact even to a Range request.
     pub fn ignore_range(&self, on: bool) {
         self.lock().faults.ignore_range = on;

@@ -40,6 +40,9 @@ pub(super) struct Faults {
     pub(super) cuts: VecDeque<Cut>,
     pub(super) ignore_range: bool,
     pub(super) throttle: Option<u64>,
+    /// Each download link takes this many requests, then answers 403.
+    pub(super) link_uses: Option<u32>,
+    pub(super) link_requests: HashMap<String, u32>,
     pub(super) inventory_put_405: bool,
     pub(super) next_v2: bool,
     pub(super) next_v1_post_404: bool,

@@ -8,7 +8,7 @@
 //! then runs the simulated bootloader ([`SimDevice::reboot`]) and starts
 //! the daemon again, as systemd would after a real reboot.
 //!
-//! One module per concern: `script_order`, `rootfs_updates`,
+//! One module per concern: `script_order`, `rootfs_updates`, `adaptive`,
 //! `auth_inventory`, `restarts`, `servers_tls`, `server_answers`,
 //! `control_maps_local`, `control_maps_server`; the device they share is
 //! here.
@@ -24,6 +24,7 @@ use crate::support::managed::{ManagedDevice, final_status_of};
 use crate::support::mender_server::*;
 use serde_json::Value;
 
+mod adaptive;
 mod auth_inventory;
 mod control_maps_local;
 mod control_maps_server;
