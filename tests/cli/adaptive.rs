@@ -295,3 +295,47 @@ fn head_len(artifact: &[u8]) -> u64 {
     }
     panic!("no data member")
 }
+
+/// A power cut part-way through an adaptive install (the process aborts
+/// after the 4th 256 KiB block reached the partition), then the install
+/// again: the power-loss rules drop the interrupted download, and the
+/// second attempt finds what the first one wrote at its place on the
+/// target partition instead of fetching it again.
+#[cfg(feature = "crash-injection")]
+#[test]
+fn a_power_cut_in_an_adaptive_install_reuses_what_was_written() {
+    let a = image(7);
+    let b = image(9);
+    let dev = device_running(&a);
+    let artifact = chunked_artifact(&dev, "cut-power", &b, false);
+    let server = RangeServer::start(artifact.clone(), Faults::default());
+    let out = dev.run_with(
+        &["--log-level", "info", "install", &server.url],
+        &[("MENDER_RS_CRASH_AT", "chunk:4")],
+        DEFAULT_TIMEOUT,
+    );
+    let text = describe(&out);
+    assert!(
+        text.contains("crash injection: aborting at chunk 4"),
+        "{text}"
+    );
+    let first = server.bytes_sent();
+    let env_before = dev.env();
+    assert_eq!(
+        env_before.get("upgrade_available").map(String::as_str),
+        Some("0"),
+        "{text}"
+    );
+
+    let second = RangeServer::start(artifact.clone(), Faults::default());
+    let text = install_ok(&dev, &second.url, &b);
+    let report = fetched_line(&text);
+    let sent = second.bytes_sent();
+    // Most of the 1 MiB written before the cut (the chunk cut in two is
+    // fetched again) was found on the target.
+    assert!(
+        sent + (700 << 10) < artifact.len() as u64,
+        "the second attempt fetched {sent} of {} (the first {first}): {report}",
+        artifact.len()
+    );
+}

@@ -366,3 +366,196 @@ impl Read for AdaptivePayload<'_> {
         }
     }
 }
+
+#[cfg(all(test, feature = "writer"))]
+mod tests {
+    use super::*;
+    use crate::artifact::adaptive::{LocalLayout, RangeSource};
+    use crate::artifact::chunked_writer::{FramedFile, write_frames};
+    use crate::artifact::chunking::ChunkParams;
+    use std::cell::RefCell;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
+    use std::rc::Rc;
+
+    /// The data member in memory, answering ranges until `ranges_for`
+    /// requests were made (then 200s: `None`).
+    struct Memory {
+        data: Vec<u8>,
+        pos: u64,
+        requests: usize,
+        ranges_for: usize,
+        received: u64,
+    }
+
+    impl Read for Memory {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let rest = &self.data[self.pos as usize..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.pos += n as u64;
+            self.received += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl RangeSource for Memory {
+        fn total(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn ranges_supported(&self) -> bool {
+            self.requests < self.ranges_for
+        }
+        fn stream_rest(&mut self) {}
+        fn stream_until(&mut self, _end: u64) {}
+        fn seek_stream(&mut self, pos: u64) {
+            self.pos = pos;
+        }
+        fn open_range(&mut self, start: u64, end: u64) -> io::Result<Option<Box<dyn Read>>> {
+            self.requests += 1;
+            if self.requests > self.ranges_for {
+                return Ok(None);
+            }
+            let bytes = self.data[start as usize..end as usize].to_vec();
+            self.received += bytes.len() as u64;
+            Ok(Some(Box::new(io::Cursor::new(bytes))))
+        }
+        fn received(&self) -> u64 {
+            self.received
+        }
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A chunked zstd data member of `image`, its index, and the inner tar
+    /// a full install decodes from it.
+    fn framed(dir: &std::path::Path, image: &[u8]) -> (Vec<u8>, ChunkIndex, Vec<u8>) {
+        let path = dir.join("image");
+        std::fs::write(&path, image).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("rootfs.img").unwrap();
+        header.set_size(image.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let mut tar_header = [0u8; 512];
+        tar_header.copy_from_slice(header.as_bytes());
+        let sha256: [u8; 32] = Sha256::digest(image).into();
+        let mut out = tempfile::tempfile().unwrap();
+        let index = write_frames(
+            Compression::Zstd,
+            ChunkParams::for_average(16 << 10).unwrap(),
+            &FramedFile {
+                path: &path,
+                tar_header: &tar_header,
+                size: image.len() as u64,
+                sha256: &sha256,
+            },
+            &out,
+        )
+        .unwrap();
+        out.flush().unwrap();
+        out.seek(SeekFrom::Start(0)).unwrap();
+        let mut data = Vec::new();
+        out.read_to_end(&mut data).unwrap();
+        data.truncate(index.data_len() as usize);
+        let mut decoded = Vec::new();
+        Compression::Zstd
+            .decoder("data", &data[..])
+            .unwrap()
+            .read_to_end(&mut decoded)
+            .unwrap();
+        (data, index, decoded)
+    }
+
+    fn memory(data: &[u8], ranges_for: usize) -> Rc<RefCell<Memory>> {
+        Rc::new(RefCell::new(Memory {
+            data: data.to_vec(),
+            pos: 0,
+            requests: 0,
+            ranges_for,
+            received: 0,
+        }))
+    }
+
+    #[test]
+    fn a_local_chunk_changed_after_the_scan_is_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = noise(1 << 20, 4);
+        let (data, index, decoded) = framed(dir.path(), &image);
+        let running = dir.path().join("running");
+        std::fs::write(&running, &image).unwrap();
+        let source = memory(&data, usize::MAX);
+        let shared: SharedRanges = source.clone();
+        let mut payload = AdaptivePayload::new(
+            "data/0000.tar.zst",
+            Compression::Zstd,
+            &index,
+            0,
+            shared,
+            &[LocalSource {
+                path: running.clone(),
+                layout: LocalLayout::Scan,
+            }],
+        );
+        // The running image changes under the install: chunk 3.
+        let at: u64 = index.chunks[..3].iter().map(|c| u64::from(c.len)).sum();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&running)
+            .unwrap();
+        f.write_all_at(b"changed", at + 100).unwrap();
+        let mut got = Vec::new();
+        payload.read_to_end(&mut got).unwrap();
+        assert!(got == decoded);
+        let report = payload.report();
+        assert_eq!(report.local_mismatches, 1);
+        assert_eq!(report.local_chunks, index.chunks.len() as u64 - 1);
+        // The tar header frame, chunk 3 alone, the trailer.
+        assert_eq!(report.requests, 3);
+        assert!(report.fell_back.is_none());
+    }
+
+    #[test]
+    fn ranges_refused_part_way_continue_with_the_stream_from_that_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = noise(1 << 20, 5);
+        let (data, index, decoded) = framed(dir.path(), &image);
+        // Nothing local; every other 64 KiB of the running image matches.
+        let mut other = noise(1 << 20, 6);
+        for k in (0..16).step_by(2) {
+            let r = k << 16..(k + 1) << 16;
+            other[r.clone()].copy_from_slice(&image[r]);
+        }
+        let running = dir.path().join("running");
+        std::fs::write(&running, &other).unwrap();
+        let source = memory(&data, 3);
+        let shared: SharedRanges = source.clone();
+        let mut payload = AdaptivePayload::new(
+            "data/0000.tar.zst",
+            Compression::Zstd,
+            &index,
+            0,
+            shared,
+            &[LocalSource {
+                path: running,
+                layout: LocalLayout::Scan,
+            }],
+        );
+        let mut got = Vec::new();
+        payload.read_to_end(&mut got).unwrap();
+        assert!(got == decoded);
+        let report = payload.report();
+        assert!(report.fell_back.is_some(), "{report:?}");
+        assert!(report.requests >= 4, "{report:?}");
+    }
+}
