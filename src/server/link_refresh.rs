@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::client::{DeploymentInstruction, NEXT_V1_PATH, ServerClient};
+use super::client::{NEXT_V1_PATH, ServerClient};
+use super::deployment::DeploymentInstruction;
 use super::download::RefreshLink;
 use crate::artifact::header::Provides;
 

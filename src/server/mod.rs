@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod deployment;
 pub mod download;
 pub mod link_refresh;
 pub mod token;
