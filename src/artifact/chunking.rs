@@ -158,23 +158,24 @@ impl Chunker {
     }
 }
 
+/// Deterministic pseudo-random bytes (xorshift), so that the chunker finds
+/// cut points; for the tests of the chunking and of adaptive installs.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random bytes (xorshift), so that the chunker
-    /// finds cut points.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn chunks(data: &[u8], avg: u32) -> Vec<Vec<u8>> {
         let chunker = Chunker::new(ChunkParams::for_average(avg).unwrap());

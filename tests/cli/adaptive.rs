@@ -14,22 +14,9 @@ use crate::support::range_server::{Faults, RangeServer};
 /// 4 MiB partitions: room for the 3 MiB images below and a shift.
 const PARTITION: u64 = 4 << 20;
 
-/// An image with what file system images have: incompressible file data,
-/// a repeated region and zeros. Deterministic from `seed`.
+/// A 3 MiB image, deterministic from `seed`.
 fn image(seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut bytes: Vec<u8> = (0..(2 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let repeated = bytes[..256 << 10].to_vec();
-    bytes.extend_from_slice(&repeated);
-    bytes.extend_from_slice(&vec![0u8; 768 << 10]);
-    bytes
+    image_like(2 << 20, 768 << 10, seed)
 }
 
 /// A device whose running partition (A) holds `running`.

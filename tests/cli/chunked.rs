@@ -79,18 +79,8 @@ fn p(path: &Path) -> &str {
 /// A 2 MiB image with what ext4 images have: incompressible runs, a
 /// repeated region and zeros.
 fn image(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut bytes: Vec<u8> = (0..(1 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let repeated = bytes[..256 << 10].to_vec();
-    bytes.extend_from_slice(&repeated);
-    bytes.extend_from_slice(&vec![0u8; (768 << 10) + 1000]);
+    let bytes =
+        crate::support::device::image_like(1 << 20, (768 << 10) + 1000, 0x9e37_79b9_7f4a_7c15);
     let path = dir.join("rootfs.ext4");
     fs::write(&path, &bytes).expect("write image");
     (path, bytes)

@@ -588,6 +588,26 @@ pub fn sha256_file(path: &Path) -> String {
 }
 
 /// `n` bytes from /dev/urandom.
+/// Image-like test content, the same for the same `seed`: `noise` bytes of
+/// incompressible file data (xorshift, so that content-defined chunking
+/// finds cut points), a repeat of its first 256 KiB, then `zeros` zero
+/// bytes, as file system images have.
+pub fn image_like(noise: usize, zeros: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut bytes: Vec<u8> = (0..noise)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let repeated = bytes[..(256 << 10).min(noise)].to_vec();
+    bytes.extend_from_slice(&repeated);
+    bytes.extend_from_slice(&vec![0u8; zeros]);
+    bytes
+}
+
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     fs::File::open("/dev/urandom")

@@ -217,20 +217,9 @@ mod tests {
     use super::*;
     use crate::artifact::chunk_index::ChunkRecord;
     use crate::artifact::chunking::ChunkParams;
+    use crate::artifact::chunking::noise;
     use crate::artifact::compression::Compression;
     use std::io::Write;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn index_of(data: &[u8]) -> ChunkIndex {
         let params = ChunkParams::for_average(16 << 10).unwrap();

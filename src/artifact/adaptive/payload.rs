@@ -373,6 +373,7 @@ mod tests {
     use crate::artifact::adaptive::{LocalLayout, RangeSource};
     use crate::artifact::chunked_writer::{FramedFile, write_frames};
     use crate::artifact::chunking::ChunkParams;
+    use crate::artifact::chunking::noise;
     use std::cell::RefCell;
     use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::fs::FileExt;
@@ -423,18 +424,6 @@ mod tests {
         fn received(&self) -> u64 {
             self.received
         }
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     /// A chunked zstd data member of `image`, its index, and the inner tar

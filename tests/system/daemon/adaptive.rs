@@ -5,22 +5,9 @@
 
 use super::*;
 
-/// A 3 MiB image: incompressible data, a repeated region and zeros,
-/// deterministic from `seed`.
+/// A 3 MiB image, deterministic from `seed`.
 fn image(seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut bytes: Vec<u8> = (0..(2 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let repeated = bytes[..256 << 10].to_vec();
-    bytes.extend_from_slice(&repeated);
-    bytes.extend_from_slice(&vec![0u8; 768 << 10]);
-    bytes
+    image_like(2 << 20, 768 << 10, seed)
 }
 
 /// `a` with one block changed every `every` bytes.
