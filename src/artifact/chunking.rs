@@ -21,9 +21,10 @@ pub const ALIGN: u32 = 4096;
 /// Smallest and largest average chunk size the writer accepts.
 pub const MIN_AVERAGE: u32 = 8 << 10;
 pub const MAX_AVERAGE: u32 = 1 << 20;
-/// The average chunk size when none is asked for (docs/measured.md,
-/// "Chunked artifacts").
-pub const DEFAULT_AVERAGE: u32 = 16 << 10;
+/// The average chunk size when none is asked for: the size at which
+/// `scripts/bench-delta` met the fetch goals with the least overhead
+/// (docs/measured.md, "Adaptive delta benchmark").
+pub const DEFAULT_AVERAGE: u32 = 32 << 10;
 
 /// The chunker's sizes, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,7 +78,7 @@ pub struct RootfsArgs {
     #[arg(long)]
     chunked: bool,
     /// Average chunk size with --chunked: a power of two from 8K to 1M
-    /// (default 16K; docs/measured.md).
+    /// (default 32K; docs/measured.md).
     #[arg(long, value_parser = parse_chunk_size, requires = "chunked")]
     chunk_size: Option<u32>,
 }
