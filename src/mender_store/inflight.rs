@@ -335,7 +335,7 @@ pub fn clear_handed_back(data_dir: &Path) {
         return;
     }
     let result = MenderStore::open_for_writing(&path).and_then(|s| {
-        s.write_raw(&[
+        s.write_ours(&[
             Change::Delete(KEY_STATE.as_bytes()),
             Change::Delete(KEY_STATE_UNCOMMITTED.as_bytes()),
         ])

@@ -69,8 +69,11 @@ pub fn run(config: &Config) -> Result<bool> {
             drop(ours);
             if !mender_exists {
                 restore_hand_back(data_dir);
+                return Ok(false);
             }
-            return Ok(false);
+            if !written_by_mender(&mender) {
+                return Ok(false);
+            }
         }
     }
     let mut store = match Store::open(data_dir) {
@@ -82,14 +85,59 @@ pub fn run(config: &Config) -> Result<bool> {
     };
     if store.existed() {
         if store.data().mender_store_rename_pending {
-            finish(&mut store, data_dir)?;
+            finish(config, &mut store)?;
+            return Ok(false);
         }
-        return Ok(false);
+        // Asked again under our lock: a process that held it may have
+        // written the store since.
+        if std::fs::symlink_metadata(&mender).is_err() || !written_by_mender(&mender) {
+            return Ok(false);
+        }
+        return take_back(config, &mut store, &mender);
     }
-    take_over(config, &mut store, &mender)
+    take_over(config, &mut store, &mender, false)
 }
 
-fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
+/// Whether a Mender client wrote `mender`, an existing store, after
+/// mender-rs last did (or mender-rs never wrote it): the device ran
+/// Mender since. A store that cannot be read is not (said in the log):
+/// our own store still describes the device.
+fn written_by_mender(mender: &Path) -> bool {
+    match MenderStore::open_read_only(mender).and_then(|s| s.last_write_is_ours()) {
+        Ok(ours) => !ours,
+        Err(e) => {
+            log::warn!("{e}; mender-rs keeps its own store");
+            false
+        }
+    }
+}
+
+/// "Going back and forth" (`docs/takeover.md`): our store exists, and a
+/// Mender client wrote its store since our last write. The device ran
+/// Mender: what Mender's store says replaces what ours says, as a
+/// take-over does, and our old store is kept as [`REPLACED_FILE`]. A
+/// Mender store that cannot be read or taken over leaves ours as it is
+/// (said in the log); the next start tries again.
+fn take_back(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
+    log::warn!(
+        "{}: the Mender client wrote it after mender-rs last did (the device ran Mender): taking the device over again",
+        mender.display()
+    );
+    match take_over(config, store, mender, true) {
+        Ok(taken) => Ok(taken),
+        // Nothing changed yet: ours stays.
+        Err(e) if !store.data().mender_store_rename_pending => {
+            log::error!("{e:#}; mender-rs keeps its own store");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Our store as it was before a take-over replaced it, in `data_dir`.
+pub const REPLACED_FILE: &str = "mender-rs-store.replaced.json";
+
+fn take_over(config: &Config, store: &mut Store, mender: &Path, replacing: bool) -> Result<bool> {
     let contents = MenderStore::open_read_only(mender)?.read()?;
     let mut provides = contents.installed.provides();
     let mut taken_over_deployment = None;
@@ -126,14 +174,30 @@ fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> 
     };
     log_what(mender, &contents, &provides);
     let update = update.map(|u| serde_json::to_value(&u)).transpose()?;
+    if replacing {
+        keep_replaced(store, &config.data_dir)?;
+    }
     store.save(|d| {
         d.provides = provides;
         d.update = update;
         d.taken_over_deployment = taken_over_deployment;
+        d.rollback_reboot_after_report = false;
         d.mender_store_rename_pending = true;
     })?;
-    finish(store, &config.data_dir)?;
+    finish(config, store)?;
     Ok(true)
+}
+
+/// A copy of our store before a take-over replaces it, for a person to
+/// see what was replaced. Written again, the same, when a power loss
+/// interrupts the take-over before our store changed.
+fn keep_replaced(store: &Store, data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(REPLACED_FILE);
+    let text = serde_json::to_vec_pretty(store.data())?;
+    fsutil::write_atomic(&path, &text, 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    crash::point(crash::Point::Step);
+    Ok(())
 }
 
 fn log_what(mender: &Path, contents: &Contents, provides: &Provides) {
@@ -226,7 +290,8 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
 
 /// Steps 3 and 4: rename what is left of Mender's store, then clear the
 /// flag. Each rename is skipped when its file is gone already.
-fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
+fn finish(config: &Config, store: &mut Store) -> Result<()> {
+    let data_dir = &config.data_dir;
     let mender = store_path(data_dir);
     let renamed = taken_over_path(data_dir);
     for (from, to) in [
@@ -255,8 +320,44 @@ fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
     // At once, not at the next commit: should the device go back to a
     // partition that runs Mender (a rollback), Mender finds the software
     // it runs there.
-    hand_back(data_dir, store.provides());
+    hand_back_taken_over(config, store);
     Ok(())
+}
+
+/// The hand back right after a take-over. A deployment taken over after
+/// its reboot (upgrade_available=1) comes back to the Mender client of
+/// the previous partition if the power fails before it is committed: the
+/// bootloader rolls the device back. So the hand back carries the record
+/// `after-rollback-reboot` until the commit or the final report removes
+/// it, with which that client reports the failure itself
+/// (`docs/takeover.md`, "The failure path").
+fn hand_back_taken_over(config: &Config, store: &Store) {
+    let data = store.data();
+    let update = data
+        .update
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<UpdateState>(v.clone()).ok());
+    let pending = update.filter(|u| {
+        u.phase == Phase::ArtifactReboot
+            && u.deployment_id.is_some()
+            && u.deployment_id == data.taken_over_deployment
+    });
+    let Some(update) = pending else {
+        hand_back(&config.data_dir, store.provides());
+        return;
+    };
+    match config.device_type() {
+        Ok(device_type) => inflight::hand_back_after_rollback(
+            config,
+            &update,
+            &store.effective_provides(&config.artifact_info_file),
+            &device_type,
+        ),
+        Err(e) => {
+            log::warn!("the taken-over deployment was not handed back: {e:#}");
+            hand_back(&config.data_dir, store.provides());
+        }
+    }
 }
 
 /// Our store exists and `mender-store` does not (a device that never ran

@@ -79,6 +79,9 @@ fn check(call: &'static str, code: libc::c_int) -> Result<(), LmdbError> {
     })
 }
 
+/// The values of the keys read, `None` for an absent key.
+pub type Values = Vec<Option<Vec<u8>>>;
+
 /// One change of a write transaction.
 pub enum Change<'a> {
     Put(&'a [u8], &'a [u8]),
@@ -206,8 +209,16 @@ impl LmdbFile {
     /// The values of `keys`, read in one transaction (one consistent
     /// snapshot); `None` for an absent key. A value larger than `max` is
     /// an error naming its key.
-    pub fn get_all(&self, keys: &[&str], max: usize) -> Result<Vec<Option<Vec<u8>>>, LmdbError> {
+    pub fn get_all(&self, keys: &[&str], max: usize) -> Result<Values, LmdbError> {
+        Ok(self.snapshot(keys, max)?.1)
+    }
+
+    /// [`LmdbFile::get_all`], with the id of the last write transaction
+    /// committed before that snapshot (0 for a file never written).
+    pub fn snapshot(&self, keys: &[&str], max: usize) -> Result<(u64, Values), LmdbError> {
         let (txn, dbi) = self.begin(true)?;
+        // SAFETY: the transaction is live; the call only reads it.
+        let txn_id = unsafe { ffi::mdb_txn_id(txn.0.as_ptr()) } as u64;
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             let mut k = ffi::MDB_val {
@@ -244,17 +255,34 @@ impl LmdbFile {
         }
         // Read-only: ending it is an abort (Txn's drop).
         drop(txn);
-        Ok(values)
+        Ok((txn_id, values))
     }
 
     /// Applies `changes` in one write transaction: all of them or none.
     /// Deleting an absent key is not an error.
     pub fn write(&self, changes: &[Change<'_>]) -> Result<(), LmdbError> {
+        self.write_stamped(changes, None).map(|_| ())
+    }
+
+    /// [`LmdbFile::write`], plus, with `stamp`, that key set to this
+    /// transaction's own id (in decimal) in the same transaction: a
+    /// reader whose snapshot's id ([`LmdbFile::snapshot`]) equals the
+    /// stamp knows that nobody wrote after it. Returns the id committed.
+    pub fn write_stamped(
+        &self,
+        changes: &[Change<'_>],
+        stamp: Option<&[u8]>,
+    ) -> Result<u64, LmdbError> {
         if self.read_only {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only").into());
         }
         let (txn, dbi) = self.begin(false)?;
-        for change in changes {
+        // SAFETY: the write transaction is live; for one, this is the id
+        // it commits as.
+        let txn_id = unsafe { ffi::mdb_txn_id(txn.0.as_ptr()) } as u64;
+        let stamp_value = txn_id.to_string();
+        let stamp = stamp.map(|key| Change::Put(key, stamp_value.as_bytes()));
+        for change in changes.iter().chain(stamp.as_ref()) {
             let (key, value) = match change {
                 Change::Put(k, v) => (*k, Some(*v)),
                 Change::Delete(k) => (*k, None),
@@ -285,7 +313,8 @@ impl LmdbFile {
                 }
             }
         }
-        txn.commit()
+        txn.commit()?;
+        Ok(txn_id)
     }
 }
 
@@ -335,9 +364,32 @@ mod tests {
         let got = f.get_all(&["a", "b"], 10).unwrap();
         assert_eq!(got, vec![Some(b"1".to_vec()), None]);
         assert!(f.last_txn_id().unwrap() >= 2);
+        let (id, got) = f.snapshot(&["a"], 10).unwrap();
+        assert_eq!(
+            (id, got),
+            (f.last_txn_id().unwrap(), vec![Some(b"1".to_vec())])
+        );
         assert!(f.write(&[Change::Delete(b"a")]).is_err());
         let e = f.get_all(&["a"], 0).unwrap_err().to_string();
         assert!(e.contains("'a'"), "{e}");
+    }
+
+    #[test]
+    fn a_stamp_names_its_own_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let f = LmdbFile::open(&path, false, 0o600).unwrap();
+        f.write(&[Change::Put(b"a", b"1")]).unwrap();
+        let id = f
+            .write_stamped(&[Change::Put(b"a", b"2")], Some(b"stamp"))
+            .unwrap();
+        let (seen, got) = f.snapshot(&["a", "stamp"], 10).unwrap();
+        assert_eq!(seen, id);
+        assert_eq!(got[0].as_deref(), Some(&b"2"[..]));
+        assert_eq!(got[1].as_deref(), Some(id.to_string().as_bytes()));
+        // Another writer moves the id past the stamp.
+        f.write(&[Change::Put(b"b", b"3")]).unwrap();
+        assert_eq!(f.snapshot(&["stamp"], 10).unwrap().0, id + 1);
     }
 
     #[test]

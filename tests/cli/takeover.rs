@@ -50,7 +50,10 @@ fn read_back(data: &Path) -> Installed {
 
 /// Only our store claims the device: Mender's file and its lock file were
 /// renamed, ours exists. A `mender-store` written since is the hand back
-/// and holds no update.
+/// and holds no update, except, for a deployment taken over after its
+/// reboot, the record `after-rollback-reboot` with which the Mender client
+/// of the previous partition reports its failure should the bootloader go
+/// back there (`docs/takeover.md`, "The failure path").
 #[track_caller]
 fn assert_taken_over(dev: &SimDevice) {
     if store_path(&dev.data).exists() {
@@ -58,7 +61,14 @@ fn assert_taken_over(dev: &SimDevice) {
             .unwrap()
             .read()
             .unwrap();
-        assert_eq!((contents.standalone, contents.managed), (None, None));
+        assert_eq!(contents.standalone, None);
+        if let Some(record) = contents.managed {
+            let ours: serde_json::Value =
+                serde_json::from_slice(&fs::read(dev.data.join(OUR_STORE)).unwrap()).unwrap();
+            assert_eq!(record.name, "after-rollback-reboot");
+            assert_eq!(ours["update"]["phase"], "artifact-reboot", "{ours}");
+            assert_eq!(ours["taken_over_deployment"], record.deployment_id());
+        }
     } else {
         assert!(!dev.data.join("mender-store-lock").exists());
     }
@@ -193,6 +203,16 @@ fn a_rootfs_deployment_in_flight_is_taken_over_an_update_modules_is_left() {
         assert_eq!(update["steps"], 7, "Mender's loop guard carries over");
         assert_eq!(update["artifact"]["name"], "release-2");
         assert_eq!(ours["taken_over_deployment"], "dep-7");
+        let handed_back = MenderStore::open_read_only(&store_path(&dev.data))
+            .unwrap()
+            .read()
+            .unwrap();
+        let record = handed_back.managed.expect("the record for a power loss");
+        assert_eq!(
+            (record.name.as_str(), record.deployment_id()),
+            ("after-rollback-reboot", "dep-7")
+        );
+        assert_eq!(handed_back.installed.name.as_deref(), Some("release-1"));
     }
     let dev = SimDevice::new();
     dev.set_env(&BOOTED_UPDATE);
