@@ -92,7 +92,13 @@ pub struct Aborted;
 impl Engine<'_> {
     /// The deployment an earlier process left unfinished, if any: its id.
     pub fn interrupted_deployment(&self) -> Result<Option<String>> {
-        Ok(self.update()?.and_then(|s| s.deployment_id))
+        Ok(match self.update()? {
+            Some(state) => state.deployment_id,
+            // A taken-over deployment reported but not yet forgotten (its
+            // reboot back into the Mender client may be left):
+            // `resume_deployment` finishes that.
+            None => self.store.data().taken_over_deployment.clone(),
+        })
     }
 
     /// Continues a deployment an earlier process (or boot) left, up to and

@@ -7,6 +7,7 @@
 //! scenarios with stores written by the real Mender 3.4 client are in
 //! [`reference`].
 
+mod back_and_forth;
 mod reference;
 mod states;
 
