@@ -410,6 +410,47 @@ fn our_daemon_reboots_into_the_update_and_the_mender_3_4_daemon_finishes_it() {
     assert_eq!(env["mender_boot_part"], number_of(&rig.part_b));
     assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     assert_eq!(mender_state(&dev.data), None);
+
+    // Back to mender-rs (`docs/takeover.md`, "Going back and forth"): our
+    // store still holds the deployment as it was at the reboot; 3.4 wrote
+    // its store since, so our daemon takes the device over again: it
+    // names release-2 and does not finish the deployment a second time.
+    let statuses = server.statuses(&device, &dep).len();
+    let nexts = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.endpoint,
+                    Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+                )
+            })
+            .count()
+    };
+    let asked = nexts();
+    let again = dev.dir.join("mender-rs-again.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, BIN, &again);
+    wait_for("our daemon asking for deployments", &again, 60, || {
+        nexts() > asked
+    });
+    stop(&mut child);
+    let log = fs::read_to_string(&again).unwrap_or_default();
+    assert!(log.contains("taking the device over again"), "{log}");
+    assert_eq!(server.statuses(&device, &dep).len(), statuses, "{log}");
+    assert!(!marker.exists(), "our daemon rebooted: {log}");
+    assert_eq!(dev.ok(BIN, &["show-artifact"]).trim(), "release-2");
+    let ours: serde_json::Value = serde_json::from_slice(
+        &fs::read(dev.data.join("mender-rs-store.json")).expect("our store"),
+    )
+    .expect("json");
+    assert!(ours["update"].is_null(), "{ours}");
+    let replaced: serde_json::Value = serde_json::from_slice(
+        &fs::read(dev.data.join("mender-rs-store.replaced.json")).expect("our old store"),
+    )
+    .expect("json");
+    assert_eq!(replaced["update"]["deployment_id"], dep.as_str());
+    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     server.assert_no_violations();
 }
 
