@@ -372,8 +372,14 @@ fn power_loss_at_each_take_over_step_resumes() {
         assert!(ours["update"].is_object(), "step {k}: {ours}");
         // Whenever Mender's file is still in place, ours says it is a
         // leftover to rename: never two stores that both hold the update.
+        // Once the flag is cleared, `mender-store` is our hand back.
+        assert!(store_path(&dev.data).exists(), "step {k}: no Mender store");
         assert!(
-            !store_path(&dev.data).exists() || ours["mender_store_rename_pending"] == true,
+            ours["mender_store_rename_pending"] == true
+                || MenderStore::open_read_only(&store_path(&dev.data))
+                    .unwrap()
+                    .last_write_is_ours()
+                    .unwrap(),
             "step {k}: {ours}"
         );
         if k == 1 {

@@ -467,14 +467,18 @@ fn our_daemon_reboots_into_the_update_and_the_mender_3_4_daemon_finishes_it() {
 fn power_lost_at_each_step_of_our_failure_path_mender_3_4_reports_the_failure() {
     let rig = rig();
     let artifact = artifact_with_failing_commit(&rig);
-    // Steps 1-3 take over, `mender-store:1` is its hand back (with the
-    // record), 4 enters ArtifactCommit, 5 ArtifactRollback,
+    // Steps 1-3 take over (1: our store written, Mender's record still in
+    // place; `mender-store:1`: the hand back, with the record, built
+    // beside it; 2: the hand back in its place), 4 enters ArtifactCommit,
+    // 5 ArtifactRollback,
     // `mender-store:2` writes the record again, `rollback:1` is the switch
     // back, 6 records the reboot that waits for the report, 7-9 are
     // ArtifactFailure, Cleanup and the final status to send;
     // `mender-store:3` removes the record after our report.
     let cuts = [
+        "step:1",
         "mender-store:1",
+        "step:2",
         "step:4",
         "step:5",
         "mender-store:2",
@@ -535,7 +539,13 @@ fn power_lost_at_each_step_of_our_failure_path_mender_3_4_reports_the_failure() 
         assert_eq!(dev.env()["mender_boot_part"], number_of(&rig.part_a));
         let record = mender_state(&dev.data);
         if by_us.is_empty() {
-            assert_eq!(record.as_deref(), Some("after-rollback-reboot"), "{cut}");
+            // Before the hand back took its place, Mender's own store.
+            let want = if ["step:1", "mender-store:1"].contains(&cut) {
+                "reboot"
+            } else {
+                "after-rollback-reboot"
+            };
+            assert_eq!(record.as_deref(), Some(want), "{cut}");
         } else {
             assert_eq!(by_us, ["failure"], "{cut}");
             assert_eq!(record, None, "{cut}");
@@ -555,20 +565,39 @@ fn power_lost_at_each_step_of_our_failure_path_mender_3_4_reports_the_failure() 
                 .count()
         };
         let asked = nexts();
-        let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &back);
         // Until 3.4 reported and asked for more (its store is not read
         // while it runs: its liblmdb's lock file is of another version).
-        wait_for("3.4 at rest", &back, 120, || {
-            server.deployment_status(&device, &dep).as_deref() == Some("failure") && nexts() > asked
-        });
-        stop(&mut child);
+        // From its own `reboot` record 3.4 rolls back and reboots once
+        // more before it reports: the device boots again (no update
+        // pending: the same partition).
+        for boot in 1..=3 {
+            let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &back);
+            wait_for("3.4 at rest or rebooting", &back, 120, || {
+                marker.exists()
+                    || (server.deployment_status(&device, &dep).as_deref() == Some("failure")
+                        && nexts() > asked)
+            });
+            stop(&mut child);
+            if !marker.exists() {
+                break;
+            }
+            fs::remove_file(&marker).expect("rm");
+            assert!(boot < 3, "{cut}: 3.4 keeps rebooting");
+        }
         assert_eq!(mender_state(&dev.data), None, "{cut}: 3.4 finished it");
         let log_back = fs::read_to_string(&back).unwrap_or_default();
-        assert_eq!(
-            server.statuses(&device, &dep)[reported..],
-            ["failure"],
-            "{cut}: {log_back}"
-        );
+        // One final status. 3.4 reports `rebooting` on the way of its own
+        // rollback (from its `reboot` record), none from ours.
+        let statuses = server.statuses(&device, &dep)[reported..].to_vec();
+        let finals: Vec<&String> = statuses
+            .iter()
+            .filter(|s| *s == "success" || *s == "failure")
+            .collect();
+        assert_eq!(finals, ["failure"], "{cut}: {log_back}");
+        assert_eq!(statuses.last().map(String::as_str), Some("failure"));
+        if !["step:1", "mender-store:1"].contains(&cut) {
+            assert_eq!(statuses, ["failure"], "{cut}: {log_back}");
+        }
         assert_eq!(
             server.downloads().len(),
             downloads,
@@ -584,11 +613,20 @@ fn power_lost_at_each_step_of_our_failure_path_mender_3_4_reports_the_failure() 
             "{cut}: a script ran twice: {scripts:?}"
         );
         // Ours: the failing commit script (unless cut before it), then the
-        // rollback's; 3.4's failure path has none of the artifact's.
-        assert!(
-            scripts.is_empty() || scripts[0] == "ArtifactCommit_Enter_01",
-            "{cut}: {scripts:?}"
-        );
+        // rollback's; 3.4's failure path from our record has none of the
+        // artifact's, its rollback from its own record the rollback's.
+        if ["step:1", "mender-store:1"].contains(&cut) {
+            assert_eq!(
+                scripts,
+                ["ArtifactRollback_Enter_01", "ArtifactRollback_Leave_01"],
+                "{cut}"
+            );
+        } else {
+            assert!(
+                scripts.is_empty() || scripts[0] == "ArtifactCommit_Enter_01",
+                "{cut}: {scripts:?}"
+            );
+        }
         assert!(
             !scripts.iter().any(|s| s == "ArtifactCommit_Leave_01"),
             "{cut}: {scripts:?}"
