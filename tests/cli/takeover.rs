@@ -346,19 +346,20 @@ fn an_update_the_bootloader_already_rolled_back_is_dropped() {
     assert_eq!(dev.env()["mender_boot_part"], "2");
 }
 
-/// Power loss after each take-over step (`MENDER_RS_CRASH_AT=step:K`):
-/// 1 = our store written, 2 = Mender's renamed, 3 = our flag cleared.
+/// Power loss after each take-over step (`MENDER_RS_CRASH_AT=step:K`,
+/// `mender-store:1`): 1 = our store written, the hand back built beside
+/// Mender's store, 2 = the hand back in its place, 3 = our flag cleared.
 /// The next command finishes the take-over without reading Mender's store
 /// again, and the update is committed once, with the right provides.
 #[cfg(feature = "crash-injection")]
 #[test]
 fn power_loss_at_each_take_over_step_resumes() {
-    for k in 1..=3 {
+    for k in ["step:1", "mender-store:1", "step:2", "step:3"] {
         let dev = SimDevice::new();
         pending_v2(&dev, &BOOTED_UPDATE);
         let out = dev.run_with(
             &["show-artifact"],
-            &[("MENDER_RS_CRASH_AT", &format!("step:{k}"))],
+            &[("MENDER_RS_CRASH_AT", k)],
             DEFAULT_TIMEOUT,
         );
         assert_ne!(exit_code(&out), 0, "step {k}: {}", describe(&out));
@@ -382,7 +383,7 @@ fn power_loss_at_each_take_over_step_resumes() {
                     .unwrap(),
             "step {k}: {ours}"
         );
-        if k == 1 {
+        if k == "step:1" {
             // Were Mender's store read again, this name would show.
             mender_store(&dev.data, &[("artifact-name", "read-twice")]);
         }
