@@ -95,6 +95,18 @@ impl MenderStore {
         })
     }
 
+    /// Opens an existing store for a look that writes nothing at all,
+    /// not even LMDB's lock file ([`LmdbFile::open_unlocked`]): the check
+    /// at every start whether Mender wrote the store since
+    /// (`takeover::run`), which must leave the data directory as it is.
+    pub fn open_unlocked(path: &Path) -> Result<MenderStore, MenderStoreError> {
+        let file = LmdbFile::open_unlocked(path).map_err(|e| error(path, e))?;
+        Ok(MenderStore {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     /// Opens the store for writing, creating it (mode 0600) if missing.
     pub fn open_for_writing(path: &Path) -> Result<MenderStore, MenderStoreError> {
         let file = LmdbFile::open(path, false, STORE_MODE).map_err(|e| error(path, e))?;

@@ -110,7 +110,7 @@ pub fn run(config: &Config) -> Result<bool> {
 /// Mender since. A store that cannot be read is not (said in the log):
 /// our own store still describes the device.
 fn written_by_mender(mender: &Path) -> bool {
-    match MenderStore::open_read_only(mender).and_then(|s| s.last_write_is_ours()) {
+    match MenderStore::open_unlocked(mender).and_then(|s| s.last_write_is_ours()) {
         Ok(ours) => !ours,
         Err(e) => {
             log::warn!("{e}; mender-rs keeps its own store");
@@ -347,7 +347,7 @@ fn finish(config: &Config, store: &mut Store) -> Result<()> {
 
 /// Whether `path` is a store whose last write was ours.
 fn is_our_hand_back(path: &Path) -> bool {
-    MenderStore::open_read_only(path)
+    MenderStore::open_unlocked(path)
         .and_then(|s| s.last_write_is_ours())
         .unwrap_or(false)
 }

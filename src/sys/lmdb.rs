@@ -108,6 +108,24 @@ impl LmdbFile {
     /// `<path>-lock`), read-only or for writing. Writing creates the file
     /// with `mode` when it does not exist; reading never creates it.
     pub fn open(path: &Path, read_only: bool, mode: u32) -> Result<LmdbFile, LmdbError> {
+        Self::open_with(path, read_only, false, mode)
+    }
+
+    /// Opens the file at `path` read-only without its lock file
+    /// (`MDB_NOLOCK`): nothing on disk is created or written, not even the
+    /// lock file's reader table. Only for a look taken while no other
+    /// process can be writing, or where a wrong answer is asked again
+    /// under a lock that keeps writers out (`mender_store::takeover`).
+    pub fn open_unlocked(path: &Path) -> Result<LmdbFile, LmdbError> {
+        Self::open_with(path, true, true, 0o600)
+    }
+
+    fn open_with(
+        path: &Path,
+        read_only: bool,
+        no_lock: bool,
+        mode: u32,
+    ) -> Result<LmdbFile, LmdbError> {
         let existing = match std::fs::metadata(path) {
             Ok(meta) => Some(meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !read_only => None,
@@ -133,11 +151,17 @@ impl LmdbFile {
         if read_only {
             flags |= ffi::MDB_RDONLY;
         }
+        if no_lock {
+            flags |= ffi::MDB_NOLOCK;
+        }
         // SAFETY: the handle is fresh and `c_path` outlives the call. The
         // memory map this creates is only read through LMDB's own
         // transactions below, and LMDB's lock file keeps other LMDB
         // processes (the Mender client) from changing pages a reader
-        // still uses.
+        // still uses. Without it (`open_unlocked`) a writer at the same
+        // time could reuse a page being read: the values read may be
+        // wrong, but every page stays inside the file (a writer only
+        // appends, and the file was checked against its header below).
         check("mdb_env_open", unsafe {
             ffi::mdb_env_open(
                 env.as_ptr(),
@@ -370,6 +394,12 @@ mod tests {
             (f.last_txn_id().unwrap(), vec![Some(b"1".to_vec())])
         );
         assert!(f.write(&[Change::Delete(b"a")]).is_err());
+        drop(f);
+        // A look without the lock file writes nothing, not even that.
+        std::fs::remove_file(dir.path().join("store-lock")).unwrap();
+        let f = LmdbFile::open_unlocked(&path).unwrap();
+        assert_eq!(f.get_all(&["a"], 10).unwrap(), vec![Some(b"1".to_vec())]);
+        assert!(!dir.path().join("store-lock").exists());
         let e = f.get_all(&["a"], 0).unwrap_err().to_string();
         assert!(e.contains("'a'"), "{e}");
     }
