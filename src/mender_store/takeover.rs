@@ -313,8 +313,8 @@ fn finish(config: &Config, store: &mut Store) -> Result<()> {
     let mender = store_path(data_dir);
     let renamed = taken_over_path(data_dir);
     let mender_exists = std::fs::symlink_metadata(&mender).is_ok();
+    let staged = data_dir.join(STAGED_FILE);
     if mender_exists && !is_our_hand_back(&mender) {
-        let staged = data_dir.join(STAGED_FILE);
         remove_if_present(&staged)?;
         remove_if_present(&lock_path(&staged))?;
         let handed_back = hand_back_taken_over_to(config, store, &staged);
@@ -322,17 +322,35 @@ fn finish(config: &Config, store: &mut Store) -> Result<()> {
         // older one (a device taken over before).
         let link = data_dir.join(LINK_FILE);
         remove_if_present(&link)?;
-        std::fs::hard_link(&mender, &link)
-            .with_context(|| format!("linking {} as {}", mender.display(), link.display()))?;
-        rename(&link, &renamed)?;
+        match std::fs::hard_link(&mender, &link) {
+            Ok(()) => rename(&link, &renamed)?,
+            // A file system without hard links: renamed, then the hand
+            // back renamed into its place (no store between the two).
+            Err(e) => {
+                log::warn!(
+                    "linking {} as {}: {e}; renaming it",
+                    mender.display(),
+                    link.display()
+                );
+                rename(&mender, &renamed)?;
+            }
+        }
         rename_if_present(&lock_path(&mender), &lock_path(&renamed))?;
         if handed_back {
             rename(&staged, &mender)?;
         } else {
-            // Nothing to hand back (no name): Mender finds no store, as
-            // before it ever wrote one.
+            // Nothing to hand back (no name, or the write failed, which
+            // is logged): Mender finds no store, as before it ever wrote
+            // one, until the next start writes the hand back.
             remove_if_present(&mender)?;
+            remove_if_present(&staged)?;
         }
+        remove_if_present(&lock_path(&staged))?;
+        fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
+    } else if !mender_exists && std::fs::symlink_metadata(&staged).is_ok() {
+        // Cut between the two renames of the fallback: the hand back was
+        // complete before them.
+        rename(&staged, &mender)?;
         remove_if_present(&lock_path(&staged))?;
         fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
     }
