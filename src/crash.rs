@@ -11,6 +11,8 @@
 pub enum Point {
     Step,
     Chunk,
+    MenderStore,
+    Rollback,
 }
 
 #[cfg(feature = "crash-injection")]
@@ -18,6 +20,8 @@ pub fn point(kind: Point) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static STEPS: AtomicU64 = AtomicU64::new(0);
     static CHUNKS: AtomicU64 = AtomicU64::new(0);
+    static MENDER_STORE: AtomicU64 = AtomicU64::new(0);
+    static ROLLBACKS: AtomicU64 = AtomicU64::new(0);
     let Ok(spec) = std::env::var("MENDER_RS_CRASH_AT") else {
         return;
     };
@@ -28,6 +32,8 @@ pub fn point(kind: Point) {
     let (name, counter) = match kind {
         Point::Step => ("step", &STEPS),
         Point::Chunk => ("chunk", &CHUNKS),
+        Point::MenderStore => ("mender-store", &MENDER_STORE),
+        Point::Rollback => ("rollback", &ROLLBACKS),
     };
     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
     if want_kind == name && n == k {

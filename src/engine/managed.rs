@@ -100,7 +100,13 @@ pub struct Aborted;
 impl Engine<'_> {
     /// The deployment an earlier process left unfinished, if any: its id.
     pub fn interrupted_deployment(&self) -> Result<Option<String>> {
-        Ok(self.update()?.and_then(|s| s.deployment_id))
+        Ok(match self.update()? {
+            Some(state) => state.deployment_id,
+            // A taken-over deployment reported but not yet forgotten (its
+            // reboot back into the Mender client may be left):
+            // `resume_deployment` finishes that.
+            None => self.store.data().taken_over_deployment.clone(),
+        })
     }
 
     /// Continues a deployment an earlier process (or boot) left, up to and
@@ -390,8 +396,9 @@ impl Engine<'_> {
     }
 
     /// Should power be lost before the failure report, the Mender client
-    /// of the old partition reports it (`docs/takeover.md`).
-    fn hand_back_after_rollback(&self, state: &UpdateState) {
+    /// of the old partition reports it (`docs/takeover.md`): written
+    /// before the rollback switches the boot environment back.
+    pub(super) fn hand_back_after_rollback(&self, state: &UpdateState) {
         let Some(hooks) = HAND_BACK.get() else { return };
         match self.device_type() {
             Ok(device_type) => {
@@ -403,7 +410,7 @@ impl Engine<'_> {
 
     /// A deployment taken over from the Mender client: the previous
     /// partition runs Mender, which knows nothing of it.
-    fn taken_over(&self, state: &UpdateState) -> bool {
+    pub(super) fn taken_over(&self, state: &UpdateState) -> bool {
         state.deployment_id.is_some()
             && self.store.data().taken_over_deployment == state.deployment_id
     }
@@ -420,10 +427,11 @@ impl Engine<'_> {
             // and be sent the same one again: the failure is reported
             // first, then the device reboots (`docs/takeover.md`, "The
             // failure path").
+            // The Mender store has the record `after-rollback-reboot`
+            // since before the switch back (`rollback_and_fail`).
             log::info!(
                 "the previous partition runs the Mender client: rebooting into it once the failure is reported"
             );
-            self.hand_back_after_rollback(state);
             self.store.save(|d| d.rollback_reboot_after_report = true)?;
             return Ok(());
         }

@@ -860,6 +860,13 @@ impl<'c> Engine<'c> {
             Phase::ArtifactRollback,
             StopPoint::ArtifactRollbackEnter,
         )?;
+        if self.taken_over(state) {
+            // Before the boot environment switches back: from here a
+            // power loss boots the partition that runs the Mender client,
+            // which reports the failure from this record
+            // (`docs/takeover.md`, "The failure path").
+            self.hand_back_after_rollback(state);
+        }
         // A failing rollback script does not stop the rollback, but the
         // device can no longer be trusted to be in a known state (Mender
         // marks it inconsistent too).
@@ -880,6 +887,7 @@ impl<'c> Engine<'c> {
             log::error!("rollback failed: {e:#}");
             consistent = false;
         }
+        crate::crash::point(crate::crash::Point::Rollback);
         consistent &= scripts(self, ScriptAction::Leave);
         if !consistent && !state.inconsistent {
             self.mark_inconsistent(state)?;

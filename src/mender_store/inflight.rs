@@ -266,7 +266,8 @@ pub fn hand_back_before_reboot(
     installed: &Provides,
     device_type: &str,
 ) {
-    hand_back(config, state, installed, device_type, REBOOT);
+    let store = store_path(&config.data_dir);
+    hand_back(config, state, installed, device_type, REBOOT, &store);
 }
 
 /// A taken-over deployment was rolled back; until its failure is
@@ -280,7 +281,28 @@ pub fn hand_back_after_rollback(
     installed: &Provides,
     device_type: &str,
 ) {
-    hand_back(config, state, installed, device_type, AFTER_ROLLBACK_REBOOT);
+    let store = store_path(&config.data_dir);
+    hand_back_after_rollback_to(config, state, installed, device_type, &store);
+}
+
+/// [`hand_back_after_rollback`] to the store at `store` (the take-over
+/// builds it beside Mender's, then puts it in its place). Whether it was
+/// written.
+pub fn hand_back_after_rollback_to(
+    config: &Config,
+    state: &UpdateState,
+    installed: &Provides,
+    device_type: &str,
+    store: &Path,
+) -> bool {
+    hand_back(
+        config,
+        state,
+        installed,
+        device_type,
+        AFTER_ROLLBACK_REBOOT,
+        store,
+    )
 }
 
 fn hand_back(
@@ -289,9 +311,10 @@ fn hand_back(
     installed: &Provides,
     device_type: &str,
     name: &str,
-) {
+    store: &Path,
+) -> bool {
     let Some(InstallerState::RootfsImage { previous, .. }) = &state.installer else {
-        return;
+        return false;
     };
     let result = (|| -> Result<()> {
         let record = serde_json::to_vec(&state_record(state, device_type, name)?)?;
@@ -305,7 +328,7 @@ fn hand_back(
             0o644,
         )
         .with_context(|| format!("writing {}", orig.display()))?;
-        let store = MenderStore::open_for_writing(&store_path(&config.data_dir))?;
+        let store = MenderStore::open_for_writing(store)?;
         store.write_installed_with(
             installed,
             &[
@@ -318,11 +341,17 @@ fn hand_back(
         Ok(())
     })();
     match result {
-        Ok(()) => log::info!(
-            "deployment handed back for a Mender client ({name}, {})",
-            store_path(&config.data_dir).display()
-        ),
-        Err(e) => log::warn!("the deployment was not handed back for the Mender client: {e:#}"),
+        Ok(()) => {
+            log::info!(
+                "deployment handed back for a Mender client ({name}, {})",
+                store.display()
+            );
+            true
+        }
+        Err(e) => {
+            log::warn!("the deployment was not handed back for the Mender client: {e:#}");
+            false
+        }
     }
 }
 
@@ -335,7 +364,7 @@ pub fn clear_handed_back(data_dir: &Path) {
         return;
     }
     let result = MenderStore::open_for_writing(&path).and_then(|s| {
-        s.write_raw(&[
+        s.write_ours(&[
             Change::Delete(KEY_STATE.as_bytes()),
             Change::Delete(KEY_STATE_UNCOMMITTED.as_bytes()),
         ])

@@ -37,6 +37,14 @@ pub const KEY_STANDALONE: &str = "standalone-state";
 pub const KEY_STATE: &str = "state";
 pub const KEY_STATE_UNCOMMITTED: &str = "state-uncommitted";
 pub const KEY_CONTROL_MAPS: &str = "update-control-maps";
+/// Not Mender's: the id of the LMDB transaction of mender-rs's last write
+/// to the store, written in that transaction. A store whose last
+/// transaction has another id was written by a Mender client since
+/// (`docs/takeover.md`, "Going back and forth"). Mender reads only the
+/// keys above and leaves this one alone.
+pub const KEY_OUR_TXN: &str = "mender-rs-txn";
+/// The longest [`KEY_OUR_TXN`] value read (a u64 in decimal).
+const MAX_TXN_SIZE: usize = 20;
 
 /// An error about the store, naming the file (and the key when one value
 /// is at fault).
@@ -81,6 +89,18 @@ impl MenderStore {
     /// store, is cut short or cannot be opened is an error naming it.
     pub fn open_read_only(path: &Path) -> Result<MenderStore, MenderStoreError> {
         let file = LmdbFile::open(path, true, STORE_MODE).map_err(|e| error(path, e))?;
+        Ok(MenderStore {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Opens an existing store for a look that writes nothing at all,
+    /// not even LMDB's lock file ([`LmdbFile::open_unlocked`]): the check
+    /// at every start whether Mender wrote the store since
+    /// (`takeover::run`), which must leave the data directory as it is.
+    pub fn open_unlocked(path: &Path) -> Result<MenderStore, MenderStoreError> {
+        let file = LmdbFile::open_unlocked(path).map_err(|e| error(path, e))?;
         Ok(MenderStore {
             path: path.to_path_buf(),
             file,
@@ -192,11 +212,33 @@ impl MenderStore {
             Change::Put(k, v) => Change::Put(k, v),
             Change::Delete(k) => Change::Delete(k),
         }));
-        self.file.write(&changes).map_err(|e| error(&self.path, e))
+        self.write_ours(&changes)
     }
 
-    /// Raw access for tests and fixtures: puts and deletes in one
-    /// transaction.
+    /// A write of mender-rs: `changes` and the [`KEY_OUR_TXN`] stamp, in
+    /// one transaction.
+    pub fn write_ours(&self, changes: &[Change<'_>]) -> Result<(), MenderStoreError> {
+        self.file
+            .write_stamped(changes, Some(KEY_OUR_TXN.as_bytes()))
+            .map_err(|e| error(&self.path, e))?;
+        crate::crash::point(crate::crash::Point::MenderStore);
+        Ok(())
+    }
+
+    /// Whether the last write to the store was ours ([`KEY_OUR_TXN`]
+    /// names the last transaction). False for a store Mender wrote after
+    /// us, or one we never wrote.
+    pub fn last_write_is_ours(&self) -> Result<bool, MenderStoreError> {
+        let (last, values) = self
+            .file
+            .snapshot(&[KEY_OUR_TXN], MAX_TXN_SIZE)
+            .map_err(|e| error(&self.path, e))?;
+        let stamp = values.into_iter().next().flatten();
+        Ok(stamp.is_some_and(|s| s == last.to_string().as_bytes()))
+    }
+
+    /// Raw access for tests and fixtures (a store as Mender writes it: no
+    /// [`KEY_OUR_TXN`]): puts and deletes in one transaction.
     pub fn write_raw(&self, changes: &[Change<'_>]) -> Result<(), MenderStoreError> {
         self.file.write(changes).map_err(|e| error(&self.path, e))
     }
@@ -247,6 +289,31 @@ mod tests {
             e.contains(&path.display().to_string()) && e.contains("'artifact-provides'"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_write_of_mender_after_ours_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(dir.path());
+        let store = MenderStore::open_for_writing(&path).unwrap();
+        // Mender's own store: never written by us.
+        store
+            .write_raw(&[Change::Put(KEY_NAME.as_bytes(), b"r1")])
+            .unwrap();
+        assert!(!store.last_write_is_ours().unwrap());
+        let provides: Provides = [("artifact_name".to_string(), "r2".to_string())].into();
+        store.write_installed(&provides).unwrap();
+        assert!(store.last_write_is_ours().unwrap());
+        drop(store);
+        // Read back by another process (a read-only open).
+        let reader = MenderStore::open_read_only(&path).unwrap();
+        assert!(reader.last_write_is_ours().unwrap());
+        // Mender commits r3 (its writes keep our stamp as it was).
+        MenderStore::open_for_writing(&path)
+            .unwrap()
+            .write_raw(&[Change::Put(KEY_NAME.as_bytes(), b"r3")])
+            .unwrap();
+        assert!(!reader.last_write_is_ours().unwrap());
     }
 
     #[test]

@@ -9,13 +9,20 @@
 //! 1. Mender's store is read (read-only; nothing changes on disk).
 //! 2. Our store is written (`crate::persist`: atomic) with what was read
 //!    and `mender_store_rename_pending` set.
-//! 3. Mender's file, then its lock file, are renamed; the directory is
-//!    synced.
+//! 3. The hand back is built beside Mender's file, Mender's file gets its
+//!    second name `mender-store.taken-over` (with its lock file), and the
+//!    hand back is renamed over it; the directory is synced.
 //! 4. Our store's `mender_store_rename_pending` is cleared.
 //!
 //! A restart after 2 finds our store with the flag set: it does not read
 //! Mender's store again, it only does 3 and 4. Only our store claims the
-//! update from 2 on; before 2, only Mender's.
+//! update from 2 on; before 2, only Mender's. A Mender client never finds
+//! no store where it had one.
+//!
+//! Going back and forth: when our store exists and a Mender client wrote
+//! its store after our last write (`mender-rs-txn`), the same steps take
+//! the device over again, after our store is copied to
+//! `mender-rs-store.replaced.json`.
 //!
 //! Hand back ([`hand_back`]): right after the take-over, after every
 //! change of the installed software (a commit, the bootstrap artifact, an
@@ -26,7 +33,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
 use super::inflight::{self, Import};
 use super::model::StandaloneState;
@@ -68,9 +75,12 @@ pub fn run(config: &Config) -> Result<bool> {
         if !ours.data().mender_store_rename_pending {
             drop(ours);
             if !mender_exists {
-                restore_hand_back(data_dir);
+                restore_hand_back(config);
+                return Ok(false);
             }
-            return Ok(false);
+            if !written_by_mender(&mender) {
+                return Ok(false);
+            }
         }
     }
     let mut store = match Store::open(data_dir) {
@@ -82,14 +92,59 @@ pub fn run(config: &Config) -> Result<bool> {
     };
     if store.existed() {
         if store.data().mender_store_rename_pending {
-            finish(&mut store, data_dir)?;
+            finish(config, &mut store)?;
+            return Ok(false);
         }
-        return Ok(false);
+        // Asked again under our lock: a process that held it may have
+        // written the store since.
+        if std::fs::symlink_metadata(&mender).is_err() || !written_by_mender(&mender) {
+            return Ok(false);
+        }
+        return take_back(config, &mut store, &mender);
     }
-    take_over(config, &mut store, &mender)
+    take_over(config, &mut store, &mender, false)
 }
 
-fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
+/// Whether a Mender client wrote `mender`, an existing store, after
+/// mender-rs last did (or mender-rs never wrote it): the device ran
+/// Mender since. A store that cannot be read is not (said in the log):
+/// our own store still describes the device.
+fn written_by_mender(mender: &Path) -> bool {
+    match MenderStore::open_unlocked(mender).and_then(|s| s.last_write_is_ours()) {
+        Ok(ours) => !ours,
+        Err(e) => {
+            log::warn!("{e}; mender-rs keeps its own store");
+            false
+        }
+    }
+}
+
+/// "Going back and forth" (`docs/takeover.md`): our store exists, and a
+/// Mender client wrote its store since our last write. The device ran
+/// Mender: what Mender's store says replaces what ours says, as a
+/// take-over does, and our old store is kept as [`REPLACED_FILE`]. A
+/// Mender store that cannot be read or taken over leaves ours as it is
+/// (said in the log); the next start tries again.
+fn take_back(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> {
+    log::warn!(
+        "{}: the Mender client wrote it after mender-rs last did (the device ran Mender): taking the device over again",
+        mender.display()
+    );
+    match take_over(config, store, mender, true) {
+        Ok(taken) => Ok(taken),
+        // Nothing changed yet: ours stays.
+        Err(e) if !store.data().mender_store_rename_pending => {
+            log::error!("{e:#}; mender-rs keeps its own store");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Our store as it was before a take-over replaced it, in `data_dir`.
+pub const REPLACED_FILE: &str = "mender-rs-store.replaced.json";
+
+fn take_over(config: &Config, store: &mut Store, mender: &Path, replacing: bool) -> Result<bool> {
     let contents = MenderStore::open_read_only(mender)?.read()?;
     let mut provides = contents.installed.provides();
     let mut taken_over_deployment = None;
@@ -126,14 +181,30 @@ fn take_over(config: &Config, store: &mut Store, mender: &Path) -> Result<bool> 
     };
     log_what(mender, &contents, &provides);
     let update = update.map(|u| serde_json::to_value(&u)).transpose()?;
+    if replacing {
+        keep_replaced(store, &config.data_dir)?;
+    }
     store.save(|d| {
         d.provides = provides;
         d.update = update;
         d.taken_over_deployment = taken_over_deployment;
+        d.rollback_reboot_after_report = false;
         d.mender_store_rename_pending = true;
     })?;
-    finish(store, &config.data_dir)?;
+    finish(config, store)?;
     Ok(true)
+}
+
+/// A copy of our store before a take-over replaces it, for a person to
+/// see what was replaced. Written again, the same, when a power loss
+/// interrupts the take-over before our store changed.
+fn keep_replaced(store: &Store, data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(REPLACED_FILE);
+    let text = serde_json::to_vec_pretty(store.data())?;
+    fsutil::write_atomic(&path, &text, 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    crash::point(crash::Point::Step);
+    Ok(())
 }
 
 fn log_what(mender: &Path, contents: &Contents, provides: &Provides) {
@@ -224,46 +295,143 @@ fn pending_update(config: &Config, mender: &Path, standalone: &StandaloneState) 
     })))
 }
 
-/// Steps 3 and 4: rename what is left of Mender's store, then clear the
-/// flag. Each rename is skipped when its file is gone already.
-fn finish(store: &mut Store, data_dir: &Path) -> Result<()> {
+/// Where the hand back is built, beside Mender's store, before it takes
+/// that store's place.
+const STAGED_FILE: &str = "mender-store.handing-back";
+/// The second name Mender's store gets before it is renamed over an older
+/// `mender-store.taken-over`.
+const LINK_FILE: &str = "mender-store.taken-over.new";
+
+/// Steps 3 and 4: Mender's store is kept as `mender-store.taken-over` and
+/// the hand back takes its place, then the flag is cleared. The hand back
+/// is built beside Mender's file and renamed over it, so that at every
+/// moment `mender-store` is Mender's file or ours: a Mender client that a
+/// power loss boots never finds none. Each step is skipped when done: a
+/// `mender-store` whose last write is ours is the hand back already.
+fn finish(config: &Config, store: &mut Store) -> Result<()> {
+    let data_dir = &config.data_dir;
     let mender = store_path(data_dir);
     let renamed = taken_over_path(data_dir);
-    for (from, to) in [
-        (mender.clone(), renamed.clone()),
-        (lock_path(&mender), lock_path(&renamed)),
-    ] {
-        match std::fs::rename(&from, &to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    let mender_exists = std::fs::symlink_metadata(&mender).is_ok();
+    let staged = data_dir.join(STAGED_FILE);
+    if mender_exists && !is_our_hand_back(&mender) {
+        remove_if_present(&staged)?;
+        remove_if_present(&lock_path(&staged))?;
+        let handed_back = hand_back_taken_over_to(config, store, &staged);
+        // Mender's file under its second name, then that name replaces an
+        // older one (a device taken over before).
+        let link = data_dir.join(LINK_FILE);
+        remove_if_present(&link)?;
+        match std::fs::hard_link(&mender, &link) {
+            Ok(()) => rename(&link, &renamed)?,
+            // A file system without hard links: renamed, then the hand
+            // back renamed into its place (no store between the two).
             Err(e) => {
-                return Err(anyhow!(e).context(format!(
-                    "renaming {} to {}",
-                    from.display(),
-                    to.display()
-                )));
+                log::warn!(
+                    "linking {} as {}: {e}; renaming it",
+                    mender.display(),
+                    link.display()
+                );
+                rename(&mender, &renamed)?;
             }
         }
+        rename_if_present(&lock_path(&mender), &lock_path(&renamed))?;
+        if handed_back {
+            rename(&staged, &mender)?;
+        } else {
+            // Nothing to hand back (no name, or the write failed, which
+            // is logged): Mender finds no store, as before it ever wrote
+            // one, until the next start writes the hand back.
+            remove_if_present(&mender)?;
+            remove_if_present(&staged)?;
+        }
+        remove_if_present(&lock_path(&staged))?;
+        fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
+    } else if !mender_exists && std::fs::symlink_metadata(&staged).is_ok() {
+        // Cut between the two renames of the fallback: the hand back was
+        // complete before them.
+        rename(&staged, &mender)?;
+        remove_if_present(&lock_path(&staged))?;
+        fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
     }
-    fsutil::sync_dir(data_dir).with_context(|| format!("syncing {}", data_dir.display()))?;
     crash::point(crash::Point::Step);
     store.save(|d| d.mender_store_rename_pending = false)?;
     log::info!(
         "the Mender store was taken over and kept as {}",
         renamed.display()
     );
-    // At once, not at the next commit: should the device go back to a
-    // partition that runs Mender (a rollback), Mender finds the software
-    // it runs there.
-    hand_back(data_dir, store.provides());
     Ok(())
+}
+
+/// Whether `path` is a store whose last write was ours.
+fn is_our_hand_back(path: &Path) -> bool {
+    MenderStore::open_unlocked(path)
+        .and_then(|s| s.last_write_is_ours())
+        .unwrap_or(false)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.with_context(|| format!("renaming {} to {}", from.display(), to.display())),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// The hand back right after a take-over, written to `target`; whether it
+/// was. A deployment taken over after
+/// its reboot (upgrade_available=1) comes back to the Mender client of
+/// the previous partition if the power fails before it is committed: the
+/// bootloader rolls the device back. So the hand back carries the record
+/// `after-rollback-reboot` until the commit or the final report removes
+/// it, with which that client reports the failure itself
+/// (`docs/takeover.md`, "The failure path").
+fn hand_back_taken_over_to(config: &Config, store: &Store, target: &Path) -> bool {
+    let data = store.data();
+    let update = data
+        .update
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<UpdateState>(v.clone()).ok());
+    let pending = update.filter(|u| {
+        u.phase == Phase::ArtifactReboot
+            && u.deployment_id.is_some()
+            && u.deployment_id == data.taken_over_deployment
+    });
+    let Some(update) = pending else {
+        return hand_back_to(target, store.provides());
+    };
+    match config.device_type() {
+        Ok(device_type) => inflight::hand_back_after_rollback_to(
+            config,
+            &update,
+            &store.effective_provides(&config.artifact_info_file),
+            &device_type,
+            target,
+        ),
+        Err(e) => {
+            log::warn!("the taken-over deployment was not handed back: {e:#}");
+            hand_back_to(target, store.provides())
+        }
+    }
 }
 
 /// Our store exists and `mender-store` does not (a device that never ran
 /// Mender, or power lost between a take-over and its hand back): writes
 /// it, under our lock so that a commit cannot be overtaken by an older
 /// copy.
-fn restore_hand_back(data_dir: &Path) {
+fn restore_hand_back(config: &Config) {
+    let data_dir = &config.data_dir;
     // Busy: the process holding our store writes it itself.
     let Ok(store) = Store::open(data_dir) else {
         return;
@@ -271,7 +439,8 @@ fn restore_hand_back(data_dir: &Path) {
     if !store.data().mender_store_rename_pending
         && std::fs::symlink_metadata(store_path(data_dir)).is_err()
     {
-        hand_back(data_dir, store.provides());
+        // With the record of a taken-over deployment still to commit.
+        hand_back_taken_over_to(config, &store, &store_path(data_dir));
     }
 }
 
@@ -281,13 +450,21 @@ fn restore_hand_back(data_dir: &Path) {
 /// again. Nothing is written while nothing is known to be installed (no
 /// name): Mender then falls back on its own defaults.
 pub fn hand_back(data_dir: &Path, provides: &Provides) {
+    hand_back_to(&store_path(data_dir), provides);
+}
+
+/// [`hand_back`] to the store at `path`; whether it was written.
+fn hand_back_to(path: &Path, provides: &Provides) -> bool {
     if !provides.contains_key("artifact_name") {
-        return;
+        return false;
     }
-    let path = store_path(data_dir);
     let result =
-        MenderStore::open_for_writing(&path).and_then(|store| store.write_installed(provides));
-    if let Err(e) = result {
-        log::warn!("the installed software was not written for the Mender client: {e}");
+        MenderStore::open_for_writing(path).and_then(|store| store.write_installed(provides));
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("the installed software was not written for the Mender client: {e}");
+            false
+        }
     }
 }

@@ -79,6 +79,9 @@ fn check(call: &'static str, code: libc::c_int) -> Result<(), LmdbError> {
     })
 }
 
+/// The values of the keys read, `None` for an absent key.
+pub type Values = Vec<Option<Vec<u8>>>;
+
 /// One change of a write transaction.
 pub enum Change<'a> {
     Put(&'a [u8], &'a [u8]),
@@ -105,6 +108,24 @@ impl LmdbFile {
     /// `<path>-lock`), read-only or for writing. Writing creates the file
     /// with `mode` when it does not exist; reading never creates it.
     pub fn open(path: &Path, read_only: bool, mode: u32) -> Result<LmdbFile, LmdbError> {
+        Self::open_with(path, read_only, false, mode)
+    }
+
+    /// Opens the file at `path` read-only without its lock file
+    /// (`MDB_NOLOCK`): nothing on disk is created or written, not even the
+    /// lock file's reader table. Only for a look taken while no other
+    /// process can be writing, or where a wrong answer is asked again
+    /// under a lock that keeps writers out (`mender_store::takeover`).
+    pub fn open_unlocked(path: &Path) -> Result<LmdbFile, LmdbError> {
+        Self::open_with(path, true, true, 0o600)
+    }
+
+    fn open_with(
+        path: &Path,
+        read_only: bool,
+        no_lock: bool,
+        mode: u32,
+    ) -> Result<LmdbFile, LmdbError> {
         let existing = match std::fs::metadata(path) {
             Ok(meta) => Some(meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !read_only => None,
@@ -130,11 +151,17 @@ impl LmdbFile {
         if read_only {
             flags |= ffi::MDB_RDONLY;
         }
+        if no_lock {
+            flags |= ffi::MDB_NOLOCK;
+        }
         // SAFETY: the handle is fresh and `c_path` outlives the call. The
         // memory map this creates is only read through LMDB's own
         // transactions below, and LMDB's lock file keeps other LMDB
         // processes (the Mender client) from changing pages a reader
-        // still uses.
+        // still uses. Without it (`open_unlocked`) a writer at the same
+        // time could reuse a page being read: the values read may be
+        // wrong, but every page stays inside the file (a writer only
+        // appends, and the file was checked against its header below).
         check("mdb_env_open", unsafe {
             ffi::mdb_env_open(
                 env.as_ptr(),
@@ -206,8 +233,16 @@ impl LmdbFile {
     /// The values of `keys`, read in one transaction (one consistent
     /// snapshot); `None` for an absent key. A value larger than `max` is
     /// an error naming its key.
-    pub fn get_all(&self, keys: &[&str], max: usize) -> Result<Vec<Option<Vec<u8>>>, LmdbError> {
+    pub fn get_all(&self, keys: &[&str], max: usize) -> Result<Values, LmdbError> {
+        Ok(self.snapshot(keys, max)?.1)
+    }
+
+    /// [`LmdbFile::get_all`], with the id of the last write transaction
+    /// committed before that snapshot (0 for a file never written).
+    pub fn snapshot(&self, keys: &[&str], max: usize) -> Result<(u64, Values), LmdbError> {
         let (txn, dbi) = self.begin(true)?;
+        // SAFETY: the transaction is live; the call only reads it.
+        let txn_id = unsafe { ffi::mdb_txn_id(txn.0.as_ptr()) } as u64;
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             let mut k = ffi::MDB_val {
@@ -244,17 +279,34 @@ impl LmdbFile {
         }
         // Read-only: ending it is an abort (Txn's drop).
         drop(txn);
-        Ok(values)
+        Ok((txn_id, values))
     }
 
     /// Applies `changes` in one write transaction: all of them or none.
     /// Deleting an absent key is not an error.
     pub fn write(&self, changes: &[Change<'_>]) -> Result<(), LmdbError> {
+        self.write_stamped(changes, None).map(|_| ())
+    }
+
+    /// [`LmdbFile::write`], plus, with `stamp`, that key set to this
+    /// transaction's own id (in decimal) in the same transaction: a
+    /// reader whose snapshot's id ([`LmdbFile::snapshot`]) equals the
+    /// stamp knows that nobody wrote after it. Returns the id committed.
+    pub fn write_stamped(
+        &self,
+        changes: &[Change<'_>],
+        stamp: Option<&[u8]>,
+    ) -> Result<u64, LmdbError> {
         if self.read_only {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only").into());
         }
         let (txn, dbi) = self.begin(false)?;
-        for change in changes {
+        // SAFETY: the write transaction is live; for one, this is the id
+        // it commits as.
+        let txn_id = unsafe { ffi::mdb_txn_id(txn.0.as_ptr()) } as u64;
+        let stamp_value = txn_id.to_string();
+        let stamp = stamp.map(|key| Change::Put(key, stamp_value.as_bytes()));
+        for change in changes.iter().chain(stamp.as_ref()) {
             let (key, value) = match change {
                 Change::Put(k, v) => (*k, Some(*v)),
                 Change::Delete(k) => (*k, None),
@@ -285,7 +337,8 @@ impl LmdbFile {
                 }
             }
         }
-        txn.commit()
+        txn.commit()?;
+        Ok(txn_id)
     }
 }
 
@@ -335,9 +388,38 @@ mod tests {
         let got = f.get_all(&["a", "b"], 10).unwrap();
         assert_eq!(got, vec![Some(b"1".to_vec()), None]);
         assert!(f.last_txn_id().unwrap() >= 2);
+        let (id, got) = f.snapshot(&["a"], 10).unwrap();
+        assert_eq!(
+            (id, got),
+            (f.last_txn_id().unwrap(), vec![Some(b"1".to_vec())])
+        );
         assert!(f.write(&[Change::Delete(b"a")]).is_err());
+        drop(f);
+        // A look without the lock file writes nothing, not even that.
+        std::fs::remove_file(dir.path().join("store-lock")).unwrap();
+        let f = LmdbFile::open_unlocked(&path).unwrap();
+        assert_eq!(f.get_all(&["a"], 10).unwrap(), vec![Some(b"1".to_vec())]);
+        assert!(!dir.path().join("store-lock").exists());
         let e = f.get_all(&["a"], 0).unwrap_err().to_string();
         assert!(e.contains("'a'"), "{e}");
+    }
+
+    #[test]
+    fn a_stamp_names_its_own_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let f = LmdbFile::open(&path, false, 0o600).unwrap();
+        f.write(&[Change::Put(b"a", b"1")]).unwrap();
+        let id = f
+            .write_stamped(&[Change::Put(b"a", b"2")], Some(b"stamp"))
+            .unwrap();
+        let (seen, got) = f.snapshot(&["a", "stamp"], 10).unwrap();
+        assert_eq!(seen, id);
+        assert_eq!(got[0].as_deref(), Some(&b"2"[..]));
+        assert_eq!(got[1].as_deref(), Some(id.to_string().as_bytes()));
+        // Another writer moves the id past the stamp.
+        f.write(&[Change::Put(b"b", b"3")]).unwrap();
+        assert_eq!(f.snapshot(&["stamp"], 10).unwrap().0, id + 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! scenarios with stores written by the real Mender 3.4 client are in
 //! [`reference`].
 
+mod back_and_forth;
 mod reference;
 mod states;
 
@@ -50,7 +51,10 @@ fn read_back(data: &Path) -> Installed {
 
 /// Only our store claims the device: Mender's file and its lock file were
 /// renamed, ours exists. A `mender-store` written since is the hand back
-/// and holds no update.
+/// and holds no update, except, for a deployment taken over after its
+/// reboot, the record `after-rollback-reboot` with which the Mender client
+/// of the previous partition reports its failure should the bootloader go
+/// back there (`docs/takeover.md`, "The failure path").
 #[track_caller]
 fn assert_taken_over(dev: &SimDevice) {
     if store_path(&dev.data).exists() {
@@ -58,7 +62,14 @@ fn assert_taken_over(dev: &SimDevice) {
             .unwrap()
             .read()
             .unwrap();
-        assert_eq!((contents.standalone, contents.managed), (None, None));
+        assert_eq!(contents.standalone, None);
+        if let Some(record) = contents.managed {
+            let ours: serde_json::Value =
+                serde_json::from_slice(&fs::read(dev.data.join(OUR_STORE)).unwrap()).unwrap();
+            assert_eq!(record.name, "after-rollback-reboot");
+            assert_eq!(ours["update"]["phase"], "artifact-reboot", "{ours}");
+            assert_eq!(ours["taken_over_deployment"], record.deployment_id());
+        }
     } else {
         assert!(!dev.data.join("mender-store-lock").exists());
     }
@@ -193,6 +204,16 @@ fn a_rootfs_deployment_in_flight_is_taken_over_an_update_modules_is_left() {
         assert_eq!(update["steps"], 7, "Mender's loop guard carries over");
         assert_eq!(update["artifact"]["name"], "release-2");
         assert_eq!(ours["taken_over_deployment"], "dep-7");
+        let handed_back = MenderStore::open_read_only(&store_path(&dev.data))
+            .unwrap()
+            .read()
+            .unwrap();
+        let record = handed_back.managed.expect("the record for a power loss");
+        assert_eq!(
+            (record.name.as_str(), record.deployment_id()),
+            ("after-rollback-reboot", "dep-7")
+        );
+        assert_eq!(handed_back.installed.name.as_deref(), Some("release-1"));
     }
     let dev = SimDevice::new();
     dev.set_env(&BOOTED_UPDATE);
@@ -325,19 +346,20 @@ fn an_update_the_bootloader_already_rolled_back_is_dropped() {
     assert_eq!(dev.env()["mender_boot_part"], "2");
 }
 
-/// Power loss after each take-over step (`MENDER_RS_CRASH_AT=step:K`):
-/// 1 = our store written, 2 = Mender's renamed, 3 = our flag cleared.
+/// Power loss after each take-over step (`MENDER_RS_CRASH_AT=step:K`,
+/// `mender-store:1`): 1 = our store written, the hand back built beside
+/// Mender's store, 2 = the hand back in its place, 3 = our flag cleared.
 /// The next command finishes the take-over without reading Mender's store
 /// again, and the update is committed once, with the right provides.
 #[cfg(feature = "crash-injection")]
 #[test]
 fn power_loss_at_each_take_over_step_resumes() {
-    for k in 1..=3 {
+    for k in ["step:1", "mender-store:1", "step:2", "step:3"] {
         let dev = SimDevice::new();
         pending_v2(&dev, &BOOTED_UPDATE);
         let out = dev.run_with(
             &["show-artifact"],
-            &[("MENDER_RS_CRASH_AT", &format!("step:{k}"))],
+            &[("MENDER_RS_CRASH_AT", k)],
             DEFAULT_TIMEOUT,
         );
         assert_ne!(exit_code(&out), 0, "step {k}: {}", describe(&out));
@@ -351,11 +373,17 @@ fn power_loss_at_each_take_over_step_resumes() {
         assert!(ours["update"].is_object(), "step {k}: {ours}");
         // Whenever Mender's file is still in place, ours says it is a
         // leftover to rename: never two stores that both hold the update.
+        // Once the flag is cleared, `mender-store` is our hand back.
+        assert!(store_path(&dev.data).exists(), "step {k}: no Mender store");
         assert!(
-            !store_path(&dev.data).exists() || ours["mender_store_rename_pending"] == true,
+            ours["mender_store_rename_pending"] == true
+                || MenderStore::open_read_only(&store_path(&dev.data))
+                    .unwrap()
+                    .last_write_is_ours()
+                    .unwrap(),
             "step {k}: {ours}"
         );
-        if k == 1 {
+        if k == "step:1" {
             // Were Mender's store read again, this name would show.
             mender_store(&dev.data, &[("artifact-name", "read-twice")]);
         }

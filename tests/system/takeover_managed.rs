@@ -348,11 +348,19 @@ fn a_take_over_crashed_at_each_step_resumes_to_one_final_status() {
 }
 
 /// The failure path of a taken-over deployment, crashed at each persisted
-/// step: one `failure` for the id, the old partition, the Mender store with
-/// nothing in flight, no `next` before the report.
+/// step, after each write to the Mender store (the take-over's hand back
+/// with the record `after-rollback-reboot`, that record again before the
+/// rollback, its removal after the report) and right after the boot
+/// environment switched back: one `failure` for the id, the old
+/// partition, the Mender store with nothing in flight, no `next` before
+/// the report. The record a restart finds is ours: it is not taken over.
 #[test]
 fn a_failing_take_over_crashed_at_each_step_reports_one_failure() {
-    for step in 1..=9 {
+    let cuts = (1..=9)
+        .map(|k| format!("step:{k}"))
+        .chain((1..=3).map(|k| format!("mender-store:{k}")))
+        .chain(["rollback:1".to_string()]);
+    for step in cuts {
         let server = MenderServer::start();
         let mut m = managed(&server);
         let artifact = m.dev.write_rootfs_artifact(
@@ -365,7 +373,7 @@ fn a_failing_take_over_crashed_at_each_step_reports_one_failure() {
         run_to_reboot(&mut m, &server, &dep);
         m.dev.reboot();
         as_mender_left_it(&m.dev, &dep, "release-2", 2);
-        m.crash_at(m.starts + 1, &format!("step:{step}"));
+        m.crash_at(m.starts + 1, &step);
         let before = server.requests().len();
         let id = m.run_to_status(&server, &dep, 120, "failure");
         let statuses = server.statuses(&id, &dep);
@@ -384,8 +392,16 @@ fn a_failing_take_over_crashed_at_each_step_reports_one_failure() {
         );
         let stderr = fs::read_to_string(m.dev.path("daemon.stderr")).unwrap_or_default();
         assert!(
-            stderr.contains(&format!("crash injection: aborting at step {step}")),
+            stderr.contains(&format!(
+                "crash injection: aborting at {}",
+                step.replace(':', " ")
+            )),
             "step {step}: the crash did not happen:\n{}",
+            m.log_tail()
+        );
+        assert!(
+            !m.dev.data.join("mender-rs-store.replaced.json").exists(),
+            "step {step}: our own record was taken for Mender's:\n{}",
             m.log_tail()
         );
         // The daemon was stopped as soon as the server had the report: run

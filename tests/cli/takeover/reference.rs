@@ -467,3 +467,93 @@ fn mender_3_4_installs_and_mender_rs_rolls_back_as_3_4_would() {
     assert_eq!(seen[0].2.trim(), "release-1");
     assert_eq!(seen[0].0[0].as_deref(), Some(number_of(part_a).as_str()));
 }
+
+/// A rootfs image `release-3` without scripts, for the rig's device type.
+fn artifact_release_3(rig: &Rig) -> PathBuf {
+    let dir = rig.root.path().join("build-3");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let image = dir.join("rootfs.img");
+    fs::write(&image, random_bytes(PAYLOAD_LEN)).expect("write");
+    let out = dir.join("release-3.mender");
+    let args = [
+        "write",
+        "rootfs-image",
+        "-t",
+        DEVICE_TYPE,
+        "-n",
+        "release-3",
+        "-f",
+        s(&image),
+        "-o",
+        s(&out),
+    ];
+    tool("mender-artifact", &args);
+    out
+}
+
+/// Going back and forth (`docs/takeover.md`): 3.4 installs release-2 and
+/// mender-rs commits it (the take-over, then the hand back); the device
+/// runs Mender again: 3.4 reads the hand back (a read is not a write:
+/// mender-rs keeps its store), installs release-3 and commits it; the
+/// next mender-rs command takes the device over again and reads what 3.4
+/// reads, and 3.4 reads it back from the new hand back.
+#[test]
+fn mender_3_4_commits_after_mender_rs_and_mender_rs_takes_the_device_over_again() {
+    const REPLACED: &str = "mender-rs-store.replaced.json";
+    let rig = rig();
+    let device = Device::new(rig.root.path(), "back-and-forth", &rig.part_a, &rig.part_b);
+    device.ok(REFERENCE, &["install", s(&rig.artifact)]);
+    device.reboot_into_update();
+    device.ok(BIN, &["commit"]);
+    assert_eq!(device.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
+    assert_eq!(device.ok(BIN, &["show-artifact"]).trim(), "release-2");
+    assert!(
+        !device.data.join(REPLACED).exists(),
+        "3.4's read was taken for a write"
+    );
+    let ours_before = fs::read(device.data.join("mender-rs-store.json")).expect("our store");
+
+    // Mender again: 3.4 installs release-3 on partition A, the bootloader
+    // boots it once, 3.4 commits.
+    let release_3 = artifact_release_3(&rig);
+    device.ok(REFERENCE, &["install", s(&release_3)]);
+    let env = device.env();
+    assert_eq!(env["mender_boot_part"], number_of(&rig.part_a), "{env:?}");
+    assert_eq!(env["upgrade_available"], "1", "{env:?}");
+    device.set_env("bootcount=1\n");
+    device.ok(REFERENCE, &["commit"]);
+    let reference = parse_key_values(&device.ok(REFERENCE, &["show-provides"]));
+    assert_eq!(reference["artifact_name"], "release-3");
+
+    // mender-rs again: the software 3.4 committed, our old store kept.
+    let out = device.run(BIN, &["show-provides"]);
+    assert_eq!(exit_code(&out), 0, "{}", describe(&out));
+    assert_eq!(
+        parse_key_values(&String::from_utf8_lossy(&out.stdout)),
+        reference
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taking the device over again"),
+        "{}",
+        describe(&out)
+    );
+    let replaced = fs::read(device.data.join(REPLACED)).expect("our old store");
+    let (old, kept): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&ours_before).expect("json"),
+        serde_json::from_slice(&replaced).expect("json"),
+    );
+    assert_eq!(kept, old);
+    assert!(device.data.join("mender-store.taken-over").exists());
+    // The hand back, read by 3.4; and once only.
+    assert_eq!(
+        parse_key_values(&device.ok(REFERENCE, &["show-provides"])),
+        reference
+    );
+    assert_eq!(device.ok(BIN, &["show-artifact"]).trim(), "release-3");
+    assert_eq!(
+        fs::read(device.data.join(REPLACED)).expect("our old store"),
+        replaced
+    );
+    let out = device.run(BIN, &["commit"]);
+    assert_eq!(exit_code(&out), 2, "nothing to commit: {}", describe(&out));
+}

@@ -410,84 +410,229 @@ fn our_daemon_reboots_into_the_update_and_the_mender_3_4_daemon_finishes_it() {
     assert_eq!(env["mender_boot_part"], number_of(&rig.part_b));
     assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     assert_eq!(mender_state(&dev.data), None);
+
+    // Back to mender-rs (`docs/takeover.md`, "Going back and forth"): our
+    // store still holds the deployment as it was at the reboot; 3.4 wrote
+    // its store since, so our daemon takes the device over again: it
+    // names release-2 and does not finish the deployment a second time.
+    let statuses = server.statuses(&device, &dep).len();
+    let nexts = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.endpoint,
+                    Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+                )
+            })
+            .count()
+    };
+    let asked = nexts();
+    let again = dev.dir.join("mender-rs-again.log");
+    let mut child = spawn_daemon(&dev, &identity, &bin, BIN, &again);
+    wait_for("our daemon asking for deployments", &again, 60, || {
+        nexts() > asked
+    });
+    stop(&mut child);
+    let log = fs::read_to_string(&again).unwrap_or_default();
+    assert!(log.contains("taking the device over again"), "{log}");
+    assert_eq!(server.statuses(&device, &dep).len(), statuses, "{log}");
+    assert!(!marker.exists(), "our daemon rebooted: {log}");
+    assert_eq!(dev.ok(BIN, &["show-artifact"]).trim(), "release-2");
+    let ours: serde_json::Value = serde_json::from_slice(
+        &fs::read(dev.data.join("mender-rs-store.json")).expect("our store"),
+    )
+    .expect("json");
+    assert!(ours["update"].is_null(), "{ours}");
+    let replaced: serde_json::Value = serde_json::from_slice(
+        &fs::read(dev.data.join("mender-rs-store.replaced.json")).expect("our old store"),
+    )
+    .expect("json");
+    assert_eq!(replaced["update"]["deployment_id"], dep.as_str());
+    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-2");
     server.assert_no_violations();
 }
 
-/// Power lost after our rollback of a taken-over deployment, before its
-/// failure was reported: the bootloader boots the old partition, whose
-/// Mender 3.4 daemon finds the `after-rollback-reboot` record our daemon
-/// handed back and reports the failure itself; the deployment is not sent
-/// again.
+/// Power lost at each step of the failure path of a taken-over
+/// deployment, before its failure was reported: the bootloader (which
+/// rolls back an update it booted once, `bootcount=1`, that was not
+/// committed) boots the old partition, whose Mender 3.4 daemon finds the
+/// `after-rollback-reboot` record (written at the take-over and again
+/// before our rollback switches the boot environment back) and reports
+/// the failure itself; the deployment is not sent again, no script runs
+/// twice and the commit's `Leave` never. After our report (the record
+/// removed), 3.4 has nothing to report.
 #[test]
-fn power_lost_after_our_rollback_mender_3_4_reports_the_failure() {
+fn power_lost_at_each_step_of_our_failure_path_mender_3_4_reports_the_failure() {
     let rig = rig();
-    let server = MenderServer::start();
-    let dev = Device::new(rig.root.path(), "daemon-cut", &rig.part_a, &rig.part_b);
-    let (identity, bin, marker) = daemon_setup(&dev, &server);
     let artifact = artifact_with_failing_commit(&rig);
-    let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
+    // Steps 1-3 take over (1: our store written, Mender's record still in
+    // place; `mender-store:1`: the hand back, with the record, built
+    // beside it; 2: the hand back in its place), 4 enters ArtifactCommit,
+    // 5 ArtifactRollback,
+    // `mender-store:2` writes the record again, `rollback:1` is the switch
+    // back, 6 records the reboot that waits for the report, 7-9 are
+    // ArtifactFailure, Cleanup and the final status to send;
+    // `mender-store:3` removes the record after our report.
+    let cuts = [
+        "step:1",
+        "mender-store:1",
+        "step:2",
+        "step:4",
+        "step:5",
+        "mender-store:2",
+        "rollback:1",
+        "step:6",
+        "step:7",
+        "step:9",
+        "mender-store:3",
+    ];
+    for cut in cuts {
+        let server = MenderServer::start();
+        let name = format!("daemon-cut-{}", cut.replace(':', "-"));
+        let dev = Device::new(rig.root.path(), &name, &rig.part_a, &rig.part_b);
+        let (identity, bin, marker) = daemon_setup(&dev, &server);
+        let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
 
-    let log34 = dev.dir.join("mender-3.4.log");
-    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log34);
-    wait_for("3.4's reboot", &log34, 180, || marker.exists());
-    stop(&mut child);
-    fs::remove_file(&marker).expect("rm");
-    let device = server
-        .device_with_identity("mac", MAC)
-        .expect("3.4 authenticated");
-    let reported = server.statuses(&device, &dep).len();
-    let downloads = server.downloads().len();
-    dev.reboot_into_update();
+        let log34 = dev.dir.join("mender-3.4.log");
+        let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &log34);
+        wait_for("3.4's reboot", &log34, 180, || marker.exists());
+        stop(&mut child);
+        fs::remove_file(&marker).expect("rm");
+        let device = server
+            .device_with_identity("mac", MAC)
+            .expect("3.4 authenticated");
+        let reported = server.statuses(&device, &dep).len();
+        let downloads = server.downloads().len();
+        dev.reboot_into_update();
 
-    // Steps 1-3 take over, 4 enters ArtifactCommit, 5 ArtifactRollback,
-    // 6 records the reboot that waits for the report: the power goes.
-    let ours = dev.dir.join("mender-rs.log");
-    let mut child = spawn_daemon_with(
-        &dev,
-        &identity,
-        &bin,
-        BIN,
-        &ours,
-        &[("MENDER_RS_CRASH_AT", "step:6")],
-    );
-    wait_for("our crash", &ours, 120, || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    stop(&mut child);
-    assert!(
-        fs::read_to_string(&ours)
-            .unwrap_or_default()
-            .contains("crash injection: aborting at step 6"),
-        "{}",
-        fs::read_to_string(&ours).unwrap_or_default()
-    );
-    assert_eq!(server.statuses(&device, &dep)[reported..], [] as [&str; 0]);
-    let env = dev.env();
-    assert_eq!(env["mender_boot_part"], number_of(&rig.part_a));
-    assert_eq!(env["upgrade_available"], "0");
-    assert_eq!(
-        mender_state(&dev.data).as_deref(),
-        Some("after-rollback-reboot")
-    );
+        let ours = dev.dir.join("mender-rs.log");
+        let mut child = spawn_daemon_with(
+            &dev,
+            &identity,
+            &bin,
+            BIN,
+            &ours,
+            &[("MENDER_RS_CRASH_AT", cut)],
+        );
+        wait_for("our crash", &ours, 120, || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        stop(&mut child);
+        let log = fs::read_to_string(&ours).unwrap_or_default();
+        let (kind, k) = cut.split_once(':').expect("kind:k");
+        assert!(
+            log.contains(&format!("crash injection: aborting at {kind} {k}")),
+            "{cut}: {log}"
+        );
+        let by_us = server.statuses(&device, &dep)[reported..].to_vec();
+        // The power cut: the bootloader's rule for an update booted once.
+        let env = dev.env();
+        if env["upgrade_available"] == "1" {
+            assert_eq!(env["bootcount"], "1", "{cut}");
+            let a = number_of(&rig.part_a);
+            dev.set_env(&format!(
+                "mender_boot_part={a}\nmender_boot_part_hex={a}\nupgrade_available=0\n"
+            ));
+        }
+        assert_eq!(dev.env()["mender_boot_part"], number_of(&rig.part_a));
+        let record = mender_state(&dev.data);
+        if by_us.is_empty() {
+            // Before the hand back took its place, Mender's own store.
+            let want = if ["step:1", "mender-store:1"].contains(&cut) {
+                "reboot"
+            } else {
+                "after-rollback-reboot"
+            };
+            assert_eq!(record.as_deref(), Some(want), "{cut}");
+        } else {
+            assert_eq!(by_us, ["failure"], "{cut}");
+            assert_eq!(record, None, "{cut}");
+        }
 
-    let back = dev.dir.join("mender-3.4-back.log");
-    let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &back);
-    wait_for("3.4's failure report", &back, 120, || {
-        server.deployment_status(&device, &dep).as_deref() == Some("failure")
-    });
-    stop(&mut child);
-    assert_eq!(
-        server.statuses(&device, &dep)[reported..],
-        ["failure"],
-        "{}",
-        fs::read_to_string(&back).unwrap_or_default()
-    );
-    assert_eq!(
-        server.downloads().len(),
-        downloads,
-        "the deployment was sent again"
-    );
-    assert_eq!(mender_state(&dev.data), None, "3.4 finished it");
-    assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-1");
-    server.assert_no_violations();
+        let back = dev.dir.join("mender-3.4-back.log");
+        let nexts = || {
+            server
+                .requests()
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.endpoint,
+                        Endpoint::NextV1Get | Endpoint::NextV1Post | Endpoint::NextV2
+                    )
+                })
+                .count()
+        };
+        let asked = nexts();
+        // Until 3.4 reported and asked for more (its store is not read
+        // while it runs: its liblmdb's lock file is of another version).
+        // From its own `reboot` record 3.4 rolls back and reboots once
+        // more before it reports: the device boots again (no update
+        // pending: the same partition).
+        for boot in 1..=3 {
+            let mut child = spawn_daemon(&dev, &identity, &bin, REFERENCE, &back);
+            wait_for("3.4 at rest or rebooting", &back, 120, || {
+                marker.exists()
+                    || (server.deployment_status(&device, &dep).as_deref() == Some("failure")
+                        && nexts() > asked)
+            });
+            stop(&mut child);
+            if !marker.exists() {
+                break;
+            }
+            fs::remove_file(&marker).expect("rm");
+            assert!(boot < 3, "{cut}: 3.4 keeps rebooting");
+        }
+        assert_eq!(mender_state(&dev.data), None, "{cut}: 3.4 finished it");
+        let log_back = fs::read_to_string(&back).unwrap_or_default();
+        // One final status. 3.4 reports `rebooting` on the way of its own
+        // rollback (from its `reboot` record), none from ours.
+        let statuses = server.statuses(&device, &dep)[reported..].to_vec();
+        let finals: Vec<&String> = statuses
+            .iter()
+            .filter(|s| *s == "success" || *s == "failure")
+            .collect();
+        assert_eq!(finals, ["failure"], "{cut}: {log_back}");
+        assert_eq!(statuses.last().map(String::as_str), Some("failure"));
+        if !["step:1", "mender-store:1"].contains(&cut) {
+            assert_eq!(statuses, ["failure"], "{cut}: {log_back}");
+        }
+        assert_eq!(
+            server.downloads().len(),
+            downloads,
+            "{cut}: the deployment was sent again"
+        );
+        let scripts = dev.scripts();
+        let mut once = scripts.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(
+            once.len(),
+            scripts.len(),
+            "{cut}: a script ran twice: {scripts:?}"
+        );
+        // Ours: the failing commit script (unless cut before it), then the
+        // rollback's; 3.4's failure path from our record has none of the
+        // artifact's, its rollback from its own record the rollback's.
+        if ["step:1", "mender-store:1"].contains(&cut) {
+            assert_eq!(
+                scripts,
+                ["ArtifactRollback_Enter_01", "ArtifactRollback_Leave_01"],
+                "{cut}"
+            );
+        } else {
+            assert!(
+                scripts.is_empty() || scripts[0] == "ArtifactCommit_Enter_01",
+                "{cut}: {scripts:?}"
+            );
+        }
+        assert!(
+            !scripts.iter().any(|s| s == "ArtifactCommit_Leave_01"),
+            "{cut}: {scripts:?}"
+        );
+        assert_eq!(dev.ok(REFERENCE, &["show-artifact"]).trim(), "release-1");
+        assert_eq!(dev.env()["upgrade_available"], "0");
+        server.assert_no_violations();
+    }
 }
