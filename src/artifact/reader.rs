@@ -395,7 +395,12 @@ impl<'o> Reader<'o> {
         payload: Option<&PayloadHeader>,
         handler: &mut dyn ArtifactHandler,
     ) -> Result<(), ArtifactError> {
-        let decoder = compression.decoder(member, entry)?;
+        let decoder = super::frame_decoder::payload_decoder(
+            member,
+            compression,
+            payload.and_then(|p| p.chunk_index.as_ref()),
+            Box::new(entry),
+        )?;
         let mut inner = tar::Archive::new(TarGuard::new(decoder));
         let mut names = BTreeSet::new();
         let files = inner

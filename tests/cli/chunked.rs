@@ -474,6 +474,20 @@ fn a_damaged_or_oversized_index_is_refused() {
         &bad,
         "but the frames of headers/0000/type-info: mender_rs_chunk_index end at byte",
     );
+    // Well-formed, but chunk 1's frame decodes to one byte less than its
+    // record says (and chunk 2's to one more): the frame decoder of a full
+    // install checks every frame's length, on one core as on many.
+    with_index(&good, &bad, |b| {
+        let len_at = |i: usize| 64 + 48 * i + 12;
+        let len = |b: &[u8], i: usize| {
+            u32::from_le_bytes(b[len_at(i)..len_at(i) + 4].try_into().expect("4 bytes"))
+        };
+        let (one, two) = (len(b, 1), len(b, 2));
+        b[len_at(1)..len_at(1) + 4].copy_from_slice(&(one + 1).to_le_bytes());
+        b[len_at(2)..len_at(2) + 4].copy_from_slice(&(two - 1).to_le_bytes());
+    });
+    refused(&bad, "data/0000.tar.gz: chunk 1 decodes to ");
+    refused(&bad, "bytes, the index says ");
     // Over the size limit: refused before it is parsed.
     with_index(&good, &bad, |b| {
         b.resize(chunk_index::MAX_INDEX_SIZE as usize + 1, 0)
