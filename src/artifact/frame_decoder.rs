@@ -24,17 +24,18 @@ use super::ArtifactError;
 use super::chunk_index::ChunkIndex;
 use super::compression::{Compression, read_up_to};
 
-/// Decoded bytes queued, being decoded or being handed out: about 4 MiB.
+/// Decoded bytes queued, being decoded or being handed out: about 2 MiB.
 /// A batch that is larger alone (one frame of a chunk of up to 4 MiB) is
 /// let through when nothing else is in flight. The compressed frames of the
-/// batches not yet decoded are at most about as large again
+/// batches in flight are at most about as large again
 /// (`chunk_index::max_frame_len`), so the decoder holds at most about
-/// 2 × 4 MiB of buffers.
-const IN_FLIGHT_BYTES: usize = 4 << 20;
+/// 2 × 2 MiB of buffers (2 × 4 MiB with the largest chunks), reused from
+/// batch to batch.
+const IN_FLIGHT_BYTES: usize = 2 << 20;
 /// Frames are grouped into batches of about this many decoded bytes, so
 /// that hand-overs between threads stay few (16 KiB chunks would otherwise
 /// mean 65,536 of them per GiB).
-const BATCH_BYTES: usize = 512 << 10;
+const BATCH_BYTES: usize = 256 << 10;
 /// The most the header frame (the tar header of the image, with any
 /// extended headers) or the trailer frame (padding and end-of-archive
 /// blocks, 1.5 KiB at most as written) may decode to.
@@ -113,8 +114,16 @@ struct Job {
     chunk_count: usize,
     frames: Vec<Frame>,
     input: Vec<u8>,
+    /// A buffer to decode into (reused: fresh ones cost page faults).
+    output: Vec<u8>,
     room: usize,
-    reply: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    reply: mpsc::SyncSender<Decoded>,
+}
+
+/// A decoded batch, and its input buffer back for reuse.
+struct Decoded {
+    result: io::Result<Vec<u8>>,
+    input: Vec<u8>,
 }
 
 /// What the workers share: the job queue and the flag that tells them to
@@ -126,7 +135,7 @@ struct Shared {
 
 /// A batch handed out or on its way.
 struct Pending {
-    result: mpsc::Receiver<io::Result<Vec<u8>>>,
+    result: mpsc::Receiver<Decoded>,
     /// Its share of IN_FLIGHT_BYTES.
     room: usize,
 }
@@ -144,6 +153,9 @@ pub struct FrameDecoder<'a> {
     out: Vec<u8>,
     out_at: usize,
     out_room: usize,
+    /// Buffers of decoded and of compressed batches, for reuse.
+    spare_outputs: Vec<Vec<u8>>,
+    spare_inputs: Vec<Vec<u8>>,
     jobs: Option<mpsc::Sender<Job>>,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -177,6 +189,8 @@ impl<'a> FrameDecoder<'a> {
             out: Vec::new(),
             out_at: 0,
             out_room: 0,
+            spare_outputs: Vec::new(),
+            spare_inputs: Vec::new(),
             jobs: Some(sender),
             shared,
             workers: Vec::new(),
@@ -244,7 +258,9 @@ impl<'a> FrameDecoder<'a> {
             frames.push(frame);
             self.next_frame += 1;
         }
-        let mut input = vec![0u8; input_len];
+        let mut input = self.spare_inputs.pop().unwrap_or_default();
+        input.clear();
+        input.resize(input_len, 0);
         let got = read_up_to(&mut self.raw, &mut input)?;
         if got < input_len {
             return Err(io::Error::new(
@@ -258,6 +274,7 @@ impl<'a> FrameDecoder<'a> {
             chunk_count: self.index.chunks.len(),
             frames,
             input,
+            output: self.spare_outputs.pop().unwrap_or_default(),
             room,
             reply,
         };
@@ -267,8 +284,7 @@ impl<'a> FrameDecoder<'a> {
         };
         if let Some(job) = job {
             // No workers: decode here.
-            let decoded = decode_batch(&job, &mut self.zstd);
-            let _ = job.reply.send(decoded);
+            decode_batch(job, &mut self.zstd);
         }
         self.pending.push_back(Pending { result, room });
         self.in_flight += room;
@@ -302,7 +318,7 @@ impl<'a> FrameDecoder<'a> {
     fn next_batch(&mut self) -> io::Result<bool> {
         self.in_flight -= self.out_room;
         self.out_room = 0;
-        self.out = Vec::new();
+        self.spare_outputs.push(std::mem::take(&mut self.out));
         self.out_at = 0;
         self.fill()?;
         let Some(pending) = self.pending.pop_front() else {
@@ -319,8 +335,9 @@ impl<'a> FrameDecoder<'a> {
         let decoded = pending
             .result
             .recv()
-            .map_err(|_| io::Error::other("a frame decoding thread failed"))??;
-        self.out = decoded;
+            .map_err(|_| io::Error::other("a frame decoding thread failed"))?;
+        self.spare_inputs.push(decoded.input);
+        self.out = decoded.result?;
         self.out_room = pending.room;
         // Keep the workers busy while this batch is handed out.
         self.fill()?;
@@ -382,18 +399,29 @@ fn work(shared: &Shared) {
         if shared.cancelled.load(Ordering::SeqCst) {
             continue;
         }
-        let decoded = decode_batch(&job, &mut zstd);
-        // The reader may be gone: nothing to do then.
-        let _ = job.reply.send(decoded);
+        decode_batch(job, &mut zstd);
     }
 }
 
-/// Decodes the frames of a batch one after the other into one buffer.
-fn decode_batch(
+/// Decodes a batch and sends the result back (the reader may be gone:
+/// nothing to do then).
+fn decode_batch(mut job: Job, zstd: &mut Option<zstd::bulk::Decompressor<'static>>) {
+    let mut output = std::mem::take(&mut job.output);
+    let result = decode_frames(&job, &mut output, zstd).map(|()| output);
+    let _ = job.reply.send(Decoded {
+        result,
+        input: job.input,
+    });
+}
+
+/// Decodes the frames of a batch one after the other into `out`.
+fn decode_frames(
     job: &Job,
+    out: &mut Vec<u8>,
     zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
-) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; job.room];
+) -> io::Result<()> {
+    out.clear();
+    out.resize(job.room, 0);
     let mut filled = 0usize;
     let mut at = 0usize;
     for frame in &job.frames {
@@ -419,7 +447,7 @@ fn decode_batch(
         filled += n;
     }
     out.truncate(filled);
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes one frame into `out`; more than `out` holds is an error.
