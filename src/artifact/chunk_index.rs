@@ -1,21 +1,26 @@
-//! The chunk index of a chunked rootfs-image artifact: header entry
-//! `headers/0000/signatures/chunk-index`. docs/artifacts.md ("Chunked
-//! rootfs-image artifacts") describes the format byte by byte; this file
-//! encodes and parses it.
+//! The chunk index of a chunked rootfs-image artifact: the key
+//! `mender_rs_chunk_index` of `headers/0000/type-info`, base64.
+//! docs/artifacts.md ("Chunked rootfs-image artifacts") describes the
+//! format byte by byte and why it is there; this file encodes and parses it.
 //!
 //! Binary rather than JSON: about 16,000 records for a 1 GiB image, 48
 //! bytes each, where JSON with hex hashes would take three times as much.
-//! The parser checks every field and names the byte offset of the first
-//! one that is wrong.
+//! The parser checks every field and names the byte offset (in the decoded
+//! index) of the first one that is wrong.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ArtifactError;
 use super::chunking::ChunkParams;
 use super::compression::Compression;
 
-/// The entry's path in the header tar. mender-artifact's rootfs-image
-/// handler (and so Mender 3.x clients and the server) skips entries under
-/// `headers/NNNN/signatures/`; docs/artifacts.md says how that was checked.
-pub const ENTRY: &str = "headers/0000/signatures/chunk-index";
+/// The index's key in `headers/0000/type-info`. Every Mender header parser
+/// (mender-artifact's, the 4.x/5.x C++ client's) and the server ignore
+/// unknown type-info keys, where they refuse unknown header tar entries.
+pub const TYPE_INFO_KEY: &str = "mender_rs_chunk_index";
+/// Where the index is, as errors name it.
+pub const LOCATION: &str = "headers/0000/type-info: mender_rs_chunk_index";
 pub const MAGIC: &[u8; 8] = b"MRCHUNKS";
 pub const FORMAT_VERSION: u16 = 1;
 /// FastCDC 2020, cut points rounded up to the alignment
@@ -24,9 +29,17 @@ pub const CHUNKER_FASTCDC2020_4K: u8 = 1;
 pub const HASH_SHA256: u8 = 1;
 pub const FIXED_SIZE: usize = 64;
 pub const RECORD_SIZE: usize = 48;
-/// 12 MiB: about 262,000 chunks, 8 GiB of image at 32 KiB chunks. The
-/// whole header (reader::MAX_HEADER_SIZE, 16 MiB) must hold it.
-pub const MAX_INDEX_SIZE: u64 = 12 << 20;
+/// 9 MiB: about 196,000 chunks, 3 GiB of image at 16 KiB chunks, 6 GiB at
+/// 32 KiB. Its base64 (12 MiB) and the rest of the header must fit in the
+/// whole header (reader::MAX_HEADER_SIZE, 16 MiB).
+pub const MAX_INDEX_SIZE: u64 = 9 << 20;
+/// The cap of `headers/0000/type-info`: the base64 of the largest index
+/// plus the 1 MiB every other header JSON gets. The part besides the index
+/// is still held to 1 MiB (src/artifact/header.rs), since provides reach
+/// the store.
+pub const MAX_TYPE_INFO_SIZE: u64 =
+    MAX_INDEX_SIZE.div_ceil(3) * 4 + super::reader::MAX_HEADER_JSON_SIZE;
+const _: () = assert!(MAX_TYPE_INFO_SIZE < super::reader::MAX_HEADER_SIZE);
 
 /// One chunk of the image and the frame that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +104,20 @@ impl ChunkIndex {
             out.extend_from_slice(&c.sha256);
         }
         out
+    }
+
+    /// The index as the writer puts it in type-info: standard base64, padded.
+    pub fn encode_base64(&self) -> String {
+        BASE64.encode(self.encode())
+    }
+
+    /// Decodes the type-info value and parses the index.
+    pub fn parse_base64(text: &str) -> Result<ChunkIndex, ArtifactError> {
+        // Bounded by the type-info cap (MAX_TYPE_INFO_SIZE) before this.
+        let bytes = BASE64
+            .decode(text)
+            .map_err(|e| ArtifactError::format(format!("{LOCATION}: not valid base64: {e}")))?;
+        ChunkIndex::parse(&bytes)
     }
 
     /// Parses and checks an index: every frame follows the previous one,
@@ -244,7 +271,7 @@ pub fn max_frame_len(len: u32) -> u32 {
 }
 
 fn bad(byte: usize, what: String) -> ArtifactError {
-    ArtifactError::format(format!("{ENTRY}: byte {byte}: {what}"))
+    ArtifactError::format(format!("{LOCATION}: byte {byte}: {what}"))
 }
 
 /// Little-endian fields read in order, with the offset for errors.
@@ -349,7 +376,7 @@ mod tests {
             let mut bytes = good.clone();
             bytes[at] = value;
             let e = error_of(&bytes);
-            assert!(e.contains(ENTRY) && e.contains(want), "{at}: {e}");
+            assert!(e.contains(LOCATION) && e.contains(want), "{at}: {e}");
         }
     }
 
@@ -366,5 +393,30 @@ mod tests {
         let mut bytes = good.clone();
         bytes[52..56].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(error_of(&bytes).contains("byte 52"));
+    }
+
+    #[test]
+    fn base64_round_trip_and_errors() {
+        let index = sample();
+        let text = index.encode_base64();
+        assert!(text.ends_with('='), "padded: {text}");
+        assert_eq!(ChunkIndex::parse_base64(&text).unwrap(), index);
+        let e = ChunkIndex::parse_base64("TVJDSFVOS1M!")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(LOCATION) && e.contains("not valid base64") && e.contains("offset 11"),
+            "{e}"
+        );
+        // Decoded, then checked like the binary index.
+        let mut bytes = index.encode();
+        bytes[64] ^= 1;
+        let e = ChunkIndex::parse_base64(&BASE64.encode(bytes))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{LOCATION}: byte 64: chunk 0")), "{e}");
+        // The largest index fits under the type-info cap.
+        let largest = BASE64.encode(vec![0u8; MAX_INDEX_SIZE as usize]);
+        assert!((largest.len() as u64) < MAX_TYPE_INFO_SIZE);
     }
 }

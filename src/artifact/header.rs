@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::chunk_index::ChunkIndex;
+use super::chunk_index::{self, ChunkIndex};
 use super::{ArtifactError, check_text};
 
 /// A depends value: a single string or a list of accepted strings.
@@ -45,8 +45,8 @@ pub struct PayloadHeader {
     pub meta_data: Option<Map<String, Value>>,
     /// File names announced by a v2 header (`headers/0000/files`).
     pub v2_files: Option<Vec<String>>,
-    /// The chunk index of a chunked rootfs-image artifact
-    /// (`headers/0000/signatures/chunk-index`, docs/artifacts.md).
+    /// The chunk index of a chunked rootfs-image artifact (type-info's
+    /// `mender_rs_chunk_index`, docs/artifacts.md).
     pub chunk_index: Option<ChunkIndex>,
 }
 
@@ -310,6 +310,34 @@ pub fn parse_type_info(
                 "{member}: type must be a string or null"
             )));
         }
+    }
+    // Everything but the chunk index is held to the cap of the other header
+    // JSON: provides and depends reach the store.
+    let mut rest = bytes.len() as u64;
+    if let Some(encoded) = obj.get(chunk_index::TYPE_INFO_KEY) {
+        let key = chunk_index::TYPE_INFO_KEY;
+        if !v3 {
+            return Err(ArtifactError::format(format!(
+                "{member}: {key}: only format version 3 artifacts are chunked"
+            )));
+        }
+        if payload.payload_type.as_deref() != Some("rootfs-image") {
+            return Err(ArtifactError::format(format!(
+                "{member}: {key}: only rootfs-image payloads are chunked"
+            )));
+        }
+        let Value::String(text) = encoded else {
+            return Err(type_error(member, key, "a string", encoded));
+        };
+        payload.chunk_index = Some(ChunkIndex::parse_base64(text)?);
+        rest = rest.saturating_sub(text.len() as u64);
+    }
+    let cap = super::reader::MAX_HEADER_JSON_SIZE;
+    if rest > cap {
+        return Err(ArtifactError::format(format!(
+            "{member}: {rest} bytes besides {} is over the limit of {cap}",
+            chunk_index::TYPE_INFO_KEY
+        )));
     }
     if !v3 {
         return Ok(());
@@ -614,5 +642,69 @@ mod tests {
         assert!(parse_meta_data("m", br#"{"a":[{"b":1}]}"#).is_err());
         assert!(parse_meta_data("m", br#"{"a":{"b":[[1]]}}"#).is_err());
         assert!(parse_meta_data("m", br#"[1]"#).is_err());
+    }
+
+    #[test]
+    fn type_info_chunk_index() {
+        use crate::artifact::chunking::ChunkParams;
+        use crate::artifact::compression::Compression;
+        let index = ChunkIndex {
+            compression: Compression::Gzip,
+            params: ChunkParams::for_average(16 << 10).unwrap(),
+            payload_size: 5,
+            header_frame_len: 40,
+            trailer_frame_offset: 47,
+            trailer_frame_len: 20,
+            chunks: vec![chunk_index::ChunkRecord {
+                frame_offset: 40,
+                frame_len: 7,
+                len: 5,
+                sha256: [3; 32],
+            }],
+        };
+        let json = serde_json::json!({
+            "type": "rootfs-image",
+            "artifact_provides": {"k": "v"},
+            chunk_index::TYPE_INFO_KEY: index.encode_base64(),
+        })
+        .to_string();
+        let payload = |t: &str| PayloadHeader {
+            payload_type: Some(t.into()),
+            ..Default::default()
+        };
+        let mut p = payload("rootfs-image");
+        parse_type_info("t", json.as_bytes(), true, &mut p).unwrap();
+        assert_eq!(p.chunk_index.as_ref(), Some(&index));
+        assert_eq!(p.provides["k"], "v");
+        // No key, no index.
+        let mut p = payload("rootfs-image");
+        parse_type_info("t", br#"{"type":"rootfs-image"}"#, true, &mut p).unwrap();
+        assert!(p.chunk_index.is_none());
+
+        let refused = |json: &str, t: &str, v3: bool, want: &str| {
+            let e = parse_type_info("t", json.as_bytes(), v3, &mut payload(t))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        };
+        let other = json.replace("rootfs-image", "single-file");
+        refused(&other, "single-file", true, "only rootfs-image payloads");
+        refused(&json, "rootfs-image", false, "only format version 3");
+        refused(
+            r#"{"mender_rs_chunk_index":["x"]}"#,
+            "rootfs-image",
+            true,
+            "t: mender_rs_chunk_index: expected a string, found a list",
+        );
+        // Only the index may take type-info past the cap of other header JSON.
+        let cap = crate::artifact::reader::MAX_HEADER_JSON_SIZE as usize;
+        let big = format!(
+            r#"{{"artifact_provides":{{"k":"{}"}},"mender_rs_chunk_index":"{}"}}"#,
+            "v".repeat(cap),
+            index.encode_base64()
+        );
+        refused(&big, "rootfs-image", true, "besides mender_rs_chunk_index");
+        let padded = format!(r#"{{"type":"rootfs-image","pad":"{}"}}"#, " ".repeat(cap));
+        refused(&padded, "rootfs-image", true, "over the limit of 1048576");
     }
 }

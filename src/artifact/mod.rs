@@ -12,6 +12,7 @@ pub mod chunked_writer;
 pub mod chunking;
 pub mod compression;
 pub mod depends;
+pub mod frame_decoder;
 mod hashing;
 pub mod header;
 pub mod manifest;

@@ -447,7 +447,14 @@ impl<'o> Reader<'o> {
                 self.adaptive_done = true;
                 result
             }
-            None => compression.decoder(name, entry).and_then(|mut decoded| {
+            // Frames of a chunked artifact decode on all cores.
+            None => super::frame_decoder::payload_decoder(
+                name,
+                compression,
+                header.payload().and_then(|p| p.chunk_index.as_ref()),
+                Box::new(entry),
+            )
+            .and_then(|mut decoded| {
                 self.payload_files(name, &mut decoded, header.payload(), handler)
             }),
         };
@@ -511,7 +518,7 @@ impl<'o> Reader<'o> {
             {
                 return Err(ArtifactError::format(format!(
                     "{path}: {size} bytes, but {} says {}",
-                    chunk_index::ENTRY,
+                    chunk_index::LOCATION,
                     index.payload_size
                 )));
             }
@@ -698,8 +705,9 @@ fn parse_header_tar(
         }
         let at = format!("{member}: {path}");
         let cap = match path.as_str() {
-            "header-info" | "headers/0000/type-info" | "headers/0000/files" => MAX_HEADER_JSON_SIZE,
-            chunk_index::ENTRY => chunk_index::MAX_INDEX_SIZE,
+            "header-info" | "headers/0000/files" => MAX_HEADER_JSON_SIZE,
+            // Larger: it may hold a chunk index (chunk_index.rs).
+            "headers/0000/type-info" => chunk_index::MAX_TYPE_INFO_SIZE,
             _ => MAX_HEADER_SIZE,
         };
         let size = entry.size();
@@ -751,16 +759,6 @@ fn parse_header_tar(
                 let files = header::parse_v2_files("headers/0000/files", &bytes)?;
                 payload_mut(&mut header, member)?.v2_files = Some(files);
                 have_files = true;
-            }
-            chunk_index::ENTRY if v3 => {
-                let payload = payload_mut(&mut header, member)?;
-                duplicate(payload.chunk_index.is_some())?;
-                if payload.payload_type.as_deref() != Some("rootfs-image") {
-                    return Err(ArtifactError::format(format!(
-                        "{member}: {path}: only rootfs-image payloads are chunked"
-                    )));
-                }
-                payload.chunk_index = Some(chunk_index::ChunkIndex::parse(&bytes)?);
             }
             p if p.starts_with("scripts/") => {
                 let script = &p["scripts/".len()..];
@@ -823,14 +821,14 @@ fn check_chunked_member(
         return Err(ArtifactError::format(format!(
             "{member}: {} compression, but {} says {}",
             compression.name(),
-            chunk_index::ENTRY,
+            chunk_index::LOCATION,
             index.compression.name()
         )));
     }
     if size != index.data_len() {
         return Err(ArtifactError::format(format!(
             "{member}: {size} bytes, but the frames of {} end at byte {}",
-            chunk_index::ENTRY,
+            chunk_index::LOCATION,
             index.data_len()
         )));
     }

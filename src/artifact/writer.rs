@@ -374,6 +374,12 @@ fn build_header(
     if let Some(c) = &spec.clears_provides {
         type_info.insert("clears_artifact_provides".into(), json!(c));
     }
+    if let Some(index) = chunks {
+        type_info.insert(
+            chunk_index::TYPE_INFO_KEY.into(),
+            json!(index.encode_base64()),
+        );
+    }
 
     let err = |e: io::Error| ArtifactError::io("building the header", e);
     let encoder = compression.encoder(Vec::new()).map_err(err)?;
@@ -408,9 +414,6 @@ fn build_header(
             .map(|m| Value::Object(m.clone()).to_string())
             .unwrap_or_default();
         add("headers/0000/meta-data", 0o644, meta.as_bytes()).map_err(err)?;
-    }
-    if let Some(index) = chunks {
-        add(chunk_index::ENTRY, 0o644, &index.encode()).map_err(err)?;
     }
     let encoder = tar.into_inner().map_err(err)?;
     let compressed = encoder.finish().map_err(err)?;

@@ -2,8 +2,9 @@
 //! docs/artifacts.md): the frames decode to exactly the inner tar a
 //! non-chunked artifact holds, every frame decodes alone to the chunk its
 //! index entry describes, `mender-artifact` 3.9 validates and reads the
-//! gzip one, and a damaged or oversized index is refused naming the entry
-//! and the byte. Installs by the Mender client 3.4 and by mender-rs are in
+//! gzip one, the header tar has only the entries of a plain artifact, and a
+//! damaged or oversized index is refused naming type-info's key and the
+//! byte. Installs by the Mender client 3.4 and by mender-rs are in
 //! `reference_client::chunked`.
 
 use std::fs;
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use mender_rs::artifact::chunk_index::{self, ChunkIndex};
 use sha2::{Digest, Sha256};
 
@@ -191,9 +194,25 @@ fn chunked_artifacts_round_trip() {
         let theirs = members(&plain);
         let (_, header) = member(&ours, "header.tar");
         let entries = header_entries(compression, header);
-        let (last_name, raw_index) = entries.last().expect("header entries");
-        assert_eq!(last_name, chunk_index::ENTRY);
-        let index = ChunkIndex::parse(raw_index).expect("the index parses");
+        // The header tar has the entries of a plain artifact, no more: the
+        // index is a key of type-info, which every Mender parser accepts.
+        let (_, plain_header) = member(&theirs, "header.tar");
+        let names = |entries: &[(String, Vec<u8>)]| -> Vec<String> {
+            entries.iter().map(|(n, _)| n.clone()).collect()
+        };
+        assert_eq!(
+            names(&entries),
+            names(&header_entries(compression, plain_header))
+        );
+        let (type_info, plain_type_info) = (
+            type_info_of(&entries),
+            type_info_of(&header_entries(compression, plain_header)),
+        );
+        let mut others = type_info.clone();
+        others.remove(chunk_index::TYPE_INFO_KEY);
+        assert_eq!(others, plain_type_info, "type-info's other keys as before");
+        let raw_index = index_bytes(&type_info);
+        let index = ChunkIndex::parse(&raw_index).expect("the index parses");
         let (data_name, data) = member(&ours, "data/0000.tar");
         let (_, plain_data) = member(&theirs, "data/0000.tar");
 
@@ -308,20 +327,59 @@ fn chunked_needs_gzip_or_zstd() {
     assert!(ran.stderr.contains("power of two"), "{}", ran.stderr);
 }
 
+/// `headers/0000/type-info` of decoded header entries, as a JSON object.
+fn type_info_of(entries: &[(String, Vec<u8>)]) -> serde_json::Map<String, serde_json::Value> {
+    let (_, bytes) = entries
+        .iter()
+        .find(|(n, _)| n == "headers/0000/type-info")
+        .expect("headers/0000/type-info");
+    match serde_json::from_slice(bytes).expect("type-info is JSON") {
+        serde_json::Value::Object(map) => map,
+        other => panic!("type-info is not an object: {other}"),
+    }
+}
+
+/// The decoded chunk index of a type-info object.
+fn index_bytes(type_info: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    let text = type_info[chunk_index::TYPE_INFO_KEY]
+        .as_str()
+        .expect("the index is a string");
+    BASE64.decode(text).expect("the index is base64")
+}
+
 /// Rewrites `artifact` with its chunk index replaced by `edit(index)`, and
 /// the manifest updated so that only the index is wrong.
 fn with_index(artifact: &Path, out: &Path, edit: impl Fn(&mut Vec<u8>)) {
+    with_header(artifact, out, |entries| {
+        for (name, bytes) in entries.iter_mut() {
+            if name == "headers/0000/type-info" {
+                let mut type_info = type_info_of(&[(name.clone(), bytes.clone())]);
+                let mut index = index_bytes(&type_info);
+                edit(&mut index);
+                type_info.insert(
+                    chunk_index::TYPE_INFO_KEY.into(),
+                    BASE64.encode(index).into(),
+                );
+                *bytes = serde_json::Value::Object(type_info)
+                    .to_string()
+                    .into_bytes();
+            }
+        }
+    });
+}
+
+/// Rewrites `artifact` with its header tar's entries replaced by
+/// `edit(entries)`, and the manifest updated to match.
+fn with_header(artifact: &Path, out: &Path, edit: impl Fn(&mut Vec<(String, Vec<u8>)>)) {
     let mut outer = members(artifact);
     let header_at = outer
         .iter()
         .position(|(n, _)| n == "header.tar.gz")
         .expect("header.tar.gz");
-    let entries = header_entries("gzip", &outer[header_at].1);
+    let mut entries = header_entries("gzip", &outer[header_at].1);
+    edit(&mut entries);
     let mut inner = tar::Builder::new(Vec::new());
-    for (name, mut bytes) in entries {
-        if name == chunk_index::ENTRY {
-            edit(&mut bytes);
-        }
+    for (name, bytes) in entries {
         let mut h = tar::Header::new_ustar();
         h.set_path(&name).expect("path");
         h.set_size(bytes.len() as u64);
@@ -392,23 +450,82 @@ fn a_damaged_or_oversized_index_is_refused() {
     with_index(&good, &bad, |b| b[64 + 48] ^= 1);
     refused(
         &bad,
-        "headers/0000/signatures/chunk-index: byte 112: chunk 1: frame offset",
+        "headers/0000/type-info: mender_rs_chunk_index: byte 112: chunk 1: frame offset",
     );
     with_index(&good, &bad, |b| b.truncate(b.len() - 1));
-    refused(&bad, "headers/0000/signatures/chunk-index: byte 52:");
+    refused(
+        &bad,
+        "headers/0000/type-info: mender_rs_chunk_index: byte 52:",
+    );
     // Well-formed, but its frames end elsewhere than the data member.
     with_index(&good, &bad, |b| b[48] = b[48].wrapping_add(1));
     refused(&bad, "data/0000.tar.gz:");
     refused(
         &bad,
-        "but the frames of headers/0000/signatures/chunk-index end at byte",
+        "but the frames of headers/0000/type-info: mender_rs_chunk_index end at byte",
     );
+    // Well-formed, but chunk 1's frame decodes to one byte less than its
+    // record says (and chunk 2's to one more): the frame decoder of a full
+    // install checks every frame's length, on one core as on many.
+    with_index(&good, &bad, |b| {
+        let len_at = |i: usize| 64 + 48 * i + 12;
+        let len = |b: &[u8], i: usize| {
+            u32::from_le_bytes(b[len_at(i)..len_at(i) + 4].try_into().expect("4 bytes"))
+        };
+        let (one, two) = (len(b, 1), len(b, 2));
+        b[len_at(1)..len_at(1) + 4].copy_from_slice(&(one + 1).to_le_bytes());
+        b[len_at(2)..len_at(2) + 4].copy_from_slice(&(two - 1).to_le_bytes());
+    });
+    refused(&bad, "data/0000.tar.gz: chunk 1 decodes to ");
+    refused(&bad, "bytes, the index says ");
     // Over the size limit: refused before it is parsed.
     with_index(&good, &bad, |b| {
         b.resize(chunk_index::MAX_INDEX_SIZE as usize + 1, 0)
     });
     refused(
         &bad,
-        "headers/0000/signatures/chunk-index: 12582913 bytes is over the limit",
+        "headers/0000/type-info: mender_rs_chunk_index: byte 0: 9437185 bytes is over the limit",
     );
+    // Not base64, or not a string.
+    let set_index = |value: serde_json::Value| {
+        move |entries: &mut Vec<(String, Vec<u8>)>| {
+            for (name, bytes) in entries.iter_mut() {
+                if name == "headers/0000/type-info" {
+                    let mut type_info = type_info_of(&[(name.clone(), bytes.clone())]);
+                    type_info.insert(chunk_index::TYPE_INFO_KEY.into(), value.clone());
+                    *bytes = serde_json::Value::Object(type_info)
+                        .to_string()
+                        .into_bytes();
+                }
+            }
+        }
+    };
+    with_header(&good, &bad, set_index("TVJD*FVOS1M=".into()));
+    refused(
+        &bad,
+        "headers/0000/type-info: mender_rs_chunk_index: not valid base64: Invalid symbol 42, offset 4",
+    );
+    with_header(&good, &bad, set_index(7.into()));
+    refused(
+        &bad,
+        "headers/0000/type-info: mender_rs_chunk_index: expected a string",
+    );
+    // A type-info over its cap, refused before its JSON is parsed.
+    with_header(&good, &bad, |entries| {
+        for (name, bytes) in entries.iter_mut() {
+            if name == "headers/0000/type-info" {
+                bytes.resize(chunk_index::MAX_TYPE_INFO_SIZE as usize + 1, b' ');
+            }
+        }
+    });
+    refused(
+        &bad,
+        "headers/0000/type-info: 13631489 bytes is over the limit",
+    );
+    // The index's former place is an unknown entry like any other.
+    with_header(&good, &bad, |entries| {
+        let index = index_bytes(&type_info_of(entries));
+        entries.push(("headers/0000/signatures/chunk-index".into(), index));
+    });
+    refused(&bad, "unknown entry 'headers/0000/signatures/chunk-index'");
 }
