@@ -662,18 +662,12 @@ fn parse_header_tar(
     stored: &[u8],
     format_version: u32,
 ) -> Result<ArtifactHeader, ArtifactError> {
-    let decoder = compression.decoder(member, stored)?;
-    let mut plain = Vec::new();
-    decoder
-        .take(MAX_HEADER_SIZE + 1)
-        .read_to_end(&mut plain)
-        .map_err(|e| inner_read_error(member, e))?;
-    if plain.len() as u64 > MAX_HEADER_SIZE {
-        return Err(ArtifactError::format(format!(
-            "{member}: larger than {} MiB uncompressed",
-            MAX_HEADER_SIZE >> 20
-        )));
-    }
+    // Read as it decompresses, not into a copy: with a chunk index the
+    // header is megabytes, and each copy of it is device RAM.
+    let mut plain = Capped {
+        inner: compression.decoder(member, stored)?,
+        left: MAX_HEADER_SIZE,
+    };
     let v3 = format_version >= 3;
     let mut header = ArtifactHeader::default();
     let mut have_info = false;
@@ -681,7 +675,7 @@ fn parse_header_tar(
     let mut have_meta = false;
     let mut have_files = false;
     let mut script_names = BTreeSet::new();
-    let mut archive = tar::Archive::new(TarGuard::new(&plain[..]));
+    let mut archive = tar::Archive::new(TarGuard::new(&mut plain));
     let entries = archive.entries().map_err(|e| inner_read_error(member, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| inner_read_error(member, e))?;
@@ -797,6 +791,9 @@ fn parse_header_tar(
             }
         }
     }
+    drop(archive);
+    // The rest of the stream: its end (gzip CRC, zstd checksum) is checked.
+    io::copy(&mut plain, &mut io::sink()).map_err(|e| inner_read_error(member, e))?;
     if !have_info {
         return Err(ArtifactError::format(format!("{member}: no header-info")));
     }
@@ -807,6 +804,35 @@ fn parse_header_tar(
     }
     header::check_conflicts(&header)?;
     Ok(header)
+}
+
+/// A reader that fails once more than `left` bytes were asked of it: the
+/// header's cap, named in the error.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "larger than {} MiB uncompressed",
+                    MAX_HEADER_SIZE >> 20
+                ))),
+            };
+        }
+        let room = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// A chunked artifact's data member must be framed as its index says: the
