@@ -24,18 +24,21 @@ use super::ArtifactError;
 use super::chunk_index::ChunkIndex;
 use super::compression::{Compression, read_up_to};
 
-/// Decoded bytes queued, being decoded or being handed out: about 2 MiB.
+/// Decoded bytes queued, being decoded or being handed out: about 1 MiB.
 /// A batch that is larger alone (one frame of a chunk of up to 4 MiB) is
 /// let through when nothing else is in flight. The compressed frames of the
 /// batches in flight are at most about as large again
 /// (`chunk_index::max_frame_len`), so the decoder holds at most about
-/// 2 × 2 MiB of buffers (2 × 4 MiB with the largest chunks), reused from
-/// batch to batch.
-const IN_FLIGHT_BYTES: usize = 2 << 20;
+/// 2 × 1 MiB of buffers (2 × 4 MiB with the largest chunks), reused from
+/// batch to batch. 2 MiB took 5.5 MiB more peak RSS in a full install of a
+/// 256 MiB gzip-chunked artifact (17.9 against 12.4 MiB, `scripts/bench-install
+/// 256 gzip-chunked`; the workers' allocator arenas grow with it) for no
+/// speed that could be shown on 2 cores.
+const IN_FLIGHT_BYTES: usize = 1 << 20;
 /// Frames are grouped into batches of about this many decoded bytes, so
-/// that hand-overs between threads stay few (16 KiB chunks would otherwise
-/// mean 65,536 of them per GiB).
-const BATCH_BYTES: usize = 256 << 10;
+/// that hand-overs between threads stay few (32 KiB chunks would otherwise
+/// mean 32,768 of them per GiB).
+const BATCH_BYTES: usize = 128 << 10;
 /// The most the header frame (the tar header of the image, with any
 /// extended headers) or the trailer frame (padding and end-of-archive
 /// blocks, 1.5 KiB at most as written) may decode to.
