@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::model::{ManagedState, ROLLBACK_SUPPORTED};
+use super::model::{ManagedState, ROLLBACK_NOT_SUPPORTED, ROLLBACK_SUPPORTED};
 use super::{
     KEY_CONTROL_MAPS, KEY_STANDALONE, KEY_STATE, KEY_STATE_UNCOMMITTED, MenderStore, store_path,
 };
@@ -130,7 +130,7 @@ pub fn import(
                 previous: previous.display().to_string(),
             }),
             reboot: Some(Reboot::Automatic),
-            supports_rollback: Some(managed.supports_rollback()),
+            supports_rollback: managed.supports_rollback(),
             // Mender's loop guard carries into ours.
             steps: managed.store_count(),
             failed: !matches!(
@@ -232,10 +232,11 @@ pub fn state_record(state: &UpdateState, device_type: &str, name: &str) -> Resul
     if let Some(clears) = &a.clears_provides {
         artifact["clears_artifact_provides"] = json!(clears);
     }
-    let rollback = if state.supports_rollback == Some(true) {
-        ROLLBACK_SUPPORTED
-    } else {
-        "rollback-not-supported"
+    // Not asked yet: "", as 4.x and 5.x write it until a failure asks.
+    let rollback = match state.supports_rollback {
+        Some(true) => ROLLBACK_SUPPORTED,
+        Some(false) => ROLLBACK_NOT_SUPPORTED,
+        None => "",
     };
     Ok(json!({
         "Version": 2,
@@ -406,7 +407,7 @@ mod tests {
         assert_eq!((back.version, back.name.as_str()), (2, "reboot"));
         assert_eq!(back.deployment_id(), "d-9");
         assert_eq!(back.payload_type().as_deref(), Some(ROOTFS));
-        assert!(back.supports_rollback());
+        assert_eq!(back.supports_rollback(), Some(true));
         assert_eq!(back.store_count(), 1);
         let a = back.artifact();
         assert_eq!(a.artifact_name, "release-2");

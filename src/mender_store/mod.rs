@@ -43,6 +43,8 @@ pub const KEY_CONTROL_MAPS: &str = "update-control-maps";
 /// (`docs/takeover.md`, "Going back and forth"). Mender reads only the
 /// keys above and leaves this one alone.
 pub const KEY_OUR_TXN: &str = "mender-rs-txn";
+/// What 4.x and 5.x store as `artifact-name` when they know none.
+pub const UNKNOWN_NAME: &str = "unknown";
 /// The longest [`KEY_OUR_TXN`] value read (a u64 in decimal).
 const MAX_TXN_SIZE: usize = 20;
 
@@ -148,7 +150,11 @@ impl MenderStore {
             .try_into()
             .map_err(|_| self.fail(KEY_STATE, "short read"))?;
         let installed = Installed {
-            name: model::parse_text(name).map_err(|e| self.fail(KEY_NAME, e))?,
+            // 4.x and 5.x write `unknown` when they find no name (checked
+            // with 5.1.0): no name, not a software called so.
+            name: model::parse_text(name)
+                .map_err(|e| self.fail(KEY_NAME, e))?
+                .filter(|n| n != UNKNOWN_NAME),
             group: model::parse_text(group).map_err(|e| self.fail(KEY_GROUP, e))?,
             type_info: model::parse_provides(provides).map_err(|e| self.fail(KEY_PROVIDES, e))?,
         };

@@ -195,6 +195,7 @@ pub struct ManagedArtifact {
 
 /// `SupportsRollback` when the payload can roll back.
 pub const ROLLBACK_SUPPORTED: &str = "rollback-supported";
+pub const ROLLBACK_NOT_SUPPORTED: &str = "rollback-not-supported";
 
 impl ManagedState {
     pub fn parse(bytes: &[u8]) -> Result<ManagedState, String> {
@@ -246,14 +247,23 @@ impl ManagedState {
         }
     }
 
-    /// Version 1 records always could roll back.
-    pub fn supports_rollback(&self) -> bool {
-        self.version < 2
-            || self
-                .update_info
-                .as_ref()
-                .and_then(|u| u.supports_rollback.as_deref())
-                == Some(ROLLBACK_SUPPORTED)
+    /// Whether the payload can roll back, when the record says. Version 1
+    /// records always could. 4.x/5.x write `""` until a failure makes them
+    /// ask the module (checked by hand with 5.1.0): then `None`, and the
+    /// installer is asked, as 4.x would.
+    pub fn supports_rollback(&self) -> Option<bool> {
+        if self.version < 2 {
+            return Some(true);
+        }
+        match self
+            .update_info
+            .as_ref()
+            .and_then(|u| u.supports_rollback.as_deref())
+        {
+            Some(ROLLBACK_SUPPORTED) => Some(true),
+            Some(ROLLBACK_NOT_SUPPORTED) => Some(false),
+            _ => None,
+        }
     }
 
     /// `StateDataStoreCount`: how often the client saved the record.
@@ -329,7 +339,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v2.payload_type().as_deref(), Some("rootfs-image"));
-        assert!(v2.supports_rollback());
+        assert_eq!(v2.supports_rollback(), Some(true));
         assert_eq!(v2.store_count(), 7);
         let a = v2.artifact();
         assert_eq!(a.artifact_name, "release-2");
@@ -340,13 +350,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v2.payload_type().as_deref(), Some("single-file"));
-        assert!(!v2.supports_rollback());
+        assert_eq!(v2.supports_rollback(), Some(false));
         assert_eq!(v2.artifact().artifact_provides, None);
+        // 5.x before any failure: not asked yet.
+        let v5 = ManagedState::parse(
+            br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"PayloadTypes":["rootfs-image"],"artifact_name":"r"},"ID":"d-5","SupportsRollback":"","StateDataStoreCount":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(v5.supports_rollback(), None);
         // Version 1: a rootfs image that can roll back.
         let v1 = ManagedState::parse(br#"{"Version":1,"Name":"reboot","UpdateInfo":{"ID":"d-1"}}"#)
             .unwrap();
         assert_eq!(v1.payload_type().as_deref(), Some("rootfs-image"));
-        assert!(v1.supports_rollback());
+        assert_eq!(v1.supports_rollback(), Some(true));
         for bad in [
             &br#"{"Version":3,"Name":"reboot"}"#[..],
             br#"{"Version":2,"Name":"reboot","UpdateInfo":{"Artifact":{"artifact_name":"a\nb"}}}"#,

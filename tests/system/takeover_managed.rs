@@ -61,12 +61,25 @@ fn run_to_reboot(m: &mut ManagedDevice, server: &MenderServer, dep: &str) {
 /// `name` for deployment `dep` and saved `reboot`: its store (the old
 /// software, the record) and no store of ours.
 fn as_mender_left_it(dev: &SimDevice, dep: &str, name: &str, store_count: u32) {
+    as_mender_left_it_asking(dev, dep, name, store_count, "rollback-supported");
+}
+
+/// The same, with `SupportsRollback` as given: 3.x writes
+/// `rollback-supported`, 4.x and 5.x `""` until a failure asks the
+/// module (seen with 5.1.0).
+fn as_mender_left_it_asking(
+    dev: &SimDevice,
+    dep: &str,
+    name: &str,
+    store_count: u32,
+    supports_rollback: &str,
+) {
     fs::remove_file(dev.data.join(OUR_STORE)).unwrap();
     for f in ["mender-store", "mender-store-lock"] {
         let _ = fs::remove_file(dev.data.join(f));
     }
     let state = format!(
-        r#"{{"Version":2,"Name":"reboot","UpdateInfo":{{"Artifact":{{"Source":{{"URI":"http://127.0.0.1:1/x","Expire":"2030-01-01T00:00:00Z"}},"device_types_compatible":["{DEVICE_TYPE}"],"PayloadTypes":["rootfs-image"],"artifact_name":"{name}","artifact_group":"","artifact_provides":{{"{VERSION_KEY}":"{name}"}},"clears_artifact_provides":["artifact_group","rootfs_image_checksum","rootfs-image.*"]}},"ID":"{dep}","RebootRequested":["reboot-type-custom"],"SupportsRollback":"rollback-supported","StateDataStoreCount":{store_count},"HasDBSchemaUpdate":false}}}}"#
+        r#"{{"Version":2,"Name":"reboot","UpdateInfo":{{"Artifact":{{"Source":{{"URI":"http://127.0.0.1:1/x","Expire":"2030-01-01T00:00:00Z"}},"device_types_compatible":["{DEVICE_TYPE}"],"PayloadTypes":["rootfs-image"],"artifact_name":"{name}","artifact_group":"","artifact_provides":{{"{VERSION_KEY}":"{name}"}},"clears_artifact_provides":["artifact_group","rootfs_image_checksum","rootfs-image.*"]}},"ID":"{dep}","RebootRequested":["reboot-type-custom"],"SupportsRollback":"{supports_rollback}","StateDataStoreCount":{store_count},"HasDBSchemaUpdate":false}}}}"#
     );
     let store = MenderStore::open_for_writing(&store_path(&dev.data)).unwrap();
     store
@@ -171,6 +184,17 @@ fn a_deployment_mender_rebooted_into_is_finished_by_our_daemon() {
 
 #[test]
 fn a_failing_commit_of_a_taken_over_deployment_reports_failure_before_the_reboot_back() {
+    failing_commit_of_a_taken_over_deployment("rollback-supported");
+}
+
+/// 4.x and 5.x leave `SupportsRollback` empty until a failure: the
+/// installer is asked then, and the rootfs image rolls back.
+#[test]
+fn a_failing_commit_of_a_5x_deployment_asks_and_rolls_back() {
+    failing_commit_of_a_taken_over_deployment("");
+}
+
+fn failing_commit_of_a_taken_over_deployment(supports_rollback: &str) {
     let server = MenderServer::start();
     let mut m = managed(&server);
     let artifact =
@@ -179,7 +203,7 @@ fn a_failing_commit_of_a_taken_over_deployment_reports_failure_before_the_reboot
     let dep = server.add_deployment(&artifact, "release-2", &[DEVICE_TYPE]);
     run_to_reboot(&mut m, &server, &dep);
     m.dev.reboot();
-    as_mender_left_it(&m.dev, &dep, "release-2", 3);
+    as_mender_left_it_asking(&m.dev, &dep, "release-2", 3, supports_rollback);
     m.start();
     // The daemon reboots back only once the server has the failure: the
     // partition it reboots into runs the Mender client, which would ask
@@ -251,7 +275,7 @@ fn our_deployment_is_handed_back_before_the_reboot_and_cleared_after_the_commit(
     );
     assert_eq!(state.artifact().artifact_name, "release-2");
     assert_eq!(state.payload_type().as_deref(), Some("rootfs-image"));
-    assert!(state.supports_rollback());
+    assert_eq!(state.supports_rollback(), Some(true));
     // The device had no name before (no artifact_info): Mender's default.
     assert_eq!(contents.installed.name.as_deref(), Some("unknown"));
     let orig = fs::read_to_string(

@@ -192,3 +192,23 @@ fn power_loss_at_each_step_of_taking_over_again_resumes() {
         assert_eq!(exit_code(&dev.run(&["commit"])), 2, "{cut}");
     }
 }
+
+/// A 4.x/5.x command run on a device mender-rs updated, with no Mender
+/// store yet, creates one that says nothing (no keys, or `artifact-name`
+/// `unknown`: checked by hand with 5.1.0's `show-artifact`). That is not
+/// the device running Mender: our update in flight goes on, and the name
+/// `unknown` is never adopted.
+#[test]
+fn a_store_mender_created_without_knowing_anything_changes_nothing() {
+    for entries in [&[][..], &[("artifact-name", "unknown")][..]] {
+        let dev = SimDevice::new();
+        let artifact = dev.write_rootfs_artifact("release-2", 1 << 20, &[], &[]);
+        dev.ok(&["install", artifact.to_str().unwrap()]);
+        mender_store(&dev.data, entries);
+        assert!(!last_write_is_ours(&dev));
+        dev.reboot();
+        dev.ok(&["commit"]);
+        assert_eq!(dev.show_artifact(), "release-2", "{entries:?}");
+        assert!(!dev.data.join(REPLACED).exists(), "{entries:?}");
+    }
+}
