@@ -52,7 +52,8 @@ def main():
     p.add_argument("--stalled")
     a = p.parse_args()
 
-    body = open(a.file, "rb").read()
+    with open(a.file, "rb") as f:
+        body = f.read()
     name = "/" + os.path.basename(a.file)
     frames_from = data_start(a.file)
     deadline = time.monotonic() + a.lifetime
