@@ -276,8 +276,9 @@ fn our_deployment_is_handed_back_before_the_reboot_and_cleared_after_the_commit(
     assert_eq!(state.artifact().artifact_name, "release-2");
     assert_eq!(state.payload_type().as_deref(), Some("rootfs-image"));
     assert_eq!(state.supports_rollback(), Some(true));
-    // The device had no name before (no artifact_info): Mender's default.
-    assert_eq!(contents.installed.name.as_deref(), Some("unknown"));
+    // The device had no name before (no artifact_info): Mender's default,
+    // `unknown`, which reads back as no name.
+    assert_eq!(contents.installed.name.as_deref(), None);
     let orig = fs::read_to_string(
         m.dev
             .data
