@@ -37,7 +37,7 @@ use anyhow::{Context, Result};
 
 use super::inflight::{self, Import};
 use super::model::StandaloneState;
-use super::{Contents, MenderStore, lock_path, store_path};
+use super::{Contents, MenderStore, MenderStoreError, lock_path, store_path};
 use crate::artifact::header::Provides;
 use crate::bootenv::UPGRADE_AVAILABLE;
 use crate::config::Config;
@@ -110,32 +110,23 @@ pub fn run(config: &Config) -> Result<bool> {
 /// Mender since. A store that cannot be read is not (said in the log):
 /// our own store still describes the device.
 fn written_by_mender(mender: &Path) -> bool {
-    let store = match MenderStore::open_unlocked(mender) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("{e}; mender-rs keeps its own store");
-            return false;
+    let wrote = || -> Result<bool, MenderStoreError> {
+        let store = MenderStore::open_unlocked(mender)?;
+        if store.last_write_is_ours()? {
+            return Ok(false);
         }
-    };
-    match store.last_write_is_ours() {
-        Ok(true) => false,
         // Written by Mender, but it says nothing of the device: a 4.x/5.x
         // command run on a device it never updated creates the store (or
         // writes `unknown` as the name). Taking that over would drop what
         // our store knows, an update in flight included (checked with
         // 5.1.0's `show-artifact`).
-        Ok(false) => match store.read() {
-            Ok(c) => c.installed.name.is_some() || c.standalone.is_some() || c.managed.is_some(),
-            Err(e) => {
-                log::warn!("{e}; mender-rs keeps its own store");
-                false
-            }
-        },
-        Err(e) => {
-            log::warn!("{e}; mender-rs keeps its own store");
-            false
-        }
-    }
+        let c = store.read()?;
+        Ok(c.installed.name.is_some() || c.standalone.is_some() || c.managed.is_some())
+    };
+    wrote().unwrap_or_else(|e| {
+        log::warn!("{e}; mender-rs keeps its own store");
+        false
+    })
 }
 
 /// "Going back and forth" (`docs/takeover.md`): our store exists, and a

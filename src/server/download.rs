@@ -299,6 +299,14 @@ impl ResumableDownload {
                     }
                     continue;
                 }
+                _ if link_expired(status) => {
+                    return Err((
+                        format!(
+                            "HTTP {status}: the link expired or was revoked (in standalone mode, get a new link and install again)"
+                        ),
+                        false,
+                    ));
+                }
                 _ => return Err((format!("HTTP {status}"), status >= 500)),
             };
             match status {

@@ -96,6 +96,7 @@ impl LocalChunks {
         let Some(f) = self.files.get(usize::from(file)) else {
             return false;
         };
+        // Grows (zero-filling) only past the buffer's last length.
         buf.resize(len as usize, 0);
         if let Err(e) = f.read_exact_at(buf, offset) {
             log::warn!(

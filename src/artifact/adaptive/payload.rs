@@ -350,11 +350,15 @@ impl Read for AdaptivePayload<'_> {
                 self.pos += n;
                 return Ok(n);
             }
+            // `out` is not cleared here: each frame sets its length, and a
+            // local chunk then overwrites the buffer in place rather than
+            // zero-filling it first (a byte loop at `opt-level = "z"`, on
+            // the bytes of almost every chunk).
             self.pos = 0;
-            self.out.clear();
             match self.next_frame() {
                 Ok(true) => self.progress(),
                 Ok(false) => {
+                    self.out.clear();
                     self.log_report();
                     return Ok(0);
                 }
